@@ -1,0 +1,220 @@
+"""The ``al-annotator`` command line.
+
+Every sub-command is a thin wrapper over the Python API; errors print one line that names the
+problem and the remedy, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import AlAnnotatorError
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    def deco(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise AlAnnotatorError(f"--shape must be integers Z,Y,X such as 512,512,512; got {text!r}") from None
+
+
+def _read_kw(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    for name in ("format", "dataset", "channel", "dtype", "offset"):
+        value = getattr(args, prefix + name, None)
+        if value is not None:
+            kw[name] = value
+    shape = _shape(getattr(args, prefix + "shape", None))
+    if shape is not None:
+        kw["shape"] = shape
+    return kw
+
+
+def _print_info(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"project      {info['path']}")
+    print(f"volume       {' x '.join(map(str, info['shape']))} (z, y, x)  {info['dtype']}  chunks {tuple(info['chunks'])}")
+    print(f"spacing      {tuple(info['spacing'])} {info['spacing_unit']}")
+    print(f"source       {info['source']}")
+    print(f"window       {info['display_window'][0]:.6g} .. {info['display_window'][1]:.6g}")
+    print("classes      " + ", ".join(f"{c['value']}={c['name']} ({c['colour']})" for c in info["classes"]))
+    per_class = ", ".join(f"{k} {v}" for k, v in info["labelled_voxels_per_class"].items())
+    print(f"labelled     {info['labelled_voxels']} voxels ({per_class})")
+    for ax, s in info["slices"].items():
+        print(f"slices {ax}     {s['annotated']} annotated, {s['in_progress']} in progress, of {s['slices']}")
+    print(f"edits        {info['edits']} log records")
+    versions = info["model_versions"]
+    if versions:
+        last = versions[-1]
+        print(f"models       {len(versions)} versions, latest v{last['version']} " + json.dumps(last.get("metrics", {})))
+    else:
+        print("models       none yet (start the trainer: al-annotator train PROJECT --watch)")
+
+
+@command("init")
+def cmd_init(args: argparse.Namespace) -> int:
+    from .store import create_project
+
+    store = create_project(
+        args.project,
+        args.volume,
+        classes=args.classes,
+        spacing=args.spacing,
+        labels=args.labels,
+        read_kw=_read_kw(args),
+        labels_read_kw=_read_kw(args, "labels_"),
+    )
+    print(f"created {store.path}")
+    _print_info(store.info(), False)
+    store.close()
+    return 0
+
+
+@command("info")
+def cmd_info(args: argparse.Namespace) -> int:
+    from .store import open_project
+
+    with open_project(args.project) as store:
+        _print_info(store.info(), args.json)
+    return 0
+
+
+@command("check")
+def cmd_check(args: argparse.Namespace) -> int:
+    from .errors import EditLogCorruptError
+    from .store import open_project
+    from .store.project import set_aside_damaged_log
+
+    try:
+        store = open_project(args.project)
+    except EditLogCorruptError as exc:
+        if not args.repair:
+            raise
+        last, where = set_aside_damaged_log(args.project)
+        print(f"the edit log was damaged after record {last}: the damaged tail was moved to {where} (kept, not deleted)")
+        store = open_project(args.project)
+    with store:
+        if store.recovered:
+            print(f"recovered {len(store.recovered)} edits from the log that the labels had missed")
+        if store.torn_tail is not None:
+            print(f"a torn record at byte {store.torn_tail} (an edit in flight when a writer died) was set aside as edits.log.torn")
+        problems = store.check(repair=args.repair)
+    for p in problems:
+        print(f"problem: {p}")
+    if not problems:
+        print("ok: every chunk present, labels equal the replayed edit log")
+    return 1 if problems and not args.repair else 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from .store import open_project
+    from .store.export import export
+
+    with open_project(args.project) as store:
+        out = export(store, args.out, what=args.what, format=args.format, overwrite=args.overwrite)
+    print(f"wrote {args.what} to {out}")
+    return 0
+
+
+@command("demo")
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .datasets import create_demo_project
+
+    store = create_demo_project(args.dir, name=args.name)
+    _print_info(store.info(), False)
+    print()
+    print(f"Open it: al-annotator info {store.path}")
+    store.close()
+    return 0
+
+
+def _add_read_options(p: argparse.ArgumentParser, prefix: str = "", what: str = "volume") -> None:
+    dash = f"--{prefix.replace('_', '-')}"
+    p.add_argument(f"{dash}format", dest=f"{prefix}format", help=f"{what} format (default: by file type): tiff, slices, hdf5, ome-zarr, nifti, dicom, npy, raw")
+    p.add_argument(f"{dash}dataset", dest=f"{prefix}dataset", help="HDF5/NeXus dataset path (e.g. /entry/data/data) or DICOM SeriesInstanceUID")
+    p.add_argument(f"{dash}shape", dest=f"{prefix}shape", help="raw files: Z,Y,X")
+    p.add_argument(f"{dash}dtype", dest=f"{prefix}dtype", help="raw files: numpy dtype, e.g. uint16 or <f4")
+    p.add_argument(f"{dash}offset", dest=f"{prefix}offset", type=int, help="raw files: header bytes to skip")
+    p.add_argument(f"{dash}channel", dest=f"{prefix}channel", type=int, help="4D data: the channel to import")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="al-annotator", description="Interactive annotation and active learning for 3D tomography.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a project from a volume")
+    p.add_argument("project", help="new project directory")
+    p.add_argument("--volume", required=True, help="volume file or folder")
+    p.add_argument("--classes", default="background,bone,implant,degradation", help="comma-separated class names (label value = position, from 1)")
+    p.add_argument("--spacing", help="voxel spacing Z,Y,X (default: from the file, else 1,1,1)")
+    p.add_argument("--labels", help="existing labels to import (same shape; 0 = unlabelled)")
+    _add_read_options(p)
+    _add_read_options(p, "labels_", "labels")
+
+    p = sub.add_parser("info", help="print what a project holds")
+    p.add_argument("project")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("check", help="verify chunks and labels against the edit log")
+    p.add_argument("project")
+    p.add_argument("--repair", action="store_true", help="rebuild labels from the edit log where they differ")
+
+    p = sub.add_parser("export", help="export labels or predictions")
+    p.add_argument("project")
+    p.add_argument("out", help="output path (.ome.zarr directory, .tif, .nii/.nii.gz)")
+    p.add_argument("--what", choices=("labels", "predictions"), default="labels")
+    p.add_argument("--format", choices=("ome-zarr", "tiff", "nifti"), required=True)
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("demo", help="create the demo project (a real micro-CT scan) and show it")
+    p.add_argument("--dir", default="al_annotator_demo", help="project directory (reused if it exists)")
+    p.add_argument("--name", default="bone", help="demo volume name")
+
+    _register_extra_commands(sub)
+    return parser
+
+
+def _register_extra_commands(sub: Any) -> None:
+    """Sub-commands that live with their subsystem (training, acquisition, simulation)."""
+    from .simulate.cli import register as register_simulate
+    from .training.cli import register as register_training
+
+    register_training(sub, command)
+    register_simulate(sub, command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except AlAnnotatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

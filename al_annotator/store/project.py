@@ -1,0 +1,754 @@
+"""The project store: one directory (or memory) holding everything a project is.
+
+Layout of a project directory::
+
+    PROJECT/
+      project.json      schema version, classes, colours, spacing, volume facts, display window
+      data.zarr/        zarr v3 group
+        image           (Z, Y, X) original intensities, 64^3 chunks (all three slice axes read fast)
+        labels          (Z, Y, X) uint8, 0 = unlabelled, class i = i + 1; same chunks
+        imported_labels (Z, Y, X) uint8, the labels imported at creation (the base the log replays on)
+        models/vNNNN/   probabilities (C, Z, Y, X) float16, prediction uint8, confidence (written by the trainer)
+      edits.log         append-only edit log (see :mod:`al_annotator.store.editlog`)
+      state.json        the log position the labels reflect, slice states, voxel counts per class
+      models/           checkpoints, per-slice scores, embeddings, current.json (see :mod:`.models`)
+      .lock             writer lock (flock)
+
+Durability: :meth:`ProjectStore.apply_edit` appends the edit to the log (one ``write``, fsync'ed)
+before it touches the labels; opening a project replays whatever the labels missed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..config import SCHEMA_VERSION, ProjectConfig
+from ..errors import (
+    InputError,
+    LabelValueError,
+    ProjectExistsError,
+    ProjectNotFoundError,
+    StoreIntegrityError,
+)
+from ..types import AXES, EditAtom, SliceRef
+from .backend import LocalBackend, MemoryBackend
+from .editlog import EditLog, LogRecord, scan_records
+
+__all__ = ["ProjectStore", "create_project", "open_project", "set_aside_damaged_log", "SliceState", "DEFAULT_CHUNKS", "PROJECT_FILE"]
+
+PROJECT_FILE = "project.json"
+STATE_FILE = "state.json"
+#: Chosen by measurement (benchmarks/bench_store.py): 64^3 chunks read a 512x512 slice along z, y
+#: or x in ~20-30 ms; (1, Y, X) chunks read z in 1 ms but y and x in ~400 ms.
+DEFAULT_CHUNKS = (64, 64, 64)
+SLICE_STATES = ("unlabelled", "in_progress", "annotated")
+
+
+@dataclass(frozen=True, slots=True)
+class SliceState:
+    """Annotation state of one slice."""
+
+    ref: SliceRef
+    state: str
+    by: str = ""
+    at: float = 0.0
+
+
+def _default_author() -> str:
+    return os.environ.get("AL_ANNOTATOR_USER") or os.environ.get("USER") or os.environ.get("JUPYTERHUB_USER") or "anonymous"
+
+
+@dataclass(frozen=True)
+class _ArrayVolume:
+    """An in-memory array seen through the same attributes as :class:`al_annotator.io.VolumeData`."""
+
+    array: Any
+    spacing: tuple[float, float, float] | None = None
+    spacing_unit: str | None = None
+    format: str = "array"
+    source: str = "<array>"
+
+
+def _as_volume(volume: Any, **read_kw):
+    """Accept a path, a VolumeData or an array; return (volume, close)."""
+    if isinstance(volume, (str, os.PathLike)):
+        from ..io import read_volume
+
+        vol = read_volume(volume, **read_kw)
+        return vol, vol.close
+    if hasattr(volume, "array") and hasattr(volume, "source"):
+        return volume, lambda: None
+    if isinstance(volume, (list, tuple)):
+        volume = np.asarray(volume)
+    if not hasattr(volume, "shape") or not hasattr(volume, "dtype"):
+        raise InputError(f"a volume must be a path, a VolumeData or an array, got {type(volume).__name__}")
+    return _ArrayVolume(volume), lambda: None
+
+
+def _check_volume_array(arr: Any, what: str = "volume") -> None:
+    shape = tuple(getattr(arr, "shape", ()))
+    if len(shape) != 3:
+        raise InputError(
+            f"the {what} has shape {shape} ({len(shape)}D); a project needs a 3D (Z, Y, X) volume. "
+            "For a 2D image add a z axis (array[None]); for 4D data pick a channel (--channel K)."
+        )
+    if min(shape) == 0:
+        raise InputError(f"the {what} is empty: shape {shape}")
+    dt = np.dtype(arr.dtype)
+    if dt.kind not in "biuf":
+        raise InputError(f"the {what} has dtype {dt}, which is not numeric; convert it to an integer or float type")
+
+
+class ProjectStore:
+    """An open project. Create with :func:`create_project`, open with :func:`open_project`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from al_annotator.store import create_project
+    >>> store = create_project(None, np.zeros((8, 16, 16), np.uint16), classes=("background", "bone"))
+    >>> atom = store.paint(SliceRef("z", 3), np.array([0, 1, 2]), "bone")
+    >>> int(store.read_slice(SliceRef("z", 3), "labels")[0, :3].sum())
+    6
+    """
+
+    def __init__(self, backend: LocalBackend | MemoryBackend, *, author: str | None = None, _replay: bool = True) -> None:
+        import zarr
+
+        self.backend = backend
+        self.author = author or _default_author()
+        doc = backend.read_json(PROJECT_FILE)
+        if doc is None:
+            raise ProjectNotFoundError(f"{backend.description} is not an al_annotator project (no {PROJECT_FILE})")
+        if doc.get("schema_version", 0) > SCHEMA_VERSION:
+            raise StoreIntegrityError(
+                f"{backend.description} was written by a newer al_annotator (schema {doc['schema_version']}, "
+                f"this one reads up to {SCHEMA_VERSION}); upgrade al_annotator"
+            )
+        self._doc = doc
+        self.config = ProjectConfig.from_json(doc["config"])
+        self.shape: tuple[int, int, int] = tuple(doc["volume"]["shape"])  # type: ignore[assignment]
+        try:
+            self.root = zarr.open_group(store=backend.zarr_store(), mode="r+")
+            self.image = self.root["image"]
+            self.labels = self.root["labels"]
+        except (KeyError, FileNotFoundError) as exc:
+            raise StoreIntegrityError(f"{backend.description}: the image or labels array is missing ({exc})") from exc
+        self.log = EditLog(backend.log_backend(), source=f"{backend.description}/edits.log")
+        self._records: dict[int, tuple[int, int]] = {}
+        self._undo: dict[str, list[int]] = {}
+        self._redo: dict[str, list[int]] = {}
+        self._slice_states: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in AXES}
+        self._counts = np.zeros(256, np.int64)
+        self.recovered: list[int] = []
+        self.torn_tail: int | None = None
+        if _replay:
+            with self.backend.lock():
+                self._load_and_recover()
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def path(self) -> Path | None:
+        return self.backend.root
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.image.dtype)
+
+    @property
+    def display_window(self) -> tuple[float, float]:
+        lo, hi = self._doc["volume"]["display_window"]
+        return float(lo), float(hi)
+
+    @property
+    def volume_info(self) -> dict[str, Any]:
+        return dict(self._doc["volume"])
+
+    @property
+    def has_imported_labels(self) -> bool:
+        return "imported_labels" in self.root
+
+    # ------------------------------------------------------------------ reading
+    def read_slice(self, ref: SliceRef, what: str = "image") -> np.ndarray:
+        """The 2D array of ``what`` ("image" or "labels") on ``ref``."""
+        ref = SliceRef(ref.axis, ref.index)
+        ref.check(self.shape)
+        arrays = {"image": self.image, "labels": self.labels}
+        if what not in arrays:
+            raise InputError(f"what must be one of {sorted(arrays)}, got {what!r}")
+        return np.asarray(arrays[what][ref.selection()])
+
+    def labelled_voxels(self) -> dict[str, int]:
+        """Voxel count per class (kept incrementally; :meth:`check` verifies it)."""
+        return {name: int(self._counts[i + 1]) for i, name in enumerate(self.config.classes)}
+
+    def slice_states(self, axis: str | None = None) -> list[SliceState]:
+        axes = AXES if axis is None else (SliceRef(axis, 0).axis,)
+        out = []
+        for ax in axes:
+            for idx, st in sorted(self._slice_states[ax].items()):
+                out.append(SliceState(SliceRef(ax, idx), st["state"], st.get("by", ""), st.get("at", 0.0)))
+        return out
+
+    def slice_state(self, ref: SliceRef) -> SliceState:
+        st = self._slice_states[ref.axis].get(ref.index)
+        if st is None:
+            return SliceState(ref, "unlabelled")
+        return SliceState(ref, st["state"], st.get("by", ""), st.get("at", 0.0))
+
+    def annotated_slices(self, axis: str | None = None) -> list[SliceRef]:
+        return [s.ref for s in self.slice_states(axis) if s.state == "annotated"]
+
+    # ------------------------------------------------------------------ editing
+    def paint(self, ref: SliceRef, indices: np.ndarray, value: int | str, *, tool: str = "brush", author: str | None = None) -> EditAtom:
+        """Set voxels (flat 2D indices of ``ref``) to a class given by name or label value (0 erases)."""
+        label = self.config.label_value(value) if isinstance(value, str) else int(value)
+        return self.apply_edit(EditAtom(ref, np.asarray(indices), np.asarray([label], np.uint8), author=author or self.author, tool=tool))
+
+    def apply_edit(self, atom: EditAtom) -> EditAtom:
+        """Make an edit durable and visible. Returns the atom with ``seq`` and ``old_values`` set.
+
+        The edit is in the log on disk before this returns; the labels array holds it too.
+        """
+        ref, idx, new = self._validate_atom(atom)
+        meta = {
+            "type": "edit",
+            "axis": ref.axis,
+            "index": ref.index,
+            "author": atom.author or self.author,
+            "time": atom.time or time.time(),
+            "tool": atom.tool,
+        }
+        meta.update({k: v for k, v in atom.meta.items() if k in ("undo_of", "redo_of", "note")})
+        with self.backend.lock():
+            self._catch_up()
+            region = self._read_region(ref, idx)  # read once: old values now, modified block later
+            old = region[1][region[2], region[3]].astype(np.uint8) if idx.size else np.zeros(0, np.uint8)
+            record = self.log.append(meta, {"idx": idx, "old": old, "new": new})
+            self._apply_record(record, write_labels=True, region=region)
+            self._save_state()
+        return EditAtom(ref, idx, new, old, meta["author"], meta["time"], atom.tool, record.seq, dict(atom.meta))
+
+    def undo(self, author: str | None = None) -> EditAtom | None:
+        """Undo the last edit of ``author`` (default: this store's author); ``None`` if nothing to undo."""
+        author = author or self.author
+        with self.backend.lock():
+            self._catch_up()
+            stack = self._undo.get(author, [])
+            if not stack:
+                return None
+            target = self._read_record(stack[-1])
+            return self._inverse(target, restore="old", author=author, tag="undo_of")
+
+    def redo(self, author: str | None = None) -> EditAtom | None:
+        author = author or self.author
+        with self.backend.lock():
+            self._catch_up()
+            stack = self._redo.get(author, [])
+            if not stack:
+                return None
+            target = self._read_record(stack[-1])
+            return self._inverse(target, restore="new", author=author, tag="redo_of")
+
+    def can_undo(self, author: str | None = None) -> bool:
+        return bool(self._undo.get(author or self.author))
+
+    def can_redo(self, author: str | None = None) -> bool:
+        return bool(self._redo.get(author or self.author))
+
+    def set_slice_state(self, ref: SliceRef, state: str, *, author: str | None = None) -> None:
+        """Mark a slice ``"annotated"``, ``"in_progress"`` or ``"unlabelled"`` (durable, logged)."""
+        ref = SliceRef(ref.axis, ref.index)
+        ref.check(self.shape)
+        if state not in SLICE_STATES:
+            raise InputError(f"slice state must be one of {SLICE_STATES}, got {state!r}")
+        meta = {"type": "state", "axis": ref.axis, "index": ref.index, "state": state, "author": author or self.author, "time": time.time()}
+        with self.backend.lock():
+            self._catch_up()
+            self._apply_record(self.log.append(meta, {}), write_labels=True)
+            self._save_state()
+
+    def refresh(self) -> list[LogRecord]:
+        """Pick up edits made by other processes since the last call; returns the new records."""
+        with self.backend.lock():
+            return self._catch_up()
+
+    # ------------------------------------------------------------------ checking
+    def replay(self) -> np.ndarray:
+        """The labels rebuilt from the imported base and the whole log (in memory)."""
+        labels = np.asarray(self.root["imported_labels"][...]) if self.has_imported_labels else np.zeros(self.shape, np.uint8)
+        records, _ = self.log.read_all()
+        for rec in records:
+            if rec.kind == "edit":
+                ref = SliceRef(rec.meta["axis"], rec.meta["index"])
+                view = labels[ref.selection()]
+                flat = view.reshape(-1) if view.flags.c_contiguous else None
+                if flat is not None:
+                    flat[rec.arrays["idx"]] = rec.arrays["new"]
+                else:
+                    rows, cols = np.unravel_index(rec.arrays["idx"], view.shape)
+                    view[rows, cols] = rec.arrays["new"]
+        return labels
+
+    def check(self, *, repair: bool = False, full: bool = True) -> list[str]:
+        """Verify the project; return a list of problems (empty when healthy).
+
+        Checks that every image and labels chunk exists, that the labels equal the replayed log
+        and that the per-class counts match. With ``repair=True`` the labels are rebuilt from the
+        log when they differ (the log is the record of truth).
+        """
+        problems = self.missing_chunks()
+        if full:
+            with self.backend.lock():
+                self._catch_up()
+                expected = self.replay()
+                actual = np.asarray(self.labels[...])
+                diff = int(np.count_nonzero(expected != actual))
+                if diff:
+                    problems.append(f"{diff} label voxels differ from the replayed edit log")
+                    if repair:
+                        self.labels[...] = expected
+                        actual = expected
+                        problems[-1] += " (repaired from the log)"
+                counts = np.bincount(actual.reshape(-1), minlength=256)
+                if not np.array_equal(counts[1:], self._counts[1:]):
+                    problems.append("per-class voxel counts in state.json were stale" + (" (recomputed)" if repair else ""))
+                    if repair:
+                        self._counts = counts.astype(np.int64)
+                        self._counts[0] = 0
+                        self._save_state()
+        return problems
+
+    def missing_chunks(self) -> list[str]:
+        """Chunks of the image or labels array that should exist on disk but do not."""
+        if self.backend.root is None:
+            return []
+        problems = []
+        for name in ("image", "labels"):
+            arr = self.root[name]
+            grid = [int(np.ceil(s / c)) for s, c in zip(arr.shape, arr.chunks)]
+            base = self.backend.root / "data.zarr" / name / "c"
+            missing = [
+                (i, j, k)
+                for i in range(grid[0])
+                for j in range(grid[1])
+                for k in range(grid[2])
+                if not (base / str(i) / str(j) / str(k)).exists()
+            ]
+            if missing:
+                problems.append(
+                    f"{name}: {len(missing)} of {int(np.prod(grid))} chunks are missing, e.g. {missing[:5]}"
+                    + (" (labels there read as unlabelled: restore them or run `al-annotator check --repair`)" if name == "labels" else "")
+                )
+        return problems
+
+    def info(self) -> dict[str, Any]:
+        """What ``al-annotator info`` prints."""
+        from .models import list_model_versions
+
+        per_axis = {
+            ax: {
+                "annotated": sum(1 for s in self.slice_states(ax) if s.state == "annotated"),
+                "in_progress": sum(1 for s in self.slice_states(ax) if s.state == "in_progress"),
+                "slices": self.shape[i],
+            }
+            for i, ax in enumerate(AXES)
+        }
+        counts = self.labelled_voxels()
+        return {
+            "path": str(self.backend.description),
+            "schema_version": self._doc["schema_version"],
+            "shape": list(self.shape),
+            "dtype": str(self.dtype),
+            "chunks": list(self.image.chunks),
+            "spacing": list(self.config.spacing),
+            "spacing_unit": self.config.spacing_unit,
+            "classes": [{"value": i + 1, "name": n, "colour": c} for i, (n, c) in enumerate(zip(self.config.classes, self.config.colours))],
+            "display_window": list(self.display_window),
+            "source": self._doc["volume"].get("source"),
+            "labelled_voxels": int(sum(counts.values())),
+            "labelled_voxels_per_class": counts,
+            "slices": per_axis,
+            "edits": self.log.last_seq,
+            "model_versions": list_model_versions(self),
+        }
+
+    def close(self) -> None:
+        self.log.backend.close()
+
+    def __enter__(self) -> "ProjectStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ProjectStore({self.backend.description!r}, shape={self.shape}, classes={list(self.config.classes)})"
+
+    # ------------------------------------------------------------------ internals
+    def _validate_atom(self, atom: EditAtom) -> tuple[SliceRef, np.ndarray, np.ndarray]:
+        ref = SliceRef(atom.slice_ref.axis, atom.slice_ref.index)
+        ref.check(self.shape)
+        h, w = ref.shape_in(self.shape)
+        idx = np.asarray(atom.indices)
+        if idx.ndim != 1:
+            raise InputError(f"edit indices must be a flat 1D array of 2D slice positions, got shape {idx.shape}")
+        if idx.size and (idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= h * w):
+            raise InputError(f"edit indices must be integers in 0..{h * w - 1} for a {h}x{w} slice")
+        idx = idx.astype(np.uint32 if h * w < 2**32 else np.uint64)
+        new = np.asarray(atom.new_values)
+        if new.ndim == 0:
+            new = new.reshape(1)
+        if new.size not in (1, idx.size):
+            raise InputError(f"an edit needs one new value or one per index ({idx.size}), got {new.size}")
+        if new.size and (new.dtype.kind not in "iu" or new.min() < 0 or new.max() > self.config.n_classes):
+            raise LabelValueError(
+                f"label values must be 0 (unlabelled) or 1..{self.config.n_classes} "
+                f"({', '.join(f'{i + 1}={n}' for i, n in enumerate(self.config.classes))}); got {np.unique(new)[:10].tolist()}"
+            )
+        return ref, idx, new.astype(np.uint8)
+
+    def _region(self, ref: SliceRef, idx: np.ndarray) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """A 2D bounding box of the indices (as a 3D selection) and row/col offsets inside it."""
+        _, w = ref.shape_in(self.shape)
+        rows, cols = np.divmod(idx.astype(np.int64), w)
+        r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+        sel: list[Any] = [slice(r0, r1), slice(c0, c1)]
+        sel.insert(ref.axis_number, ref.index)
+        return tuple(sel), rows - r0, cols - c0
+
+    def _read_region(self, ref: SliceRef, idx: np.ndarray) -> tuple:
+        """``(selection, block, rows, cols)``: the labels in the bounding box of ``idx`` on ``ref``."""
+        if idx.size == 0:
+            return ((), np.zeros((0, 0), np.uint8), idx, idx)
+        sel, rr, cc = self._region(ref, idx)
+        return sel, np.array(self.labels[sel]), rr, cc
+
+    def _write_values(self, ref: SliceRef, idx: np.ndarray, new: np.ndarray, region: tuple | None = None) -> None:
+        if idx.size == 0:
+            return
+        sel, block, rr, cc = region if region is not None else self._read_region(ref, idx)
+        block[rr, cc] = new
+        self.labels[sel] = block
+
+    def _apply_record(self, rec: LogRecord, *, write_labels: bool, region: tuple | None = None) -> None:
+        """Fold one record into the in-memory state (and, for new or replayed records, the labels)."""
+        meta = rec.meta
+        if rec.kind == "edit":
+            ref = SliceRef(meta["axis"], meta["index"])
+            idx, old, new = rec.arrays["idx"], rec.arrays["old"], rec.arrays["new"]
+            if write_labels:
+                self._write_values(ref, idx, new, region)
+            np.subtract.at(self._counts, old, 1)
+            np.add.at(self._counts, np.broadcast_to(new, idx.shape), 1)
+            self._counts[0] = 0
+            self._records[rec.seq] = (rec.offset, rec.size)
+            author = meta.get("author", "")
+            undo, redo = self._undo.setdefault(author, []), self._redo.setdefault(author, [])
+            if "undo_of" in meta:
+                if undo and undo[-1] == meta["undo_of"]:
+                    undo.pop()
+                redo.append(meta["undo_of"])
+            elif "redo_of" in meta:
+                if redo and redo[-1] == meta["redo_of"]:
+                    redo.pop()
+                undo.append(meta["redo_of"])
+            else:
+                undo.append(rec.seq)
+                redo.clear()
+            states = self._slice_states[ref.axis]
+            if ref.index not in states or states[ref.index]["state"] == "unlabelled":
+                states[ref.index] = {"state": "in_progress", "by": author, "at": meta.get("time", 0.0)}
+        elif rec.kind == "state":
+            states = self._slice_states[meta["axis"]]
+            if meta["state"] == "unlabelled":
+                states.pop(int(meta["index"]), None)
+            else:
+                states[int(meta["index"])] = {"state": meta["state"], "by": meta.get("author", ""), "at": meta.get("time", 0.0)}
+        elif rec.kind == "import":
+            pass
+        else:
+            raise StoreIntegrityError(f"unknown record type {rec.kind!r} at seq {rec.seq} in the edit log (newer al_annotator?)")
+        self._applied_seq = rec.seq
+
+    def _inverse(self, target: LogRecord, *, restore: str, author: str, tag: str) -> EditAtom:
+        ref = SliceRef(target.meta["axis"], target.meta["index"])
+        values = target.arrays[restore]
+        if values.size == 1 and target.arrays["idx"].size != 1:
+            values = np.broadcast_to(values, target.arrays["idx"].shape)
+        atom = EditAtom(ref, target.arrays["idx"], np.ascontiguousarray(values), author=author, tool=tag.split("_")[0], meta={tag: target.seq})
+        return self.apply_edit(atom)
+
+    def _read_record(self, seq: int) -> LogRecord:
+        offset, size = self._records[seq]
+        with self.log.backend.reader() as fh:
+            fh.seek(offset)
+            blob = fh.read(size)
+        records, _, _ = scan_records(io.BytesIO(blob), 0, source=self.log.source)
+        if not records or records[0].seq != seq:
+            raise StoreIntegrityError(f"record {seq} is not where the edit log index says (byte {offset}); run `al-annotator check`")
+        return LogRecord(seq, records[0].meta, records[0].arrays, offset, size)
+
+    def _catch_up(self) -> list[LogRecord]:
+        """Fold in records appended by other processes (they already wrote the labels)."""
+        new = self.log.read_new()
+        for rec in new:
+            self._apply_record(rec, write_labels=False)
+        return new
+
+    def _load_and_recover(self) -> None:
+        state = self.backend.read_json(STATE_FILE) or {}
+        applied = int(state.get("applied_seq", 0))
+        self._base_counts = np.asarray(state.get("base_counts", [0] * 256), np.int64)
+        self._counts = self._base_counts.copy()
+        records, torn_at = self.log.read_all()
+        if torn_at is not None:
+            # The record in flight when a writer died: never acknowledged, kept aside, not replayed.
+            tail = self.log.backend.truncate(torn_at)
+            self.backend.keep_aside("edits.log.torn", tail)
+            self.torn_tail = torn_at
+        self._applied_seq = 0
+        for rec in records:
+            # Records the labels may not hold yet are re-applied (idempotent: they set values).
+            self._apply_record(rec, write_labels=rec.seq > applied)
+            if rec.seq > applied:
+                self.recovered.append(rec.seq)
+        if self.recovered or applied != self._applied_seq or not state:
+            self._save_state()
+
+    def _save_state(self) -> None:
+        self.backend.write_json(
+            STATE_FILE,
+            {
+                "applied_seq": self._applied_seq,
+                "log_end": self.log.end,
+                "counts": self._counts.tolist(),
+                "base_counts": self._base_counts.tolist(),
+                "slices": {ax: {str(k): v for k, v in d.items()} for ax, d in self._slice_states.items()},
+            },
+        )
+
+
+# ---------------------------------------------------------------------- creation
+def create_project(
+    path: str | os.PathLike | None,
+    volume: Any,
+    *,
+    classes: Sequence[str] | str | None = None,
+    colours: Sequence[str] | None = None,
+    spacing: Sequence[float] | str | None = None,
+    labels: Any = None,
+    chunks: tuple[int, int, int] = DEFAULT_CHUNKS,
+    author: str | None = None,
+    fsync: bool = True,
+    read_kw: dict[str, Any] | None = None,
+    labels_read_kw: dict[str, Any] | None = None,
+    progress: Any = None,
+) -> ProjectStore:
+    """Create a project from a volume (a path, a :class:`~al_annotator.io.VolumeData` or an array).
+
+    ``path=None`` makes an in-memory project. Nothing is left behind when creation fails: the
+    project is built in a hidden sibling directory and renamed into place at the end.
+
+    Parameters
+    ----------
+    classes
+        Class names (default: background, bone, implant, degradation). Label value i+1 is class i.
+    spacing
+        Voxel spacing (z, y, x); defaults to what the file says, else (1, 1, 1).
+    labels
+        Existing labels to import (same shape; 0 = unlabelled, 1..C = classes).
+    progress
+        Optional callable ``progress(done, total, what)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> store = create_project(None, np.random.rand(4, 8, 8).astype("float32"), classes="a,b")
+    >>> store.shape
+    (4, 8, 8)
+    """
+    from ..config import DEFAULT_CLASSES, parse_spacing
+
+    cfg_classes = classes if classes is not None else DEFAULT_CLASSES
+    if isinstance(cfg_classes, str):
+        from ..config import parse_classes
+
+        cfg_classes = parse_classes(cfg_classes)
+    if path is not None:
+        target = Path(path).expanduser().absolute()
+        if target.exists():
+            raise ProjectExistsError(
+                f"{target} already exists; choose a new project directory, or open it with open_project({str(target)!r})"
+            )
+        if not target.parent.is_dir():
+            raise InputError(f"the parent directory {target.parent} does not exist; create it first")
+    vol, close = _as_volume(volume, **(read_kw or {}))
+    lab_vol, lab_close = (None, lambda: None) if labels is None else _as_volume(labels, **(labels_read_kw or {}))
+    try:
+        _check_volume_array(vol.array)
+        user_spacing = parse_spacing(spacing)
+        config = ProjectConfig(
+            classes=tuple(cfg_classes),
+            colours=tuple(colours or ()),
+            spacing=user_spacing or vol.spacing or (1.0, 1.0, 1.0),
+            spacing_unit=("pixel" if not (user_spacing or vol.spacing) else (vol.spacing_unit or "unit")),
+        )
+        if lab_vol is not None:
+            _check_volume_array(lab_vol.array, "labels volume")
+            if tuple(lab_vol.array.shape) != tuple(vol.array.shape):
+                raise InputError(f"the labels have shape {tuple(lab_vol.array.shape)} but the volume has {tuple(vol.array.shape)}; they must match")
+        if path is None:
+            backend = MemoryBackend()
+            _build(backend, vol, lab_vol, config, chunks, progress)
+            return ProjectStore(backend, author=author)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.creating-", dir=target.parent))
+        try:
+            _build(LocalBackend(tmp, fsync=fsync), vol, lab_vol, config, chunks, progress)
+            if target.exists():
+                raise ProjectExistsError(f"{target} appeared while the project was being created; nothing was overwritten")
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return ProjectStore(LocalBackend(target, fsync=fsync), author=author)
+    finally:
+        close()
+        lab_close()
+
+
+def _build(backend, vol, lab_vol, config: ProjectConfig, chunks, progress) -> None:
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    arr = vol.array
+    shape = tuple(int(s) for s in arr.shape)
+    dtype = np.dtype(arr.dtype)
+    if dtype == np.bool_:
+        dtype = np.dtype(np.uint8)
+    chunks = tuple(min(c, s) for c, s in zip(chunks, shape))
+    root = zarr.open_group(store=backend.zarr_store(), mode="w")
+    # Image: uncompressed. Measured (benchmarks/bench_store.py): noisy CT compresses ~1.3x at best and
+    # decompression doubles slice latency. Every chunk is written so a missing one can be detected.
+    image = root.create_array("image", shape=shape, dtype=dtype, chunks=chunks, compressors=None, fill_value=0, config={"write_empty_chunks": True})
+    lab_codec = [BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")]
+    labels = root.create_array("labels", shape=shape, dtype=np.uint8, chunks=chunks, compressors=lab_codec, fill_value=0, config={"write_empty_chunks": True})
+    sample: list[np.ndarray] = []
+    step = max(1, shape[0] // 32)
+    n_slab = chunks[0]
+    counts = np.zeros(256, np.int64)
+    imported = None
+    if lab_vol is not None:
+        imported = root.create_array("imported_labels", shape=shape, dtype=np.uint8, chunks=chunks, compressors=lab_codec, fill_value=0, config={"write_empty_chunks": True})
+    for z0 in range(0, shape[0], n_slab):
+        z1 = min(shape[0], z0 + n_slab)
+        try:
+            slab = np.asarray(arr[z0:z1])
+        except Exception as exc:  # a truncated file found mid-way
+            raise InputError(f"cannot read slices {z0}..{z1 - 1} of {vol.source}: {exc}") from exc
+        if slab.dtype.kind == "f":
+            bad = ~np.isfinite(slab)
+            if bad.any():
+                where = int(np.argwhere(bad.any(axis=(1, 2)))[0, 0]) + z0
+                raise InputError(
+                    f"the volume {vol.source} has {int(bad.sum())} NaN/inf voxels in slices {z0}..{z1 - 1} (first at z={where}); "
+                    "replace them (e.g. numpy.nan_to_num) before importing"
+                )
+        image[z0:z1] = slab.astype(dtype, copy=False)
+        sample.append(slab[:: max(1, step), ::4, ::4].reshape(-1) if slab.size else slab.reshape(-1))
+        if imported is not None:
+            lab = np.asarray(lab_vol.array[z0:z1])
+            if lab.dtype.kind not in "biu" and not (lab.dtype.kind == "f" and np.all(np.mod(lab, 1) == 0)):
+                raise InputError(f"labels must be integers (0 = unlabelled, 1..{config.n_classes} = classes), got dtype {lab.dtype}")
+            if lab.size and (lab.min() < 0 or lab.max() > config.n_classes):
+                bad_vals = np.unique(lab[(lab < 0) | (lab > config.n_classes)])[:10].tolist()
+                raise LabelValueError(
+                    f"the labels hold values {bad_vals} outside 0..{config.n_classes}; the project has {config.n_classes} classes "
+                    f"({', '.join(f'{i + 1}={n}' for i, n in enumerate(config.classes))}). Pass matching --classes, or remap the labels"
+                )
+            lab = lab.astype(np.uint8)
+            imported[z0:z1] = lab
+            labels[z0:z1] = lab
+            counts += np.bincount(lab.reshape(-1), minlength=256)
+        else:
+            labels[z0:z1] = 0
+        if progress is not None:
+            progress(z1, shape[0], "import")
+    values = np.concatenate(sample) if sample else np.zeros(1)
+    lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    if hi <= lo:
+        hi = lo + 1.0
+    counts[0] = 0
+    backend.write_json(
+        PROJECT_FILE,
+        {
+            "app": "al_annotator",
+            "schema_version": SCHEMA_VERSION,
+            "created": time.time(),
+            "config": config.to_json(),
+            "volume": {
+                "shape": list(shape),
+                "dtype": str(dtype),
+                "chunks": list(chunks),
+                "source": str(vol.source),
+                "format": vol.format,
+                "display_window": [lo, hi],
+                "display_percentiles": [0.5, 99.5],
+                "min": float(values.min()),
+                "max": float(values.max()),
+            },
+        },
+        fsync=True,
+    )
+    log = EditLog(backend.log_backend())
+    applied = None
+    if imported is not None:
+        applied = log.append({"type": "import", "time": time.time(), "voxels": int(counts.sum()), "source": str(lab_vol.source)}, {})
+    log.backend.close()
+    backend.write_json(
+        STATE_FILE,
+        {"applied_seq": applied.seq if applied else 0, "counts": counts.tolist(), "base_counts": counts.tolist(), "slices": {a: {} for a in AXES}},
+    )
+
+
+def set_aside_damaged_log(path: str | os.PathLike) -> tuple[int, str] | None:
+    """Move the edit log from its first damaged record on into ``edits.log.damaged`` (kept, never
+    deleted), so the project opens with every record before the damage. Returns
+    ``(last_good_seq, where the tail went)``, or ``None`` when the log is intact."""
+    from ..errors import EditLogCorruptError
+    from .editlog import FileLogBackend
+
+    backend = LocalBackend(Path(path))
+    log = FileLogBackend(Path(path) / LocalBackend.LOG_NAME)
+    with backend.lock():
+        try:
+            with log.reader() as fh:
+                scan_records(fh, 0)
+            return None
+        except EditLogCorruptError as exc:
+            tail = log.truncate(exc.offset)
+            where = backend.keep_aside("edits.log.damaged", tail)
+            # the labels may hold edits of the set-aside records: rebuild them from the log on open
+            state = backend.read_json(STATE_FILE) or {}
+            state["applied_seq"] = 0
+            backend.write_json(STATE_FILE, state)
+            return exc.last_good_seq, where
+
+
+def open_project(path: str | os.PathLike, *, author: str | None = None, fsync: bool = True) -> ProjectStore:
+    """Open an existing project directory (recovering edits that a crash left out of the labels)."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise ProjectNotFoundError(f"{root} does not exist; create a project with `al-annotator init {root} --volume VOLUME`")
+    if not (root / PROJECT_FILE).exists():
+        raise ProjectNotFoundError(f"{root} is not an al_annotator project (no {PROJECT_FILE}); create one with `al-annotator init`")
+    return ProjectStore(LocalBackend(root, fsync=fsync), author=author)
