@@ -1,0 +1,71 @@
+"""``al-annotator train | predict | suggest`` (registered into the main CLI; imports no torch at parse time)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any, Callable
+
+__all__ = ["register"]
+
+
+def register(sub: Any, command: Callable) -> None:
+    from .worker import add_train_options
+
+    p = sub.add_parser("train", help="run the trainer (a round per new annotation with --watch)")
+    p.add_argument("project")
+    add_train_options(p)
+
+    p = sub.add_parser("predict", help="predict the whole volume with the current model, soft-voting over axes")
+    p.add_argument("project")
+    p.add_argument("--axes", default="zyx", help="axes to predict and average (default zyx)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tile", type=int, default=1024, help="tile size for slices larger than this")
+
+    p = sub.add_parser("suggest", help="rank the next slices to annotate")
+    p.add_argument("project")
+    p.add_argument("--strategy", default="hybrid", help="random | foreground_random | least_confidence | margin | entropy | bald | coreset | hybrid")
+    p.add_argument("-n", type=int, default=8, help="how many slices")
+    p.add_argument("--axes", default="zyx", help="candidate axes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+    command("train")(_train)
+    command("predict")(_predict)
+    command("suggest")(_suggest)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .worker import run_from_args
+
+    return run_from_args(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .predict_cli import predict_project
+
+    meta = predict_project(args.project, axes=args.axes, device=args.device, batch_size=args.batch_size, tile=args.tile,
+                           progress=lambda d, t, w: print(f"\r{w}: {d}/{t}", end="", file=sys.stderr, flush=True))
+    print(file=sys.stderr)
+    print(f"model v{meta['version']}: predicted along {meta['predicted_axes']} in {meta['predict_seconds']:.1f} s; "
+          f"wrote prediction, probabilities and confidence (export: al-annotator export {args.project} --what predictions ...)")
+    return 0
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    from ..acquisition.project import suggest_for_project
+    from ..store import open_project
+
+    with open_project(args.project) as store:
+        suggestions = suggest_for_project(store, strategy=args.strategy, n=args.n, axes=args.axes, seed=args.seed)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(s) for s in suggestions], indent=1))
+    else:
+        print(f"{'axis':<5}{'index':>6}  {'score':>8}  {'reason':<40} model_version")
+        for s in suggestions:
+            mv = "-" if s.model_version is None else s.model_version
+            print(f"{s.axis:<5}{s.index:>6}  {s.score:>8.4f}  {s.reason:<40} {mv}")
+    return 0

@@ -1,0 +1,174 @@
+"""Training samples from what experts painted: every slice with labels, on any axis.
+
+Label value 0 (unlabelled) becomes target ``-1`` and is ignored by the loss; class value ``i + 1``
+becomes target ``i``. A slice with three strokes is a valid sample; a fully painted slice is a
+dense one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..types import SliceRef
+
+__all__ = ["LabelledSlice", "collect_labelled_slices", "normalise", "split_validation", "CropSampler", "class_weights"]
+
+
+def normalise(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Map the display window to [0, 1] (clipped to [-1, 2]) as float32: the network's input."""
+    lo, hi = window
+    out = (np.asarray(image, np.float32) - np.float32(lo)) / np.float32(max(hi - lo, 1e-6))
+    return np.clip(out, -1.0, 2.0, out=out)
+
+
+@dataclass(frozen=True)
+class LabelledSlice:
+    ref: SliceRef
+    image: np.ndarray  # (H, W) float32, normalised
+    target: np.ndarray  # (H, W) int64, -1 = unlabelled
+    state: str
+
+    @property
+    def n_labelled(self) -> int:
+        return int((self.target >= 0).sum())
+
+
+def collect_labelled_slices(store: Any) -> list[LabelledSlice]:
+    """Every slice the experts worked on (in progress or annotated) that holds labels."""
+    window = store.display_window
+    out = []
+    for st in store.slice_states():
+        if st.state not in ("in_progress", "annotated"):
+            continue
+        labels = store.read_slice(st.ref, "labels")
+        if not labels.any():
+            continue
+        image = normalise(store.read_slice(st.ref, "image"), window)
+        out.append(LabelledSlice(st.ref, image, labels.astype(np.int64) - 1, st.state))
+    if store.has_imported_labels and not out:
+        out.extend(_imported_slices(store, window))
+    return out
+
+
+def _imported_slices(store: Any, window) -> list[LabelledSlice]:
+    """Slices of imported labels (a project started in another tool), along z."""
+    out = []
+    for z in range(store.shape[0]):
+        ref = SliceRef("z", z)
+        labels = store.read_slice(ref, "labels")
+        if labels.any():
+            out.append(LabelledSlice(ref, normalise(store.read_slice(ref, "image"), window), labels.astype(np.int64) - 1, "imported"))
+    return out
+
+
+def split_validation(samples: Sequence[LabelledSlice], every: int = 5) -> tuple[list[LabelledSlice], list[LabelledSlice]]:
+    """Hold out about 1/``every`` of the *annotated* slices (stable: by a hash of the slice), when
+    at least ``every`` are annotated; the rest train."""
+    annotated = [s for s in samples if s.state == "annotated"]
+    if len(annotated) < every:
+        return list(samples), []
+    held = {s.ref for s in annotated if zlib.crc32(str(s.ref).encode()) % every == 0}
+    if not held:
+        held = {annotated[-1].ref}
+    if len(held) == len(annotated):
+        held.pop()
+    return [s for s in samples if s.ref not in held], [s for s in samples if s.ref in held]
+
+
+def class_weights(samples: Sequence[LabelledSlice], n_classes: int) -> np.ndarray:
+    """Inverse square-root frequency of labelled voxels, normalised to mean 1 (rare classes count more)."""
+    counts = np.zeros(n_classes, np.float64)
+    for s in samples:
+        t = s.target[s.target >= 0]
+        counts += np.bincount(t, minlength=n_classes)[:n_classes]
+    present = counts > 0
+    w = np.zeros(n_classes, np.float64)
+    w[present] = 1.0 / np.sqrt(counts[present])
+    if present.any():
+        w[present] /= w[present].mean()
+    w[~present] = 1.0
+    return w.astype(np.float32)
+
+
+class CropSampler:
+    """Draw square crops centred near labelled voxels, with MONAI augmentations.
+
+    Each sample picks a slice (weighted by the square root of its labelled voxel count, so a
+    dense slice does not drown the strokes), a labelled voxel in it, and a crop around it with
+    random jitter. Slices smaller than the crop are padded (image: reflect, target: -1).
+    """
+
+    def __init__(self, samples: Sequence[LabelledSlice], crop: int, seed: int = 0, augment: bool = True) -> None:
+        if not samples:
+            raise ValueError("no labelled slices to train on")
+        self.samples = list(samples)
+        # never crop larger than the largest slice (rounded up to 32): padding costs compute for nothing
+        largest = max(max(s.image.shape) for s in self.samples)
+        self.crop = int(min(crop, -(-largest // 32) * 32))
+        self.rng = np.random.default_rng(seed)
+        w = np.sqrt(np.array([max(s.n_labelled, 1) for s in self.samples], np.float64))
+        self.p = w / w.sum()
+        self._where = [np.flatnonzero(s.target.reshape(-1) >= 0) for s in self.samples]
+        self.transform = _monai_augment(seed) if augment else None
+
+    def _crop(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self.samples[k]
+        h, w = s.image.shape
+        c = self.crop
+        img, tgt = s.image, s.target
+        if h < c or w < c:
+            ph, pw = max(0, c - h), max(0, c - w)
+            mode = "reflect" if ph < h and pw < w else "edge"
+            img = np.pad(img, ((0, ph), (0, pw)), mode=mode)
+            tgt = np.pad(tgt, ((0, ph), (0, pw)), constant_values=-1)
+            h, w = img.shape
+        flat = self._where[k][self.rng.integers(len(self._where[k]))]
+        cy, cx = divmod(int(flat), s.image.shape[1])
+        y0 = int(np.clip(cy - c // 2 + self.rng.integers(-c // 4, c // 4 + 1), 0, h - c))
+        x0 = int(np.clip(cx - c // 2 + self.rng.integers(-c // 4, c // 4 + 1), 0, w - c))
+        return img[y0 : y0 + c, x0 : x0 + c], tgt[y0 : y0 + c, x0 : x0 + c]
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(images (B, 1, c, c) float32, targets (B, c, c) int64)``."""
+        ks = self.rng.choice(len(self.samples), size=size, p=self.p)
+        imgs, tgts = [], []
+        for k in ks:
+            img, tgt = self._crop(int(k))
+            if self.transform is not None:
+                d = self.transform({"image": img[None].copy(), "label": tgt[None].astype(np.float32)})
+                img, tgt = np.asarray(d["image"])[0], np.asarray(d["label"])[0].round().astype(np.int64)
+            imgs.append(img)
+            tgts.append(tgt)
+        return np.stack(imgs)[:, None].astype(np.float32), np.stack(tgts).astype(np.int64)
+
+
+def _monai_augment(seed: int):
+    """Flips, 90-degree rotations, intensity scale/shift and noise (MONAI dictionary transforms keep
+    image and label aligned)."""
+    from monai.data import set_track_meta
+    from monai.transforms import (
+        Compose,
+        RandFlipd,
+        RandGaussianNoised,
+        RandRotate90d,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
+
+    set_track_meta(False)
+    t = Compose(
+        [
+            RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=0),
+            RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1),
+            RandRotate90d(keys=("image", "label"), prob=0.5, max_k=3),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
+            RandGaussianNoised(keys="image", prob=0.3, std=0.03),
+        ]
+    )
+    t.set_random_state(seed=seed)
+    return t

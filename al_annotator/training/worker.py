@@ -1,0 +1,306 @@
+"""The background trainer: its own process, watching a project directory.
+
+    python -m al_annotator.training.worker PROJECT [--watch] [--rounds N] [--device auto]
+
+A round: collect every labelled slice, fine-tune from the last checkpoint (bounded in steps and
+seconds), measure Dice on held-out annotated slices, predict every slice along each axis,
+soft-vote, score every slice, write a new model version and publish it atomically. With
+``--watch`` the worker waits for new annotations between rounds.
+
+The worker never takes the label writers' lock for longer than a log read, so it never blocks an
+annotator. SIGTERM or a stop request (``trainer/stop``) ends it cleanly between two steps; a
+SIGKILL loses only the unpublished round, which the next start cleans up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from ..store import open_project
+from ..store.models import clean_unpublished, current_model, list_model_versions, next_version, publish_version, version_dir, version_name
+from .client import STATUS_FILE, STOP_FILE
+from .config import TrainConfig
+
+__all__ = ["Worker", "main", "write_model_outputs"]
+
+
+class Worker:
+    """Runs rounds on one project. Use :meth:`run` (the process entry point does)."""
+
+    def __init__(self, project: str, cfg: TrainConfig, *, watch: bool = False, rounds: int | None = None, poll: float = 1.0,
+                 debounce: float = 2.0) -> None:
+        self.project = project
+        self.debounce = debounce
+        self.cfg = cfg
+        self.watch = watch
+        self.rounds = rounds
+        self.poll = poll
+        self.stop_requested = False
+        self.store = open_project(project, author="trainer")
+        self.status: dict[str, Any] = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "state": "starting",
+            "round": 0,
+            "config": cfg.to_json(),
+            "history": [m.get("metrics", {}) | {"version": m["version"]} for m in list_model_versions(self.store)],
+        }
+        self._last_status_write = 0.0
+        self.model = None
+        self.optimizer = None
+
+    # ---------------------------------------------------------------- status
+    def _write_status(self, force: bool = False, **updates: Any) -> None:
+        self.status.update(updates)
+        now = time.time()
+        self.status["heartbeat"] = now
+        if force or now - self._last_status_write > 0.5:
+            self.store.backend.write_json(STATUS_FILE, self.status)
+            self._last_status_write = now
+
+    def _should_stop(self) -> bool:
+        if self.stop_requested:
+            return True
+        if self.store.backend.root is not None and (self.store.backend.root / STOP_FILE).exists():
+            self.stop_requested = True
+        return self.stop_requested
+
+    # ---------------------------------------------------------------- model
+    def _load_model(self, device) -> None:
+        from ..models import create_model, default_model_name, load_checkpoint, load_pretrained
+
+        cur = current_model(self.store)
+        ckpt = version_dir(self.store, cur["version"]) / "checkpoint.pt" if cur else None
+        if ckpt is not None and ckpt.exists():
+            self.model, _meta = load_checkpoint(ckpt, map_location="cpu")
+            if self.model.n_classes != self.store.config.n_classes:
+                raise RuntimeError(f"checkpoint {ckpt} has {self.model.n_classes} classes, the project {self.store.config.n_classes}")
+            self.status["resumed_from"] = int(cur["version"])
+        else:
+            name = self.cfg.model or default_model_name(device)
+            self.model = create_model(name, n_classes=self.store.config.n_classes, dropout=self.cfg.dropout)
+            if self.cfg.pretrained:
+                report = load_pretrained(self.model, self.cfg.pretrained)
+                self.status["pretrained"] = report.summary()
+        self.model.to(device)
+        self.optimizer = None
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> int:
+        import torch
+
+        from .fit import resolve_device
+
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        device = resolve_device(self.cfg.device)
+        removed = clean_unpublished(self.store)
+        stop_file = self.store.backend.root / STOP_FILE
+        if stop_file.exists():
+            stop_file.unlink()
+        self._write_status(force=True, state="loading", device=str(device), cleaned=removed)
+        self._load_model(device)
+        cur = current_model(self.store)
+        trained_on = int(cur.get("trained_on_seq", 0)) if cur else 0
+        done = 0
+        self._write_status(force=True, state="idle", model=self.model.name)
+        last_seq, last_change, committed = self.store.log.last_seq, 0.0, False
+        while not self._should_stop():
+            new = self.store.refresh()
+            if new:
+                last_seq, last_change = self.store.log.last_seq, time.monotonic()
+                committed = any(r.kind == "state" and r.meta.get("state") == "annotated" for r in new)
+            labelled = any(s.state in ("in_progress", "annotated") for s in self.store.slice_states()) or self.store.has_imported_labels
+            fresh = last_seq > trained_on or cur is None
+            # In watch mode a round starts when a slice is committed, or when painting paused for `debounce` s.
+            settled = committed or time.monotonic() - last_change >= self.debounce
+            if labelled and ((fresh and settled) or not self.watch):
+                seq = self.store.log.last_seq
+                committed = False
+                meta = self.run_round(device, seq)
+                if meta is None:  # stopped mid-round
+                    break
+                cur = meta
+                trained_on = seq
+                done += 1
+                if self.rounds is not None and done >= self.rounds:
+                    break
+                if not self.watch and self.rounds is None:
+                    break
+            elif not self.watch:
+                if not labelled:
+                    self._write_status(force=True, state="stopped", error="no labelled slices yet: paint some strokes first")
+                    print("no labelled slices yet: paint some strokes first", file=sys.stderr)
+                    return 2
+                break
+            else:
+                self._write_status(state="waiting")
+                time.sleep(self.poll)
+        self._write_status(force=True, state="stopped", stopped=time.time())
+        return 0
+
+    def run_round(self, device, seq: int | None = None) -> dict[str, Any] | None:
+        """One round; ``seq`` is the edit-log position the collected labels reflect."""
+        import torch
+
+        from .data import collect_labelled_slices, split_validation
+        from .fit import evaluate_dice, train_round
+        from .predict import SCORES_FILE, predict_volume
+
+        store = self.store
+        rnd = int(self.status.get("round", 0)) + 1
+        t_round = time.perf_counter()
+        seq = store.log.last_seq if seq is None else seq
+        samples = collect_labelled_slices(store)
+        train, val = split_validation(samples, self.cfg.val_every)
+        self._write_status(force=True, state="training", round=rnd, progress=0.0, n_train=len(train), n_val=len(val))
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            self._write_status(progress=0.7 * step / total, step=step, loss=loss)
+
+        result, self.optimizer = train_round(
+            self.model, train, self.cfg, device=device, optimizer=self.optimizer, seed=self.cfg.seed + rnd,
+            should_stop=self._should_stop, progress=on_step,
+        )
+        if result.stopped:
+            return None
+        val_dice = evaluate_dice(self.model, val, device=device) if val else {"mean": None, "per_class": []}
+        version = next_version(store)
+        self._write_status(force=True, state="predicting", loss=result.loss, val_dice=val_dice["mean"], version_in_progress=version)
+
+        def on_predict(done: int, total: int, what: str) -> None:
+            self._write_status(progress=0.7 + 0.3 * done / total, phase=what)
+
+        t_pred = time.perf_counter()
+        scratch = store.root.require_group(f"models/{version_name(version)}")
+        pred = predict_volume(
+            store, self.model, axes=self.cfg.axes, device=device, batch_size=self.cfg.predict_batch, tile=self.cfg.tile,
+            mc_samples=self.cfg.mc_samples, scratch=scratch, should_stop=self._should_stop, progress=on_predict, seed=rnd,
+            model_version=version,
+        )
+        if pred is None:
+            return None
+        predict_seconds = time.perf_counter() - t_pred
+        from ..models import save_checkpoint
+
+        partial = store.backend.root / "models" / (version_name(version) + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        write_model_outputs(scratch, pred.probabilities, store.image.chunks)
+        np.savez(partial / SCORES_FILE, **pred.scores.to_arrays())
+        save_checkpoint(self.model, partial / "checkpoint.pt", version=version, round=rnd)
+        gpu_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        metrics = {
+            "round": rnd,
+            "loss": result.loss,
+            "steps": result.steps,
+            "train_seconds": result.seconds,
+            "predict_seconds": predict_seconds,
+            "round_seconds": time.perf_counter() - t_round,
+            "val_dice": val_dice["mean"],
+            "val_dice_per_class": val_dice["per_class"],
+            "n_train_slices": len(train),
+            "n_val_slices": len(val),
+            "labelled_voxels": int(sum(store.labelled_voxels().values())),
+        }
+        meta = {
+            "created": time.time(),
+            "model": self.model.name,
+            "device": str(device),
+            "axes": self.cfg.axes,
+            "trained_on_seq": seq,
+            "metrics": metrics,
+            "gpu_max_memory_bytes": gpu_mem,
+        }
+        (partial / "metrics.json").write_text(json.dumps(meta, indent=1))
+        publish_version(store, version, meta, keep=self.cfg.keep_versions)
+        self.status.setdefault("history", []).append(metrics | {"version": version})
+        self._write_status(force=True, state="idle", model_version=version, progress=1.0, last_round=metrics,
+                           gpu_memory_bytes=gpu_mem, time_per_round=metrics["round_seconds"])
+        return meta | {"version": version}
+
+
+def write_model_outputs(group: Any, probabilities: Any, chunks: tuple[int, int, int]) -> None:
+    """Probabilities (float16), prediction (uint8, class value 1..C) and confidence (uint8, max
+    probability x 255) into ``group``, slab by slab."""
+    c, z, y, x = probabilities.shape
+    probs = group.create_array("probabilities", shape=(c, z, y, x), dtype=np.float16, chunks=(1, *chunks), fill_value=0.0, overwrite=True)
+    pred = group.create_array("prediction", shape=(z, y, x), dtype=np.uint8, chunks=chunks, fill_value=0, overwrite=True)
+    conf = group.create_array("confidence", shape=(z, y, x), dtype=np.uint8, chunks=chunks, fill_value=0, overwrite=True)
+    for z0 in range(0, z, chunks[0]):
+        s = slice(z0, min(z, z0 + chunks[0]))
+        p = np.asarray(probabilities[:, s])
+        probs[:, s] = p.astype(np.float16)
+        pred[s] = (p.argmax(0) + 1).astype(np.uint8)
+        conf[s] = np.round(p.max(0) * 255).astype(np.uint8)
+    if "vote_accumulator" in group:
+        del group["vote_accumulator"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m al_annotator.training.worker", description=__doc__.split("\n\n")[0])
+    p.add_argument("project")
+    add_train_options(p)
+    return p
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--watch", action="store_true", help="wait for new annotations and train a round for each")
+    p.add_argument("--rounds", type=int, help="stop after N rounds")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--model", help="model name (default: hrnet_w18_small on CPU, hrnet_w48 on CUDA)")
+    p.add_argument("--steps", type=int, help="training steps per round")
+    p.add_argument("--max-seconds", type=float, help="time limit of the training part of a round")
+    p.add_argument("--crop", type=int, help="training crop size")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--axes", help="axes to predict and soft-vote, e.g. zyx")
+    p.add_argument("--mc-samples", type=int, help="MC-dropout samples for BALD scores (0 = off)")
+    p.add_argument("--pretrained", help="local weights file to start from")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between checks for new labels")
+    p.add_argument("--debounce", type=float, default=2.0, help="watch mode: start a round this long after the last stroke (at once when a slice is committed)")
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    base = base or TrainConfig()
+    return base.with_(
+        device=args.device, model=args.model, steps_per_round=args.steps, max_seconds_per_round=args.max_seconds,
+        crop=args.crop, batch_size=args.batch_size, axes=args.axes, mc_samples=args.mc_samples,
+        pretrained=args.pretrained, threads=args.threads,
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    worker = Worker(args.project, cfg, watch=args.watch, rounds=args.rounds, poll=args.poll, debounce=args.debounce)
+
+    def on_term(signum, frame):  # noqa: ARG001
+        worker.stop_requested = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    return worker.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import AlAnnotatorError
+
+    args = _parser().parse_args(argv)
+    try:
+        return run_from_args(args)
+    except AlAnnotatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
