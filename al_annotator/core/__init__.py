@@ -1,0 +1,7 @@
+"""The UI-agnostic annotation session that the notebook widget and the napari dock both drive."""
+
+from __future__ import annotations
+
+from .session import QueueItem, Session
+
+__all__ = ["QueueItem", "Session"]

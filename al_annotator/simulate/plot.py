@@ -1,0 +1,65 @@
+"""Learning-curve figure: mean Dice vs annotated slices and vs annotated voxel fraction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_learning_curves"]
+
+
+def plot_learning_curves(results: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
+    """Two panels: test mean Dice vs annotated slices, and vs annotated voxel fraction (log x).
+
+    Each strategy: mean over seeds with a band of +/- one standard deviation; the random-forest
+    peer as a black dotted curve; full supervision as a dashed horizontal line.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = results["summary"]
+    full = results.get("full_supervision") or {}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
+    cmap = plt.get_cmap("tab10")
+    names = [n for n in summary if not n.startswith("peer:")] + [n for n in summary if n.startswith("peer:")]
+    for k, name in enumerate(names):
+        curve = [p for p in summary[name]["curve"] if p["mean_dice"] is not None]
+        if not curve:
+            continue
+        y = np.array([p["mean_dice"] for p in curve])
+        sd = np.array([p["mean_dice_std"] or 0.0 for p in curve])
+        is_peer = name.startswith("peer:")
+        style = dict(color="black", ls=":", marker="s", ms=4) if is_peer else dict(color=cmap(k % 10), marker="o", ms=3)
+        label = "RF peer (random picks)" if is_peer else name
+        for ax, key in ((axes[0], "annotated_slices"), (axes[1], "annotated_fraction")):
+            x = np.array([p[key] for p in curve], float)
+            ax.plot(x, y, label=label, **style)
+            if len(curve) and curve[0]["n_seeds"] > 1:
+                ax.fill_between(x, y - sd, y + sd, color=style["color"], alpha=0.12 if not is_peer else 0.08, lw=0)
+    if full.get("mean_dice") is not None:
+        for ax in axes:
+            ax.axhline(full["mean_dice"], color="grey", ls="--", lw=1.2, label=f"full supervision ({full['mean_dice']:.3f})")
+            ax.axhline(0.95 * full["mean_dice"], color="grey", ls=":", lw=0.8, label="95% of full")
+    from matplotlib.ticker import MaxNLocator
+
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_xlabel("annotated slices")
+    axes[1].set_xlabel("annotated voxels (fraction of the volume, log)")
+    axes[1].set_xscale("log")
+    for ax in axes:
+        ax.set_ylabel("test mean Dice")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="lower right")
+    ds = results.get("dataset", {})
+    cfg = results.get("config", {})
+    fig.suptitle(title or (f"{Path(str(ds.get('volume', 'volume'))).name} {tuple(ds.get('shape', ()))}, oracle {cfg.get('oracle')}, "
+                           f"axes {cfg.get('axes')}, {cfg.get('steps_per_round')} steps/round, seeds {cfg.get('seeds')}"), fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

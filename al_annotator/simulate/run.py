@@ -1,0 +1,462 @@
+"""The simulation loop: an oracle annotates the slices a strategy picks; learning curves per strategy.
+
+For every seed and strategy:
+
+1. round 0: the strategy's cold-start pick of ``per_round`` candidate slices (no model yet:
+   foreground-weighted random for every strategy except ``random``, which is uniform);
+2. the oracle reveals them (painted into an in-memory project, slices marked annotated);
+3. the network (the same initial weights for every strategy of a seed) is fine-tuned for
+   ``steps_per_round`` steps on every labelled slice (``collect_labelled_slices`` + ``train_round``,
+   the optimizer carried over between rounds, as the trainer worker does);
+4. ``predict_volume`` predicts and soft-votes the candidate axes and scores every slice;
+   the argmax is evaluated on the held-out test voxels (and on every voxel not revealed);
+5. the strategy ranks the unannotated candidates (``scores.to_pool(annotated=...)``) and picks the
+   next ``per_round``; back to 2 until ``budget`` slices are revealed.
+
+The *full supervision* reference trains the same initial weights on the complete ground truth of
+every candidate slice (test voxels excluded) for as many steps as the longest run
+(``rounds x steps_per_round``), and is evaluated on the same test voxels.
+
+Test split: every ``test_every``-th slice along the first candidate axis (from ``test_every // 2``)
+is held out; its voxels are never revealed (slices of other axes are revealed except where they
+cross a test slice) and are the same for every strategy and seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..acquisition import STRATEGIES, ScoredPool, suggest
+from ..errors import InputError
+from ..types import AXES, SliceRef
+from .data import GroundTruth, TestSplit, choose_axes, make_test_split
+from .metrics import evaluate_labels
+from .oracle import make_oracle, reveal
+
+__all__ = ["SimulationConfig", "run_simulation", "summarise"]
+
+
+@dataclass
+class SimulationConfig:
+    """What ``al-annotator simulate`` runs (see :func:`run_simulation`)."""
+
+    strategies: tuple[str, ...] = ("hybrid",)
+    budget: int = 12
+    per_round: int = 2
+    seeds: int = 1
+    seed_start: int = 0
+    oracle: str = "slice"
+    scribble_fraction: float = 0.03
+    axes: str | None = None
+    test_every: int = 5
+    steps_per_round: int = 30
+    crop: int = 256
+    batch_size: int = 8
+    lr: float = 1e-3
+    model: str = "hrnet_w18_small"
+    mc_samples: int = 8
+    full_supervision: bool = True
+    full_steps: int | None = None
+    peer: bool = False
+    peer_max_samples: int = 200_000
+    device: str = "auto"
+    threads: int | None = None
+    predict_batch: int = 8
+
+    def validate(self) -> None:
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown or not self.strategies:
+            raise InputError(f"unknown strategy {unknown or self.strategies!r}; choose from {', '.join(sorted(STRATEGIES))}")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise InputError(f"a strategy is listed twice: {list(self.strategies)}")
+        for name in ("budget", "per_round", "seeds", "steps_per_round", "crop", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if "bald" in self.strategies and self.mc_samples < 2:
+            raise InputError("the bald strategy needs MC-dropout samples: --mc-samples 2 or more")
+        if self.full_steps is not None and self.full_steps < 1:
+            raise InputError(f"--full-steps must be >= 1, got {self.full_steps}")
+        make_oracle(self.oracle, self.scribble_fraction)
+
+
+def _log_default(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _parse_axes(axes: str) -> str:
+    out = "".join(a for a in axes.lower() if a in "zyx")
+    if not out or len(out) != len(axes) or len(set(out)) != len(out):
+        raise InputError(f"--axes must be a combination of z, y, x such as 'z' or 'zyx', got {axes!r}")
+    return out
+
+
+def _train_config(cfg: SimulationConfig, axes: str, seed: int, steps: int, mc: int):
+    from ..training.config import TrainConfig
+
+    return TrainConfig(model=cfg.model, device=cfg.device, steps_per_round=steps, max_seconds_per_round=1e9,
+                       batch_size=cfg.batch_size, crop=cfg.crop, lr=cfg.lr, axes=axes, mc_samples=mc, seed=seed,
+                       predict_batch=cfg.predict_batch, threads=cfg.threads)
+
+
+def _evaluate(probabilities: Any, gt: GroundTruth, test_mask: np.ndarray, revealed: np.ndarray | None) -> tuple[dict, dict | None]:
+    pred = np.asarray(probabilities).argmax(0).astype(np.uint8) + 1
+    test = evaluate_labels(gt.labels, pred, test_mask, gt.n_classes)
+    unrev = None if revealed is None else evaluate_labels(gt.labels, pred, ~revealed, gt.n_classes)
+    return test, unrev
+
+
+def _brief(s: dict | None) -> dict | None:
+    if s is None:
+        return None
+    return {k: s[k] for k in ("dice_per_class", "mean_dice", "miou", "voxels")}
+
+
+class _Context:
+    """Everything shared by the runs of one simulation."""
+
+    def __init__(self, gt: GroundTruth, cfg: SimulationConfig, log: Callable[[str], None]) -> None:
+        from ..acquisition.project import cold_start_foreground
+
+        self.gt, self.cfg, self.log = gt, cfg, log
+        self.axes = _parse_axes(cfg.axes) if cfg.axes else choose_axes(gt.shape, gt.spacing)
+        self.split: TestSplit = make_test_split(gt.shape, self.axes[0], cfg.test_every)
+        self.test_mask = self.split.mask(gt.shape)
+        test_set = set(self.split.indices)
+        self.candidates = [SliceRef(a, i) for a in self.axes for i in range(gt.shape[AXES.index(a)])
+                           if not (a == self.split.axis and i in test_set)]
+        self.test_refs = [SliceRef(self.split.axis, i) for i in self.split.indices]
+        self.budget = min(cfg.budget, len(self.candidates))
+        self.n_rounds = math.ceil(self.budget / cfg.per_round)
+        self.oracle = make_oracle(cfg.oracle, cfg.scribble_fraction)
+        self.base_store = self.new_store()
+        self.window = self.base_store.display_window
+        fg = cold_start_foreground(self.base_store, tuple(self.axes))
+        self.cold_fg = np.array([fg[r.axis][r.index] for r in self.candidates], np.float32)
+        self.total_voxels = int(np.prod(gt.shape))
+
+    def new_store(self):
+        from ..store import create_project
+
+        return create_project(None, self.gt.image, classes=self.gt.classes, spacing=self.gt.spacing, author="oracle")
+
+    def candidate_positions(self, refs: Sequence[SliceRef]) -> np.ndarray:
+        where = {r: i for i, r in enumerate(refs)}
+        return np.array([where[r] for r in self.candidates], np.int64)
+
+
+def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_state: dict, device: Any) -> dict[str, Any]:
+    from ..training.data import collect_labelled_slices
+    from ..training.fit import train_round
+    from ..training.predict import predict_volume
+
+    cfg, gt = ctx.cfg, ctx.gt
+    t_run = time.perf_counter()
+    mc = cfg.mc_samples if strategy == "bald" else 0
+    tcfg = _train_config(cfg, ctx.axes, seed, cfg.steps_per_round, mc)
+    store = ctx.new_store()
+    model.load_state_dict(init_state)
+    optimizer = None
+    revealed = np.zeros(gt.shape, bool)
+    done: list[SliceRef] = []
+    cold = ScoredPool(ctx.candidates, foreground_fraction=ctx.cold_fg)
+    picks = [s.ref for s in suggest(cold, strategy, n=min(cfg.per_round, ctx.budget), seed=seed * 1000)]
+    cand_pos = None
+    rounds = []
+    for r in range(ctx.n_rounds + 1):
+        if not picks:
+            break
+        t0 = time.perf_counter()
+        for ref in picks:
+            reveal(store, ctx.oracle, ref, gt.labels, ctx.test_mask, revealed, seed)
+            done.append(ref)
+        oracle_seconds = time.perf_counter() - t0
+        samples = collect_labelled_slices(store)
+        result, optimizer = train_round(model, samples, tcfg, device=device, optimizer=optimizer, seed=seed * 1000 + r)
+        t0 = time.perf_counter()
+        pred = predict_volume(store, model, axes=ctx.axes, device=device, batch_size=cfg.predict_batch, tile=tcfg.tile,
+                              mc_samples=mc, seed=r, model_version=r)
+        predict_seconds = time.perf_counter() - t0
+        test, unrev = _evaluate(pred.probabilities, gt, ctx.test_mask, revealed)
+        nvox = int(revealed.sum())
+        rounds.append({
+            "round": r,
+            "annotated_slices": len(done),
+            "annotated_voxels": nvox,
+            "annotated_fraction": nvox / ctx.total_voxels,
+            "dice_per_class": test["dice_per_class"],
+            "iou_per_class": test["iou_per_class"],
+            "mean_dice": test["mean_dice"],
+            "miou": test["miou"],
+            "unrevealed": _brief(unrev),
+            "train_seconds": result.seconds,
+            "train_steps": result.steps,
+            "loss": result.loss,
+            "predict_seconds": predict_seconds,
+            "oracle_seconds": oracle_seconds,
+            "picked": [[p.axis, p.index] for p in picks],
+        })
+        ctx.log(f"  [{strategy} seed {seed}] round {r}: {len(done)} slices, {100 * nvox / ctx.total_voxels:.3f}% voxels, "
+                f"mean Dice {test['mean_dice']:.3f} (train {result.seconds:.1f} s, predict {predict_seconds:.1f} s)")
+        if len(done) >= ctx.budget:
+            break
+        if cand_pos is None:
+            cand_pos = ctx.candidate_positions(pred.scores.refs)
+        pool = pred.scores.to_pool(annotated=done).subset(cand_pos)
+        n = min(cfg.per_round, ctx.budget - len(done))
+        picks = [s.ref for s in suggest(pool, strategy, n=n, seed=seed * 1000 + r + 1)]
+    leaked = int((revealed & ctx.test_mask).sum())
+    if leaked:  # cannot happen: the oracle masks test voxels; checked anyway
+        raise RuntimeError(f"{leaked} test voxels were revealed in the {strategy} run")
+    return {
+        "strategy": strategy,
+        "seed": int(seed),
+        "mc_samples": mc,
+        "rounds": rounds,
+        "revealed_test_voxels": leaked,
+        "seconds": time.perf_counter() - t_run,
+    }
+
+
+#: Full supervision trains on at most this many candidate slices (evenly spread), to bound memory.
+FULL_MAX_SLICES = 256
+
+
+def _full_supervision(ctx: _Context, seed: int, model: Any, init_state: dict, device: Any, steps: int) -> dict[str, Any]:
+    from ..training.data import LabelledSlice, normalise
+    from ..training.fit import train_round
+    from ..training.predict import predict_volume
+
+    gt = ctx.gt
+    refs = ctx.candidates
+    if len(refs) > FULL_MAX_SLICES:
+        refs = [refs[i] for i in np.unique(np.linspace(0, len(refs) - 1, FULL_MAX_SLICES).round().astype(int))]
+    samples = []
+    revealed = np.zeros(gt.shape, bool)
+    for ref in refs:
+        sel = ref.selection()
+        target = np.asarray(gt.labels[sel]).astype(np.int64) - 1
+        target[np.asarray(ctx.test_mask[sel])] = -1
+        revealed[sel] |= ~np.asarray(ctx.test_mask[sel])
+        samples.append(LabelledSlice(ref, normalise(np.asarray(gt.image[sel]), ctx.window), target, "annotated"))
+    model.load_state_dict(init_state)
+    tcfg = _train_config(ctx.cfg, ctx.axes, seed, steps, 0)
+    result, _ = train_round(model, samples, tcfg, device=device, seed=seed * 1000 + 999)
+    t0 = time.perf_counter()
+    pred = predict_volume(ctx.base_store, model, axes=ctx.axes, device=device, batch_size=ctx.cfg.predict_batch, tile=tcfg.tile)
+    predict_seconds = time.perf_counter() - t0
+    test, _ = _evaluate(pred.probabilities, gt, ctx.test_mask, None)
+    nvox = int(revealed.sum())
+    ctx.log(f"  [full supervision seed {seed}] {len(refs)} slices, {steps} steps: mean Dice {test['mean_dice']:.3f} "
+            f"(train {result.seconds:.1f} s)")
+    return {
+        "seed": int(seed),
+        "steps": int(result.steps),
+        "annotated_slices": len(refs),
+        "annotated_voxels": nvox,
+        "annotated_fraction": nvox / ctx.total_voxels,
+        "dice_per_class": test["dice_per_class"],
+        "iou_per_class": test["iou_per_class"],
+        "mean_dice": test["mean_dice"],
+        "miou": test["miou"],
+        "train_seconds": result.seconds,
+        "predict_seconds": predict_seconds,
+    }
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    v = [x for x in xs if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def _curve(runs: Sequence[dict]) -> list[dict[str, Any]]:
+    """Mean (and spread) over seeds, per round index."""
+    n = min(len(r["rounds"]) for r in runs)
+    out = []
+    for i in range(n):
+        rows = [r["rounds"][i] for r in runs]
+        md = [row["mean_dice"] for row in rows if row["mean_dice"] is not None]
+        out.append({
+            "annotated_slices": int(round(np.mean([row["annotated_slices"] for row in rows]))),
+            "annotated_fraction": float(np.mean([row["annotated_fraction"] for row in rows])),
+            "mean_dice": float(np.mean(md)) if md else None,
+            "mean_dice_std": float(np.std(md)) if md else None,
+            "miou": _mean([row["miou"] for row in rows]),
+            "n_seeds": len(rows),
+        })
+    return out
+
+
+def _reach(curve: Sequence[dict], target: float | None) -> dict | None:
+    if target is None:
+        return None
+    for pt in curve:
+        if pt["mean_dice"] is not None and pt["mean_dice"] >= target:
+            return pt
+    return None
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    """Per strategy (and the peer): the seed-mean curve, and the budgets at which it reaches
+    90 % / 95 % of the full-supervision mean Dice (``None`` when it never does)."""
+    full = (results.get("full_supervision") or {}).get("mean_dice")
+    groups: dict[str, list[dict]] = {}
+    for run in results.get("runs", []):
+        groups.setdefault(run["strategy"], []).append(run)
+    for peer in results.get("peer", []) or []:
+        groups.setdefault(f"peer:{peer['method']}({peer['picks_from']})", []).append(peer)
+    out = {}
+    for name, runs in groups.items():
+        curve = _curve(runs)
+        p90 = _reach(curve, None if full is None else 0.9 * full)
+        p95 = _reach(curve, None if full is None else 0.95 * full)
+        out[name] = {
+            "budget_to_90pct": None if p90 is None else p90["annotated_slices"],
+            "budget_to_95pct": None if p95 is None else p95["annotated_slices"],
+            "fraction_voxels_at_90pct": None if p90 is None else p90["annotated_fraction"],
+            "fraction_voxels_at_95pct": None if p95 is None else p95["annotated_fraction"],
+            "final_mean_dice": curve[-1]["mean_dice"] if curve else None,
+            "relative_to_full": (curve[-1]["mean_dice"] / full) if curve and full and curve[-1]["mean_dice"] is not None else None,
+            "curve": curve,
+        }
+    return out
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    return obj
+
+
+def run_simulation(gt: GroundTruth, cfg: SimulationConfig, out: str | Path | None = None, *,
+                   log: Callable[[str], None] = _log_default, plot: bool = True) -> dict[str, Any]:
+    """Run every strategy for every seed (plus full supervision and, optionally, the peer).
+
+    Writes ``out/results.json`` and ``out/learning_curves.png`` when ``out`` is given; returns the
+    results dict (schema in :mod:`al_annotator.simulate`).
+    """
+    import torch
+
+    from ..models import create_model
+    from ..training.fit import resolve_device
+
+    cfg.validate()
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device = resolve_device(cfg.device)
+    ctx = _Context(gt, cfg, log)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+    seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.seeds))
+    log(f"simulate: volume {' x '.join(map(str, gt.shape))}, {gt.n_classes} classes ({', '.join(gt.classes)}), "
+        f"candidate axes {ctx.axes} ({len(ctx.candidates)} slices), test: every {ctx.split.every}th {ctx.split.axis} slice "
+        f"({len(ctx.split.indices)} slices, {int(ctx.test_mask.sum())} voxels); oracle {cfg.oracle}; budget {ctx.budget} slices, "
+        f"{cfg.per_round} per round, {cfg.steps_per_round} steps per round ({ctx.n_rounds} rounds); "
+        f"strategies {', '.join(cfg.strategies)}; seeds {seeds}; device {device}, {torch.get_num_threads()} threads")
+    runs, fulls, peers = [], [], []
+    timing: dict[str, Any] = {"runs": [], "full_supervision": [], "peer": []}
+    full_steps = cfg.full_steps or ctx.n_rounds * cfg.steps_per_round
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = create_model(cfg.model, n_classes=gt.n_classes, dropout=0.1)
+        model.to(device)
+        init_state = copy.deepcopy(model.state_dict())
+        for strategy in cfg.strategies:
+            run = _run_strategy(ctx, strategy, seed, model, init_state, device)
+            runs.append(run)
+            timing["runs"].append({"strategy": strategy, "seed": seed, "seconds": run["seconds"]})
+            log(f"  [{strategy} seed {seed}] done in {run['seconds']:.1f} s")
+            _save(out, cfg, ctx, runs, fulls, peers, timing, t_start, partial=True)
+        if cfg.full_supervision:
+            t0 = time.perf_counter()
+            fulls.append(_full_supervision(ctx, seed, model, init_state, device, full_steps))
+            timing["full_supervision"].append({"seed": seed, "seconds": time.perf_counter() - t0})
+        if cfg.peer:
+            from .peer import run_peer
+
+            peer = run_peer(gt=gt, window=ctx.window, candidates=ctx.candidates, test_refs=ctx.test_refs, test_mask=ctx.test_mask,
+                            oracle=ctx.oracle, seed=seed, budget=ctx.budget, per_round=cfg.per_round,
+                            max_samples=cfg.peer_max_samples, log=log)
+            same = [r for r in runs if r["strategy"] == peer["picks_from"] and r["seed"] == seed]
+            if same:
+                peer["same_picks_as_network_run"] = [x["picked"] for x in same[0]["rounds"]] == [x["picked"] for x in peer["rounds"]]
+            peers.append(peer)
+            timing["peer"].append({"seed": seed, "seconds": peer["seconds"]})
+        _save(out, cfg, ctx, runs, fulls, peers, timing, t_start, partial=True)
+    results = _save(out, cfg, ctx, runs, fulls, peers, timing, t_start, partial=False, plot=plot)
+    log(f"simulate: done in {results['timing']['total_seconds']:.1f} s" + (f"; wrote {out / 'results.json'}" if out else ""))
+    return results
+
+
+def _assemble(cfg: SimulationConfig, ctx: _Context, runs, fulls, peers, timing, t_start) -> dict[str, Any]:
+    gt = ctx.gt
+    test_lab = gt.labels[ctx.test_mask]
+    full = None
+    if fulls:
+        full = {
+            "steps": fulls[0]["steps"],
+            "annotated_slices": fulls[0]["annotated_slices"],
+            "annotated_fraction": fulls[0]["annotated_fraction"],
+            "mean_dice": _mean([f["mean_dice"] for f in fulls]),
+            "miou": _mean([f["miou"] for f in fulls]),
+            "dice_per_class": [_mean([f["dice_per_class"][c] for f in fulls]) for c in range(gt.n_classes)],
+            "seeds": fulls,
+        }
+    results = {
+        "config": asdict(cfg) | {"axes": ctx.axes, "budget": ctx.budget, "rounds": ctx.n_rounds,
+                                 "full_steps": cfg.full_steps or ctx.n_rounds * cfg.steps_per_round,
+                                 "oracle_detail": ctx.oracle.to_json(),
+                                 "train_config": _train_config(cfg, ctx.axes, cfg.seed_start, cfg.steps_per_round, 0).to_json()},
+        "dataset": {
+            **gt.source,
+            "shape": list(gt.shape),
+            "image_dtype": str(gt.image.dtype),
+            "classes": list(gt.classes),
+            "spacing": None if gt.spacing is None else list(gt.spacing),
+            "axes": ctx.axes,
+            "candidates": len(ctx.candidates),
+            "test": {"axis": ctx.split.axis, "every": ctx.split.every, "indices": list(ctx.split.indices),
+                     "voxels": int(ctx.test_mask.sum()),
+                     "class_fraction": (np.bincount(test_lab, minlength=gt.n_classes + 1)[1:] / max(test_lab.size, 1)).tolist()},
+            "total_voxels": ctx.total_voxels,
+        },
+        "full_supervision": full,
+        "runs": runs,
+        "peer": peers,
+    }
+    results["summary"] = summarise(results)
+    results["timing"] = dict(timing, total_seconds=time.perf_counter() - t_start)
+    return _clean(results)
+
+
+def _save(out, cfg, ctx, runs, fulls, peers, timing, t_start, *, partial: bool, plot: bool = False) -> dict[str, Any]:
+    results = _assemble(cfg, ctx, runs, fulls, peers, timing, t_start)
+    results["complete"] = not partial
+    if out is not None:
+        tmp = out / "results.json.tmp"
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(out / "results.json")
+        if plot and not partial:
+            from .plot import plot_learning_curves
+
+            plot_learning_curves(results, out / "learning_curves.png")
+    return results

@@ -1,0 +1,143 @@
+"""Session: the core every front end drives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from al_annotator import Session
+from al_annotator.errors import InputError
+from al_annotator.store import create_project, open_project
+from al_annotator.store.models import publish_version
+from al_annotator.types import SliceRef
+
+CLASSES = ("background", "bone", "implant", "degradation")
+
+
+@pytest.fixture
+def session(tmp_path):
+    vol = np.random.default_rng(0).integers(0, 1000, (16, 24, 32)).astype(np.uint16)
+    return Session(tmp_path / "p", volume=vol, classes=CLASSES, author="ana")
+
+
+def test_session_creates_or_opens(tmp_path, session):
+    assert (tmp_path / "p" / "project.json").exists()
+    again = Session(tmp_path / "p")
+    assert again.shape == (16, 24, 32) and again.classes == CLASSES
+
+
+def test_goto_and_signals(session):
+    seen = []
+    session.slice_changed.connect(seen.append)
+    session.goto("x", 5)
+    session.goto(SliceRef("x", 5))  # no change, no signal
+    session.goto("y", 2)
+    assert seen == [SliceRef("x", 5), SliceRef("y", 2)]
+    assert session.image().shape == (16, 32)
+    with pytest.raises(IndexError):
+        session.goto("z", 16)
+
+
+def test_edit_is_on_disk_when_apply_returns(tmp_path, session):
+    changed = []
+    session.labels_changed.connect(changed.append)
+    session.goto("y", 4)
+    atom = session.paint(np.arange(10, 20), "implant")
+    assert changed and changed[-1].seq == atom.seq
+    # a separate reader (another process would see the same) finds it on disk
+    other = open_project(tmp_path / "p")
+    assert (other.read_slice(SliceRef("y", 4), "labels").reshape(-1)[10:20] == 3).all()
+    session.undo()
+    other.refresh()
+    assert not open_project(tmp_path / "p").read_slice(SliceRef("y", 4), "labels").any()
+    session.redo()
+    assert (open_project(tmp_path / "p").read_slice(SliceRef("y", 4), "labels").reshape(-1)[10:20] == 3).all()
+
+
+def test_eraser_and_flood_fill(session):
+    session.goto("z", 3)
+    h, w = session.labels().shape
+    # a closed square outline of class 1; fill inside with class 2
+    ring = np.zeros((h, w), bool)
+    ring[5:15, 5:15] = True
+    ring[6:14, 6:14] = False
+    session.paint(np.flatnonzero(ring), "background")
+    session.flood_fill(10, 10, "bone")
+    lab = session.labels()
+    assert (lab[6:14, 6:14] == 2).all() and (lab[ring] == 1).all() and lab[0, 0] == 0
+    session.erase(np.flatnonzero(ring))
+    assert not session.labels()[ring].any()
+    with pytest.raises(InputError, match="outside"):
+        session.flood_fill(100, 0, "bone")
+
+
+def test_mark_annotated_is_persisted(tmp_path, session):
+    states = []
+    session.slice_state_changed.connect(states.append)
+    session.goto("x", 7)
+    session.paint(np.arange(3), "bone")
+    session.mark_annotated()
+    assert states[-1].state == "annotated" and states[-1].by == "ana"
+    assert open_project(tmp_path / "p").slice_state(SliceRef("x", 7)).state == "annotated"
+
+
+def _fake_version(session, version, refs_scores):
+    """Publish a model version with scores, as the trainer would (without training)."""
+    from al_annotator.acquisition.pool import SliceCandidates
+
+    root = session.store.path
+    d = root / "models" / f"v{version:04d}.partial"
+    d.mkdir(parents=True)
+    refs = [r for r, _ in refs_scores]
+    cand = SliceCandidates(refs, {"entropy": np.array([s for _, s in refs_scores], np.float32)},
+                           embeddings=np.eye(len(refs), 8, dtype=np.float32), model_version=version)
+    np.savez(d / "scores.npz", **cand.to_arrays())
+    publish_version(session.store, version, {"created": 0, "trained_on_seq": 0, "metrics": {}})
+
+
+def test_queue_follows_new_scores_and_flags_stale(session):
+    assert session.refresh_suggestions("entropy", n=3)  # cold start works without a model
+    _fake_version(session, 1, [(SliceRef("z", i), s) for i, s in enumerate([0.1, 0.9, 0.5, 0.7])])
+    versions = []
+    session.model_version_changed.connect(versions.append)
+    assert session.poll()["model"] and versions[-1]["version"] == 1
+    queue = session.refresh_suggestions("entropy", n=2)
+    assert [item.ref for item in queue] == [SliceRef("z", 1), SliceRef("z", 3)]
+    assert all(item.suggestion.model_version == 1 and not item.stale for item in queue)
+    # the next model version makes the queue stale until it is refreshed
+    _fake_version(session, 2, [(SliceRef("z", i), s) for i, s in enumerate([0.8, 0.1, 0.2, 0.3])])
+    session.poll()
+    assert all(item.stale for item in session.queue)
+    queue = session.refresh_suggestions("entropy", n=2)
+    assert [item.ref for item in queue] == [SliceRef("z", 0), SliceRef("z", 3)] and not queue[0].stale
+    # next goes to the top suggestion; annotating it removes it; skip drops one
+    assert session.next_suggestion().ref == SliceRef("z", 0) and session.current == SliceRef("z", 0)
+    session.paint(np.arange(4), "bone")
+    session.mark_annotated()
+    assert [item.ref for item in session.queue] == [SliceRef("z", 3)]
+    session.skip(SliceRef("z", 3))
+    assert session.queue == []
+    assert SliceRef("z", 0) not in [i.ref for i in session.refresh_suggestions("entropy", n=4)]
+    assert SliceRef("z", 3) not in [i.ref for i in session.refresh_suggestions("entropy", n=4)]
+
+
+def test_poll_sees_edits_of_another_process(tmp_path, session):
+    seen = []
+    session.labels_changed.connect(seen.append)
+    other = open_project(tmp_path / "p", author="ben")
+    other.paint(SliceRef("z", 9), np.arange(5), "bone")
+    assert session.poll()["labels"]
+    assert seen[-1] == [SliceRef("z", 9)]
+    assert (session.labels(SliceRef("z", 9)).reshape(-1)[:5] == 2).all()
+
+
+def test_accept_prediction_needs_a_model(session):
+    with pytest.raises(InputError, match="no prediction yet"):
+        session.accept_prediction(np.arange(3))
+
+
+def test_in_memory_session():
+    s = Session(create_project(None, np.zeros((4, 8, 8), np.uint8), classes="a,b"))
+    s.paint(np.arange(4), "b")
+    assert int(s.labels().sum()) == 8
+    assert s.trainer_status()["alive"] is False
