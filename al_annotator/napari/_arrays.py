@@ -1,0 +1,362 @@
+"""Array wrappers napari layers read from: the project's labels (with a stroke buffer) and lazy maps.
+
+:class:`StoreLabels` is the data of the napari Labels layer. It reads from the project's zarr
+labels array, so opening a 1024^3 project reads nothing up front and a numpy copy of the labels
+(1 GiB at 1024^3) is never made. napari writes each brush dab into it (``data[bbox] = region``);
+those writes go to a small in-memory *stroke buffer* of 64^3 chunks, never to the zarr array:
+the store is written only by :meth:`al_annotator.core.Session.apply_edit`, which logs the edit and
+holds the writer lock. When napari closes the stroke (``events.paint``) the bridge sends the
+stroke to the session and the buffer is dropped, so reads come from the store again.
+
+No Qt or napari import here: the wrappers are plain array-likes (shape, dtype, ndim,
+``__getitem__``, ``__setitem__``, ``__array__``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = ["StoreLabels", "MappedArray", "ZerosArray", "read_only"]
+
+
+def _is_index_array(k: Any) -> bool:
+    return isinstance(k, (np.ndarray, list)) and not isinstance(k, (bool, np.bool_))
+
+
+def _local_slice(start: int, stop: int, step: int, lo: int) -> slice:
+    """``slice(start, stop, step)`` of a whole axis, re-expressed relative to ``lo`` (the bbox start)."""
+    r = range(start, stop, step)
+    first = r[0] - lo
+    end = r[-1] - lo + step
+    return slice(first, None if end < 0 else end, step)
+
+
+class StoreLabels:
+    """The labels of a project as a napari layer sees them.
+
+    Parameters
+    ----------
+    labels
+        The store's zarr labels array (``ProjectStore.labels``): read, never written here.
+    on_write
+        Called with no argument after every write into the stroke buffer (the bridge decides
+        whether the write belongs to an open stroke or must be sent to the session now).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> base = np.zeros((4, 8, 8), np.uint8)
+    >>> lab = StoreLabels(base, chunks=(2, 4, 4))
+    >>> lab[1, 0:2, 0:2] = 3
+    >>> int(lab[1, 1, 1]), int(base[1, 1, 1]), lab.pending
+    (3, 0, 1)
+    >>> coords, values = lab.take_differences()
+    >>> coords.shape, values.tolist()
+    ((3, 4), [3, 3, 3, 3])
+    """
+
+    def __init__(self, labels: Any, *, chunks: Sequence[int] | None = None, on_write: Callable[[], None] | None = None) -> None:
+        self.base = labels
+        self._shape = tuple(int(s) for s in labels.shape)
+        self._dtype = np.dtype(labels.dtype)
+        ch = chunks or getattr(labels, "chunks", None) or self._shape
+        self._chunks = tuple(max(1, min(int(c), s)) for c, s in zip(ch, self._shape))
+        self._dirty: dict[tuple[int, ...], np.ndarray] = {}
+        self.on_write = on_write
+
+    # ------------------------------------------------------------------ array protocol
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self._shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self._dtype.itemsize
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return self._chunks
+
+    def __len__(self) -> int:
+        return self._shape[0]
+
+    def __repr__(self) -> str:
+        return f"<StoreLabels shape={self._shape} dtype={self._dtype} buffered_chunks={len(self._dirty)}>"
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    @property
+    def pending(self) -> int:
+        """How many 64^3 chunks the stroke buffer holds (0 when everything is in the store)."""
+        return len(self._dirty)
+
+    # ------------------------------------------------------------------ indexing
+    def _plan(self, key: Any) -> tuple[tuple[slice, ...], Any]:
+        """Split an index into the bounding box to read (step-1 slices) and the index within it."""
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(_is_index_array(k) for k in key):
+            return self._plan_fancy(key)
+        if sum(k is Ellipsis for k in key) > 1:
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
+        if len(key) > self.ndim:
+            raise IndexError(f"too many indices for labels of shape {self._shape}: {key!r}")
+        key = key + (slice(None),) * (self.ndim - len(key))
+        bbox: list[slice] = []
+        local: list[Any] = []
+        for k, n in zip(key, self._shape):
+            if isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                r = range(start, stop, step)
+                if len(r) == 0:
+                    bbox.append(slice(0, 0))
+                    local.append(slice(0, 0))
+                    continue
+                lo, hi = min(r[0], r[-1]), max(r[0], r[-1]) + 1
+                bbox.append(slice(lo, hi))
+                local.append(slice(None) if step == 1 else _local_slice(start, stop, step, lo))
+            elif isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
+                i = int(k)
+                if not -n <= i < n:
+                    raise IndexError(f"index {i} is out of bounds for an axis of length {n}")
+                i = i + n if i < 0 else i
+                bbox.append(slice(i, i + 1))
+                local.append(0)
+            else:
+                raise TypeError(f"labels support integers, slices, '...' and integer arrays as indices, got {type(k).__name__}")
+        return tuple(bbox), tuple(local)
+
+    def _plan_fancy(self, key: tuple) -> tuple[tuple[slice, ...], Any]:
+        if len(key) != self.ndim or any(isinstance(k, slice) or k is Ellipsis for k in key):
+            raise TypeError("integer-array indexing of labels needs one integer array (or integer) per axis, as napari's data_setitem does")
+        arrays = np.broadcast_arrays(*[np.asarray(k, dtype=np.int64) for k in key])
+        bbox: list[slice] = []
+        local: list[np.ndarray] = []
+        for a, n in zip(arrays, self._shape):
+            a = np.where(a < 0, a + n, a)
+            if a.size and (a.min() < 0 or a.max() >= n):
+                raise IndexError(f"index out of bounds for an axis of length {n}")
+            lo = int(a.min()) if a.size else 0
+            hi = int(a.max()) + 1 if a.size else 0
+            bbox.append(slice(lo, hi))
+            local.append(a - lo)
+        return tuple(bbox), tuple(local)
+
+    def _chunk_ranges(self, bbox: tuple[slice, ...]) -> list[range]:
+        return [range(s.start // c, (s.stop - 1) // c + 1) if s.stop > s.start else range(0) for s, c in zip(bbox, self._chunks)]
+
+    def _chunk_box(self, cidx: tuple[int, ...]) -> tuple[slice, ...]:
+        return tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(cidx, self._chunks, self._shape))
+
+    def _intersections(self, bbox: tuple[slice, ...]):
+        """(chunk index, part of the bbox, part of the chunk) for every chunk the bbox touches."""
+        for cidx in itertools.product(*self._chunk_ranges(bbox)):
+            cbox = self._chunk_box(cidx)
+            inter = [slice(max(b.start, c.start), min(b.stop, c.stop)) for b, c in zip(bbox, cbox)]
+            yield (cidx, tuple(slice(i.start - b.start, i.stop - b.start) for i, b in zip(inter, bbox)),
+                   tuple(slice(i.start - c.start, i.stop - c.start) for i, c in zip(inter, cbox)))
+
+    def _read_box(self, bbox: tuple[slice, ...]) -> np.ndarray:
+        """The labels in a bounding box: the store, with the stroke buffer on top.
+
+        When the stroke buffer holds every chunk of the box (a brush dab inside a stroke) the box
+        is assembled from memory: a zarr read costs ~2 ms even for a few voxels.
+        """
+        parts = list(self._intersections(bbox)) if self._dirty else []
+        if parts and all(cidx in self._dirty for cidx, _, _ in parts):
+            out = np.empty(tuple(s.stop - s.start for s in bbox), self._dtype)
+        else:
+            out = np.array(self.base[bbox], dtype=self._dtype, copy=True)
+        for cidx, in_box, in_chunk in parts:
+            block = self._dirty.get(cidx)
+            if block is not None:
+                out[in_box] = block[in_chunk]
+        return out
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)) and self.ndim > 1:
+            # napari's Labels.paint checks the dtype with ``data[0].dtype`` on every brush dab; reading
+            # a whole z plane for that (256 chunks at 1024^3) would stall each dab. Return a lazy plane.
+            n = self._shape[0]
+            if not -n <= int(key) < n:
+                raise IndexError(f"index {int(key)} is out of bounds for an axis of length {n}")
+            return _LazyPlane(self, int(key) % n)
+        bbox, local = self._plan(key)
+        if not self._dirty and not any(_is_index_array(k) for k in local):
+            # Nothing buffered: let zarr read exactly what was asked (the common, fast path).
+            out = self.base[key if isinstance(key, tuple) else (key,)]
+            # A numpy base returns a view: copy it, or napari's cache patching would write the store.
+            return np.array(out, copy=True) if isinstance(self.base, np.ndarray) else np.asarray(out)
+        return self._read_box(bbox)[local]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        bbox, local = self._plan(key)
+        if any(s.stop <= s.start for s in bbox):
+            return
+        parts = list(self._intersections(bbox))
+        for cidx, _, _ in parts:  # bring the touched chunks into the stroke buffer (one zarr read each)
+            if cidx not in self._dirty:
+                self._dirty[cidx] = np.array(self.base[self._chunk_box(cidx)], dtype=self._dtype, copy=True)
+        region = self._read_box(bbox)
+        region[local] = value
+        for cidx, in_box, in_chunk in parts:
+            self._dirty[cidx][in_chunk] = region[in_box]
+        if self.on_write is not None:
+            self.on_write()
+
+    # ------------------------------------------------------------------ stroke buffer
+    def take_differences(self) -> tuple[np.ndarray, np.ndarray]:
+        """Empty the stroke buffer; return the voxels where it differed from the store.
+
+        Returns ``(coords, values)``: ``coords`` is ``(ndim, N)`` int64, ``values`` ``(N,)``.
+        """
+        coords: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        for cidx, block in self._dirty.items():
+            cbox = self._chunk_box(cidx)
+            base = np.asarray(self.base[cbox])
+            diff = block != base
+            if diff.any():
+                nz = np.nonzero(diff)
+                coords.append(np.stack([n + c.start for n, c in zip(nz, cbox)]))
+                values.append(block[nz])
+        self._dirty.clear()
+        if not coords:
+            return np.zeros((self.ndim, 0), np.int64), np.zeros(0, self._dtype)
+        return np.concatenate(coords, axis=1).astype(np.int64), np.concatenate(values)
+
+    def discard(self) -> None:
+        """Drop the stroke buffer (its content is in the store, or must not get there)."""
+        self._dirty.clear()
+
+
+class _LazyPlane:
+    """``labels[i]`` of a :class:`StoreLabels`, read only when its values are asked for."""
+
+    def __init__(self, parent: StoreLabels, index: int) -> None:
+        self.parent = parent
+        self.index = index
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.parent.shape[1:]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.parent.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.parent.ndim - 1
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.parent[(self.index, *(key if isinstance(key, tuple) else (key,)))]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.parent[(self.index, *(key if isinstance(key, tuple) else (key,)))] = value
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self.parent[self.index, ...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"<plane {self.index} of {self.parent!r}>"
+
+
+class MappedArray:
+    """A lazy elementwise map of an array-like: ``MappedArray(conf, lambda c: 1 - c / 255, np.float32)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = MappedArray(np.full((2, 3, 3), 255, np.uint8), lambda c: 1 - c / np.float32(255), np.float32)
+    >>> m.shape, float(m[0, 1, 1])
+    ((2, 3, 3), 0.0)
+    """
+
+    def __init__(self, base: Any, func: Callable[[np.ndarray], np.ndarray], dtype: Any) -> None:
+        self.base = base
+        self.func = func
+        self._dtype = np.dtype(dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.base.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.base.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.func(np.asarray(self.base[key])), dtype=self._dtype)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+class ZerosArray:
+    """A lazy all-zero volume: the placeholder of the model layers before the first model version.
+
+    Examples
+    --------
+    >>> ZerosArray((4, 5, 6), "uint8")[1, :2].tolist()
+    [[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]
+    """
+
+    def __init__(self, shape: Sequence[int], dtype: Any) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.zeros(np.broadcast_to(np.zeros((), self.dtype), self.shape)[key].shape, self.dtype)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return np.zeros(self.shape, dtype or self.dtype)
+
+
+def read_only(array: Any) -> MappedArray:
+    """A lazy read-only view (no ``__setitem__``): napari cannot paint into model outputs."""
+    return MappedArray(array, np.asarray, array.dtype)

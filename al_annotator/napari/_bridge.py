@@ -1,0 +1,295 @@
+"""Bind a napari Labels layer to a :class:`~al_annotator.core.Session`.
+
+Every stroke painted with napari's own tools (brush, eraser, fill, polygon, on any displayed
+axis) becomes :meth:`Session.apply_edit` calls, one :class:`EditAtom` per slice, when napari
+closes the stroke (``events.paint``). napari's undo/redo (Ctrl+Z / Ctrl+Shift+Z) become
+:meth:`Session.undo` / :meth:`Session.redo`, so they are logged edits too. Edits other processes
+make show up after :meth:`Session.poll`.
+
+Where the commit runs: without ``post`` (no Qt event loop, scripts, tests) the stroke is on disk
+when napari's paint event returns. The dock passes ``post`` (run a callable on the GUI thread):
+then the stroke is committed on one background thread, in order, and the GUI thread never waits
+on the edit log's ``fsync``, which took 0.1-2 s under disk load while a trainer wrote its outputs
+(``benchmarks/bench_napari.py``). Until a commit lands the layer shows the stroke from its
+stroke buffer; :meth:`drain` waits for pending commits (undo, redo, commit of a slice, ranking).
+
+Writes that reach the layer's data outside a stroke and without a paint event (code doing
+``layer.data[...] = v``, napari's stroke abort) are diffed against the store and sent to the
+session as well, so the layer never shows labels the store does not hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+import numpy as np
+from psygnal import Signal, emit_queued
+
+from ..errors import AlAnnotatorError
+from ..types import EditAtom, SliceRef
+from ._arrays import StoreLabels
+from ._edits import guess_axis, voxels_from_history, voxels_to_atoms
+
+__all__ = ["LabelsBridge"]
+
+log = logging.getLogger(__name__)
+
+
+class _Job:
+    """One stroke handed to the commit thread."""
+
+    __slots__ = ("atoms", "future", "handled", "done_at")
+
+    def __init__(self, atoms: list[EditAtom]) -> None:
+        self.atoms = atoms
+        self.future: Future | None = None
+        self.handled = False
+        self.done_at = 0.0
+
+
+class LabelsBridge:
+    """Route a Labels layer's edits into a session.
+
+    Parameters
+    ----------
+    session
+        The open :class:`~al_annotator.core.Session`.
+    layer
+        A napari ``Labels`` layer whose ``data`` is a :class:`StoreLabels` of the session's store.
+    current_slice
+        Returns the slice napari shows (a :class:`SliceRef` on the axis not displayed), or ``None``
+        in 3D display; edits are grouped into slices along its axis.
+    notify
+        Shows a message to the user (default: log a warning).
+    post
+        Runs a callable on the GUI thread later (thread-safe). Given: strokes are committed on a
+        background thread. The session's signals the bridge listens to must then be delivered on
+        the GUI thread (it connects its own slot with ``thread="main"``; so must other listeners).
+    """
+
+    #: Emitted (GUI thread) after a stroke is on disk, with the list of applied :class:`EditAtom`.
+    stroke_committed = Signal(list)
+    #: Emitted with the error message when the store refused a stroke (the layer was reverted).
+    stroke_refused = Signal(str)
+
+    def __init__(
+        self,
+        session: Any,
+        layer: Any,
+        *,
+        current_slice: Callable[[], SliceRef | None] | None = None,
+        notify: Callable[[str], None] | None = None,
+        post: Callable[[Callable[[], None]], None] | None = None,
+    ) -> None:
+        if not isinstance(layer.data, StoreLabels):
+            raise TypeError("the layer's data must be a StoreLabels of the session's store")
+        self.session = session
+        self.layer = layer
+        self.data: StoreLabels = layer.data
+        self.current_slice = current_slice or (lambda: None)
+        self._notify = notify or (lambda msg: log.warning("%s", msg))
+        self._post = post
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="al-annotator-commit") if post else None
+        self._jobs: list[_Job] = []
+        self._own_seqs: set[int] = set()
+        self._busy = False
+        self._undo_counts: list[int] = []
+        self._redo_counts: list[int] = []
+        self._stroking = False
+        #: ``time.perf_counter()`` when the last stroke was on disk (for latency measurements).
+        self.last_on_disk = 0.0
+        self.data.on_write = self._on_write
+        # First in the drag callbacks: marks the stroke open before napari's brush paints its first
+        # dab (press) and closed before napari commits the stroke (release). napari's own flag for
+        # this is private, and plugins see layers through a proxy that refuses private attributes.
+        layer.mouse_drag_callbacks.insert(0, self._track_stroke)
+        layer.events.paint.connect(self._on_paint)
+        layer.events.selected_label.connect(self._clamp_label)
+        session.labels_changed.connect(self._on_labels_changed, thread="main")
+        # napari's key bindings call layer.undo()/redo(): make them the session's (logged) undo.
+        layer.undo = self.undo
+        layer.redo = self.redo
+
+    def disconnect(self) -> None:
+        """Finish pending commits and unbind (the layer is made read-only)."""
+        self.drain()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self.layer.events.paint.disconnect(self._on_paint)
+        if self._track_stroke in self.layer.mouse_drag_callbacks:
+            self.layer.mouse_drag_callbacks.remove(self._track_stroke)
+        self.layer.events.selected_label.disconnect(self._clamp_label)
+        self.session.labels_changed.disconnect(self._on_labels_changed)
+        self.data.on_write = None
+        self.layer.editable = False
+
+    @property
+    def pending(self) -> int:
+        """Strokes handed to the commit thread and not yet handled on the GUI thread."""
+        return len(self._jobs)
+
+    # ------------------------------------------------------------------ napari -> session
+    def in_stroke(self) -> bool:
+        """True while a mouse stroke is open on the layer (between press and release)."""
+        return self._stroking
+
+    def _track_stroke(self, layer: Any, event: Any):
+        self._stroking = True
+        try:
+            yield
+            while event.type == "mouse_move":
+                yield
+        finally:
+            self._stroking = False
+
+    def _on_paint(self, event: Any) -> None:
+        coords, values = voxels_from_history(event.value, self.data.ndim)
+        self._commit(coords, values, tool=self._tool_name())
+
+    def _on_write(self) -> None:
+        # Writes during a stroke wait for events.paint; a lone write is compared with the store.
+        if not self._busy and not self.in_stroke():
+            self.flush()
+
+    def flush(self) -> list[EditAtom]:
+        """Send what the layer holds and the store does not to the session.
+
+        A no-op mid-stroke and while strokes are being committed (the buffer then holds them).
+        """
+        if self._busy or self.in_stroke() or self._jobs or not self.data.pending:
+            return []
+        coords, values = self.data.take_differences()
+        return self._commit(coords, values, tool="data") if coords.shape[1] else []
+
+    def _commit(self, coords: np.ndarray, values: np.ndarray, *, tool: str) -> list[EditAtom]:
+        if coords.shape[1] == 0:
+            if not self._jobs:
+                self.data.discard()
+            return []
+        shown = self.current_slice()
+        axis = guess_axis(coords, None if shown is None else shown.axis_number)
+        atoms = voxels_to_atoms(coords, values, axis, self.data.shape, tool=tool, author=self.session.author)
+        if self._executor is None:
+            self._busy = True
+            try:
+                done, error = self._apply(atoms)
+            finally:
+                self._busy = False
+            self.last_on_disk = time.perf_counter()
+            self._finish(done, error)
+            return done
+        job = _Job(atoms)
+        self._jobs.append(job)
+        job.future = self._executor.submit(self._apply_job, job)
+        job.future.add_done_callback(lambda _f, job=job: self._post(lambda: self._finish_job(job)))
+        return []
+
+    def _apply(self, atoms: list[EditAtom]) -> tuple[list[EditAtom], AlAnnotatorError | None]:
+        done: list[EditAtom] = []
+        try:
+            for atom in atoms:
+                done.append(self.session.apply_edit(atom))
+        except AlAnnotatorError as exc:
+            return done, exc
+        return done, None
+
+    def _apply_job(self, job: _Job) -> tuple[list[EditAtom], AlAnnotatorError | None]:  # commit thread
+        result = self._apply(job.atoms)
+        job.done_at = time.perf_counter()
+        return result
+
+    def _finish_job(self, job: _Job) -> None:  # GUI thread
+        if job.handled:
+            return
+        job.handled = True
+        if job in self._jobs:
+            self._jobs.remove(job)
+        try:
+            done, error = job.future.result()
+        except Exception as exc:  # noqa: BLE001 - an OSError (disk full...) must reach the user, not a thread
+            done, error = [], exc
+        self.last_on_disk = job.done_at
+        self._own_seqs.update(int(a.seq) for a in done if a.seq is not None)
+        emit_queued()  # the session's signals from the commit thread, on this thread now
+        self._finish(done, error)
+
+    def _finish(self, done: list[EditAtom], error: BaseException | None) -> None:
+        if done:
+            self._undo_counts.append(len(done))
+            self._redo_counts.clear()
+            self.stroke_committed.emit(done)
+        if not self._jobs and not self.in_stroke() and self.data.pending:
+            # everything buffered is in the store now (or was refused): read it from there again
+            coords, values = self.data.take_differences()
+            if coords.shape[1] and error is None:
+                self._commit(coords, values, tool="data")
+        if error is not None:
+            self._notify(f"the stroke was not saved: {error}")
+            self.stroke_refused.emit(str(error))
+            self.layer.refresh()
+
+    def drain(self) -> None:
+        """Wait for the strokes being committed and handle them now (on the calling GUI thread)."""
+        for job in list(self._jobs):
+            try:
+                job.future.result()
+            except Exception:  # noqa: BLE001 - reported by _finish_job
+                pass
+            self._finish_job(job)
+
+    def _tool_name(self) -> str:
+        mode = str(getattr(self.layer, "mode", "paint"))
+        return {"paint": "brush", "erase": "eraser", "fill": "fill", "polygon": "polygon"}.get(mode, mode)
+
+    def _clamp_label(self, event: Any = None) -> None:
+        n = self.session.store.config.n_classes
+        if self.layer.selected_label > n:
+            self._notify(f"label {self.layer.selected_label} is not a class; this project has labels 1..{n} (0 erases)")
+            self.layer.selected_label = n
+
+    # ------------------------------------------------------------------ undo / redo
+    def undo(self) -> list[EditAtom]:
+        """Undo the last stroke (all of its slices) through the session's logged undo."""
+        return self._replay(self._undo_counts, self._redo_counts, self.session.undo)
+
+    def redo(self) -> list[EditAtom]:
+        return self._replay(self._redo_counts, self._undo_counts, self.session.redo)
+
+    def _replay(self, source: list[int], target: list[int], action: Callable[[], EditAtom | None]) -> list[EditAtom]:
+        self.drain()
+        self.flush()
+        n = source.pop() if source else 1
+        done: list[EditAtom] = []
+        self._busy = True
+        try:
+            for _ in range(n):
+                atom = action()
+                if atom is None:
+                    break
+                done.append(atom)
+        finally:
+            self._busy = False
+        if done:
+            target.append(len(done))
+            self.data.discard()
+            self.layer.refresh()
+        return done
+
+    # ------------------------------------------------------------------ session -> napari
+    def _on_labels_changed(self, change: Any) -> None:
+        if self._busy:
+            return  # our own undo/redo: refreshed once at the end
+        if isinstance(change, EditAtom):
+            if change.seq is not None and int(change.seq) in self._own_seqs:
+                self._own_seqs.discard(int(change.seq))
+                return  # our own stroke: the layer already shows it
+            refs = [change.slice_ref]
+        else:
+            refs = list(change or [])
+        shown = self.current_slice()
+        if shown is not None and refs and all(r.axis == shown.axis and r.index != shown.index for r in refs):
+            return  # other slices of the axis on screen: nothing visible changed
+        self.layer.refresh()

@@ -1,0 +1,94 @@
+"""What a project looks like as napari layers: lazy image, store-backed labels, model outputs.
+
+Layer data are lazy: the image layer is the store's zarr array (napari reads the displayed plane
+only; contrast limits come from ``project.json``'s display window, so no pass over the volume),
+the labels layer is a :class:`StoreLabels` over the zarr labels, the prediction is the model
+version's zarr array and the uncertainty map a :class:`MappedArray` ``1 - confidence``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..types import AXES
+from ._arrays import MappedArray, StoreLabels
+
+__all__ = [
+    "class_colormap",
+    "class_color_dict",
+    "image_layer_kwargs",
+    "model_arrays",
+    "uncertainty_array",
+    "layer_names",
+]
+
+TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
+
+
+def _rgba(hex_colour: str, alpha: float = 1.0) -> tuple[float, float, float, float]:
+    h = hex_colour.lstrip("#")
+    return (int(h[0:2], 16) / 255, int(h[2:4], 16) / 255, int(h[4:6], 16) / 255, float(alpha))
+
+
+def class_color_dict(colours: tuple[str, ...] | list[str]) -> dict[Any, tuple[float, float, float, float]]:
+    """``{None: transparent, 0: transparent, i + 1: colour of class i}`` (napari's direct colormap form).
+
+    Examples
+    --------
+    >>> d = class_color_dict(["#ff0000", "#00ff00"])
+    >>> d[0], d[2]
+    ((0.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 1.0))
+    """
+    out: dict[Any, tuple[float, float, float, float]] = {None: TRANSPARENT, 0: TRANSPARENT}
+    for i, c in enumerate(colours):
+        out[i + 1] = _rgba(c)
+    return out
+
+
+def class_colormap(colours: tuple[str, ...] | list[str]) -> Any:
+    """A napari ``DirectLabelColormap``: label value ``i + 1`` gets class ``i``'s colour, 0 is transparent."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict=class_color_dict(colours), background_value=0)
+
+
+def layer_names(name: str) -> dict[str, str]:
+    return {k: f"{name} {k}" for k in ("image", "labels", "prediction", "uncertainty")}
+
+
+def image_layer_kwargs(store: Any, name: str) -> dict[str, Any]:
+    lo, hi = store.display_window
+    return {
+        "name": layer_names(name)["image"],
+        "contrast_limits": [lo, hi],
+        "scale": tuple(store.config.spacing),
+        "colormap": "gray",
+        "axis_labels": AXES,
+        "metadata": {"al_annotator_project": str(store.path) if store.path else None},
+    }
+
+
+def labels_array(store: Any) -> StoreLabels:
+    return StoreLabels(store.labels)
+
+
+def uncertainty_array(confidence: Any) -> MappedArray:
+    """``1 - confidence`` as float32 in 0..1, computed on the displayed plane only."""
+    scale = np.float32(1.0 / 255.0)
+    return MappedArray(confidence, lambda c: np.float32(1.0) - c.astype(np.float32) * scale, np.float32)
+
+
+def model_arrays(store: Any, version: int | None) -> tuple[Any, Any]:
+    """The prediction and confidence zarr arrays of a model version (``None`` where absent)."""
+    if version is None:
+        return None, None
+    out = []
+    for what in ("prediction", "confidence"):
+        key = f"models/v{int(version):04d}/{what}"
+        try:
+            out.append(store.root[key])
+        except (KeyError, FileNotFoundError):
+            out.append(None)
+    return out[0], out[1]

@@ -1,0 +1,776 @@
+"""The "AL Annotator" dock: a thin napari front end on :class:`~al_annotator.core.Session`.
+
+The dock holds no annotation state of its own: labels live in the project store (the Labels
+layer reads them lazily and its strokes become :meth:`Session.apply_edit` calls through
+:class:`~al_annotator.napari._bridge.LabelsBridge`), suggestions and slice states come from the
+session, and the trainer runs in its own process, watched through the project directory by a
+``QTimer`` calling :meth:`Session.poll` (file reads only; the GUI never waits on the trainer).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtGui import QColor, QFont
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import AlAnnotatorError
+from ..types import AXES, SliceRef
+from ._arrays import StoreLabels, ZerosArray, read_only
+from ._bridge import LabelsBridge
+from ._layers import class_colormap, image_layer_kwargs, layer_names, model_arrays, uncertainty_array
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["AnnotatorWidget"]
+
+#: How often the dock picks up what the trainer and other front ends did (ms).
+POLL_MS = 500
+#: Up to this many voxels (256^3) the cold-start suggestions are ranked at once when a project opens;
+#: above, the slices they need are read on a thread first (bench_napari: ~3.5 s at 512^3).
+COLD_START_SYNC_VOXELS = 256**3
+#: Timer ticks skipped in a row while strokes are being committed, before a poll waits for them.
+MAX_SKIPPED_POLLS = 6
+STRATEGY_CHOICES = ("hybrid", "entropy", "margin", "least_confidence", "bald", "coreset", "foreground_random", "random")
+SUGGESTION_COLUMNS = ("axis", "slice", "score", "model", "stale")
+
+
+class _GuiThreadPoster(QObject):
+    """``post(fn)`` from any thread runs ``fn`` on the GUI thread (a queued Qt signal)."""
+
+    call = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.call.connect(self._run)
+
+    def _run(self, fn: Any) -> None:
+        fn()
+
+    def post(self, fn: Any) -> None:
+        self.call.emit(fn)
+
+
+def _text_colour(hex_colour: str) -> str:
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return "#000000" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "#ffffff"
+
+
+class AnnotatorWidget(QWidget):
+    """Open or create a project, paint with napari's tools, follow suggestions, run the trainer.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer (napari passes it when the dock is opened from the Plugins menu).
+    poll_ms
+        Period of the timer that calls :meth:`Session.poll`; ``0`` disables the timer (tests
+        and scripts then call :meth:`poll` themselves).
+
+    Examples
+    --------
+    >>> import napari                                               # doctest: +SKIP
+    >>> viewer = napari.Viewer()                                    # doctest: +SKIP
+    >>> dock = AnnotatorWidget(viewer)                              # doctest: +SKIP
+    >>> viewer.window.add_dock_widget(dock, name="AL Annotator")    # doctest: +SKIP
+    >>> dock.open_project("my_project")                             # doctest: +SKIP
+    """
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer", *, poll_ms: int = POLL_MS) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: Any = None
+        self.bridge: LabelsBridge | None = None
+        self.layers: dict[str, Any] = {}
+        self._queue: list[Any] = []
+        self._syncing = False
+        self._started_trainer = False
+        self.poll_stats = {"n": 0, "max_s": 0.0, "total_s": 0.0}
+        self._poster = _GuiThreadPoster()
+        self._build_ui()
+        self.viewer.dims.events.current_step.connect(self._on_dims)
+        self.viewer.dims.events.order.connect(self._on_dims)
+        self.viewer.dims.events.ndisplay.connect(self._on_dims)
+        self.viewer.layers.events.inserted.connect(self._refresh_source_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_source_layers)
+        self._refresh_source_layers()
+        self.timer = QTimer(self)
+        self._skipped_polls = 0
+        self.timer.timeout.connect(self._tick)
+        if poll_ms:
+            self.timer.start(int(poll_ms))
+        self._set_project_controls(False)
+
+    # ================================================================== UI
+    def _build_ui(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+
+        # -- project
+        box = QGroupBox("Project")
+        grid = QGridLayout(box)
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("project directory")
+        self.browse_button = QPushButton("…")
+        self.browse_button.setToolTip("Choose a project directory")
+        self.browse_button.setMaximumWidth(28)
+        self.browse_button.clicked.connect(self._browse)
+        self.open_button = QPushButton("Open")
+        self.open_button.setToolTip("Open the project directory (a folder with project.json)")
+        self.open_button.clicked.connect(lambda: self._guard(self.open_project, self.path_edit.text()))
+        grid.addWidget(self.path_edit, 0, 0, 1, 2)
+        grid.addWidget(self.browse_button, 0, 2)
+        grid.addWidget(self.open_button, 0, 3)
+        self.source_combo = QComboBox()
+        self.source_combo.setToolTip("Image layer to create a new project from")
+        self.classes_edit = QLineEdit("background,bone,implant,degradation")
+        self.classes_edit.setToolTip("Class names of a new project, comma-separated (label i+1 = class i)")
+        self.create_button = QPushButton("Create")
+        self.create_button.setToolTip("Create a new project in the directory above from the chosen image layer")
+        self.create_button.clicked.connect(self._create_clicked)
+        grid.addWidget(QLabel("from"), 1, 0)
+        grid.addWidget(self.source_combo, 1, 1, 1, 2)
+        grid.addWidget(self.create_button, 1, 3)
+        grid.addWidget(QLabel("classes"), 2, 0)
+        grid.addWidget(self.classes_edit, 2, 1, 1, 3)
+        self.info_label = QLabel("No project open.")
+        self.info_label.setWordWrap(True)
+        grid.addWidget(self.info_label, 3, 0, 1, 4)
+        grid.setColumnStretch(1, 1)
+        outer.addWidget(box)
+
+        # -- classes
+        self.class_box = QGroupBox("Classes (label value)")
+        self.class_grid = QGridLayout(self.class_box)
+        self.class_buttons: list[QPushButton] = []
+        outer.addWidget(self.class_box)
+
+        # -- current slice
+        box = QGroupBox("Current slice")
+        lay = QGridLayout(box)
+        self.slice_label = QLabel("–")
+        self.slice_label.setTextFormat(Qt.RichText)
+        self.annotated_button = QPushButton("✓ Annotated")
+        self.annotated_button.setToolTip("Commit the displayed slice as fully annotated (the trainer starts a round)")
+        self.annotated_button.clicked.connect(lambda: self._guard(self.mark_annotated))
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.clicked.connect(lambda: self._guard(self.undo))
+        self.redo_button = QPushButton("Redo")
+        self.redo_button.clicked.connect(lambda: self._guard(self.redo))
+        lay.addWidget(self.slice_label, 0, 0, 1, 3)
+        lay.addWidget(self.annotated_button, 1, 0)
+        lay.addWidget(self.undo_button, 1, 1)
+        lay.addWidget(self.redo_button, 1, 2)
+        outer.addWidget(box)
+
+        # -- suggestions
+        box = QGroupBox("Suggestions")
+        lay = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.strategy_combo = QComboBox()
+        self.strategy_combo.addItems(STRATEGY_CHOICES)
+        self.strategy_combo.setToolTip("How slices are ranked (scores come from the current model version)")
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.setToolTip("Rank slices again with the current model's scores")
+        self.refresh_button.clicked.connect(lambda: self._guard(self.refresh_suggestions))
+        self.auto_refresh_check = QCheckBox("auto")
+        self.auto_refresh_check.setChecked(True)
+        self.auto_refresh_check.setToolTip("Re-rank as soon as a new model version lands (else the queue is marked stale)")
+        row.addWidget(self.strategy_combo, 1)
+        row.addWidget(self.auto_refresh_check)
+        row.addWidget(self.refresh_button)
+        lay.addLayout(row)
+        self.suggestion_table = QTableWidget(0, len(SUGGESTION_COLUMNS))
+        self.suggestion_table.setHorizontalHeaderLabels(SUGGESTION_COLUMNS)
+        self.suggestion_table.verticalHeader().setVisible(False)
+        self.suggestion_table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.suggestion_table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.suggestion_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        header = self.suggestion_table.horizontalHeader()
+        for col in range(len(SUGGESTION_COLUMNS)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(SUGGESTION_COLUMNS.index("score"), QHeaderView.Stretch)
+        self.suggestion_table.setMinimumHeight(150)
+        self.suggestion_table.cellClicked.connect(self._suggestion_clicked)
+        lay.addWidget(self.suggestion_table)
+        self.reason_label = QLabel("")
+        self.reason_label.setWordWrap(True)
+        self.reason_label.setStyleSheet("color: #bbbbbb")
+        self.reason_label.setToolTip("Why the highlighted slice is suggested")
+        lay.addWidget(self.reason_label)
+        row = QHBoxLayout()
+        self.next_button = QPushButton("Next ▶")
+        self.next_button.setToolTip("Go to the best suggestion not yet annotated")
+        self.next_button.clicked.connect(lambda: self._guard(self.next_suggestion))
+        self.skip_button = QPushButton("Skip")
+        self.skip_button.setToolTip("Drop the selected (or displayed) slice from the queue for this session")
+        self.skip_button.clicked.connect(lambda: self._guard(self.skip))
+        row.addWidget(self.next_button)
+        row.addWidget(self.skip_button)
+        lay.addLayout(row)
+        outer.addWidget(box, 1)
+
+        # -- trainer
+        box = QGroupBox("Trainer")
+        lay = QGridLayout(box)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        self.device_combo.setToolTip("Where the trainer process runs the network")
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Start the background trainer process (a round after each new annotation)")
+        self.start_button.clicked.connect(lambda: self._guard(self.start_trainer))
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(lambda: self._guard(self.stop_trainer))
+        self.trainer_label = QLabel("not started")
+        self.trainer_label.setWordWrap(True)
+        self.trainer_label.setTextFormat(Qt.RichText)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        lay.addWidget(self.device_combo, 0, 0)
+        lay.addWidget(self.start_button, 0, 1)
+        lay.addWidget(self.stop_button, 0, 2)
+        lay.addWidget(self.trainer_label, 1, 0, 1, 3)
+        lay.addWidget(self.progress, 2, 0, 1, 3)
+        outer.addWidget(box)
+
+        self.message_label = QLabel("")
+        self.message_label.setWordWrap(True)
+        self.message_label.setStyleSheet("color: #ff8080")
+        outer.addWidget(self.message_label)
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Expanding)
+        self.setMinimumWidth(340)
+
+    def _set_project_controls(self, enabled: bool) -> None:
+        for w in (self.annotated_button, self.undo_button, self.redo_button, self.refresh_button, self.next_button,
+                  self.skip_button, self.start_button, self.stop_button, self.strategy_combo, self.device_combo,
+                  self.suggestion_table):
+            w.setEnabled(enabled)
+
+    def _message(self, text: str) -> None:
+        self.message_label.setText(text)
+        if text:
+            try:
+                from napari.utils.notifications import show_warning
+
+                show_warning(text)
+            except Exception:  # noqa: BLE001 - a notification must never break the dock
+                pass
+
+    def _guard(self, func, *args) -> Any:
+        """Run a button's action; show an al_annotator error instead of raising into Qt."""
+        try:
+            self._message("")
+            return func(*args)
+        except AlAnnotatorError as exc:
+            self._message(str(exc))
+        except (OSError, ValueError) as exc:
+            self._message(f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Project directory", self.path_edit.text() or str(Path.cwd()))
+        if path:
+            self.path_edit.setText(path)
+
+    def _refresh_source_layers(self, event: Any = None) -> None:
+        from napari.layers import Image
+
+        current = self.source_combo.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3
+                 and layer not in self.layers.values()]
+        self.source_combo.blockSignals(True)
+        self.source_combo.clear()
+        self.source_combo.addItems(names)
+        if current in names:
+            self.source_combo.setCurrentText(current)
+        self.source_combo.blockSignals(False)
+        self.create_button.setEnabled(bool(names))
+
+    # ================================================================== project
+    def open_project(self, path: str | Path, **session_kw: Any) -> Any:
+        """Open a project directory: add its layers and bind the labels layer to a new session."""
+        from ..core import Session
+
+        if not str(path).strip():
+            raise AlAnnotatorError("type a project directory first (a folder with project.json)")
+        session = Session(Path(str(path)).expanduser(), **session_kw)
+        self._attach(session)
+        return session
+
+    def create_project(self, path: str | Path, source: Any, classes: str | None = None, **create_kw: Any) -> Any:
+        """Create a project at ``path`` from an image layer (or its name, or an array) and open it."""
+        from ..core import Session
+        from ..config import parse_classes
+
+        if not str(path).strip():
+            raise AlAnnotatorError("type the new project's directory first")
+        if isinstance(source, str):
+            source = self.viewer.layers[source]
+        array = getattr(source, "data", source)
+        if "spacing" not in create_kw and hasattr(source, "scale") and len(source.scale) == 3:
+            create_kw["spacing"] = tuple(float(s) for s in source.scale)
+        if classes:
+            create_kw["classes"] = parse_classes(classes)
+        QApplication.setOverrideCursor(Qt.WaitCursor)
+        try:
+            session = Session(Path(str(path)).expanduser(), volume=array, **create_kw)
+        finally:
+            QApplication.restoreOverrideCursor()
+        if hasattr(source, "visible"):
+            source.visible = False
+        self._attach(session)
+        return session
+
+    def _create_clicked(self) -> None:
+        name = self.source_combo.currentText()
+        if not name:
+            self._message("add a 3D image layer first (File > Open, or a sample from File > Open Sample > AL Annotator)")
+            return
+        self._guard(self.create_project, self.path_edit.text(), name, self.classes_edit.text())
+
+    def _attach(self, session: Any) -> None:
+        self.close_project()
+        self.session = session
+        store = session.store
+        name = Path(store.path).name if store.path else "project"
+        names = layer_names(name)
+        self.path_edit.setText(str(store.path or ""))
+        image = self.viewer.add_image(store.image, **image_layer_kwargs(store, name))
+        pred_layer, unc_layer = self._add_model_layers(names)
+        labels = self.viewer.add_labels(
+            StoreLabels(store.labels),
+            name=names["labels"],
+            scale=tuple(store.config.spacing),
+            axis_labels=AXES,
+            colormap=class_colormap(store.config.colours),
+            opacity=0.7,
+            metadata={"al_annotator_project": str(store.path) if store.path else None},
+        )
+        labels.brush_size = 8
+        labels.selected_label = min(2, store.config.n_classes)
+        labels.mode = "paint"
+        self.layers = {"image": image, "labels": labels, "prediction": pred_layer, "uncertainty": unc_layer}
+        # strokes are committed on a background thread (the GUI never waits on the edit log's fsync);
+        # session signals are therefore connected with thread="main": always handled on the GUI thread
+        self.bridge = LabelsBridge(session, labels, current_slice=self.displayed_slice, notify=self._message, post=self._poster.post)
+        session.slice_changed.connect(self._on_session_slice, thread="main")
+        session.slice_state_changed.connect(self._on_slice_state, thread="main")
+        session.suggestions_changed.connect(self._on_suggestions, thread="main")
+        session.model_version_changed.connect(self._on_model_version, thread="main")
+        session.trainer_status_changed.connect(self._on_trainer_status, thread="main")
+        labels.events.selected_label.connect(self._on_selected_label)
+        self.viewer.layers.selection.active = labels
+        self._build_class_buttons()
+        self._set_project_controls(True)
+        self._refresh_source_layers()
+        self.go_to(session.current)
+        self.viewer.reset_view()
+        self._update_info()
+        self._update_slice_label()
+        self._on_trainer_status(session.trainer_status())
+        self._first_suggestions()
+
+    def _first_suggestions(self) -> None:
+        """Fill the queue at open. Before the first model the cold-start pick reads ~72 whole
+        slices (several seconds at 1024^3): that read runs on a thread, the ranking (cheap, cached
+        reads) on the GUI thread when it is done, so the GUI never waits for it."""
+        store = self.session.store
+        if self.session.model_version is not None or int(np.prod(store.shape, dtype=np.int64)) <= COLD_START_SYNC_VOXELS:
+            self._guard(self.refresh_suggestions)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..acquisition.project import cold_start_foreground
+
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="al-annotator-cold-start")
+        future = executor.submit(cold_start_foreground, store)
+        executor.shutdown(wait=False)
+        self.refresh_button.setEnabled(False)
+        self.next_button.setEnabled(False)
+        self.reason_label.setText("ranking slices for a cold start (reading sample slices)…")
+        session = self.session
+
+        def check() -> None:
+            if self.session is not session:
+                return  # the project was closed meanwhile
+            if not future.done():
+                QTimer.singleShot(100, check)
+                return
+            self.refresh_button.setEnabled(True)
+            self.next_button.setEnabled(True)
+            self.reason_label.setText("")
+            if future.exception() is not None:
+                self._message(f"cold-start suggestions failed: {future.exception()}")
+                return
+            self._guard(self.refresh_suggestions)
+
+        QTimer.singleShot(100, check)
+
+    def close_project(self) -> None:
+        """Remove the project's layers and close the session (a trainer this dock started is asked to stop)."""
+        if self.session is None:
+            return
+        session = self.session
+        if self.bridge is not None:
+            self.bridge.drain()
+            self.bridge.flush()
+            self.bridge.disconnect()
+            self.bridge = None
+        for sig, slot in ((session.slice_changed, self._on_session_slice), (session.slice_state_changed, self._on_slice_state),
+                          (session.suggestions_changed, self._on_suggestions), (session.model_version_changed, self._on_model_version),
+                          (session.trainer_status_changed, self._on_trainer_status)):
+            sig.disconnect(slot)
+        if self._started_trainer:
+            try:
+                session.stop_trainer(timeout=0.0)
+            except AlAnnotatorError:
+                pass
+            self._started_trainer = False
+        for layer in self.layers.values():
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.layers = {}
+        self.session = None
+        session.close()
+        self._queue = []
+        self._on_suggestions([])
+        self._build_class_buttons()
+        self._set_project_controls(False)
+        self.info_label.setText("No project open.")
+        self.slice_label.setText("–")
+
+    def _update_info(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        store = s.store
+        shape = "×".join(str(n) for n in store.shape)
+        version = "no model yet" if s.model_version is None else f"model v{s.model_version}"
+        self.info_label.setText(f"<b>{html.escape(Path(store.path).name if store.path else 'in-memory')}</b> · {shape} {store.dtype} · "
+                                f"{store.config.n_classes} classes · {version} · author {html.escape(s.author)}")
+
+    def _build_class_buttons(self) -> None:
+        for b in self.class_buttons:
+            self.class_grid.removeWidget(b)
+            b.deleteLater()
+        self.class_buttons = []
+        if self.session is None:
+            return
+        cfg = self.session.store.config
+        entries = [("erase", "#202020", 0)] + [(name, colour, i + 1) for i, (name, colour) in enumerate(zip(cfg.classes, cfg.colours))]
+        for k, (name, colour, value) in enumerate(entries):
+            b = QPushButton(f"{name} ({value})")
+            b.setCheckable(True)
+            b.setToolTip("Paint with this class (napari's brush, fill and polygon tools)" if value else "Paint label 0: erase")
+            b.setStyleSheet(f"QPushButton {{background-color: {colour}; color: {_text_colour(colour)}; padding: 3px;}}"
+                            f"QPushButton:checked {{border: 2px solid white; padding: 1px;}}")
+            b.clicked.connect(lambda _=False, v=value: self.select_label(v))
+            self.class_grid.addWidget(b, k // 3, k % 3)
+            self.class_buttons.append(b)
+        self._on_selected_label()
+
+    def select_label(self, value: int) -> None:
+        """Paint with label ``value`` (0 erases) using napari's brush."""
+        layer = self.layers.get("labels")
+        if layer is None:
+            return
+        layer.selected_label = int(value)
+        if layer.mode not in ("paint", "fill", "polygon"):
+            layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+
+    def _on_selected_label(self, event: Any = None) -> None:
+        layer = self.layers.get("labels")
+        value = layer.selected_label if layer is not None else -1
+        for k, b in enumerate(self.class_buttons):
+            b.setChecked(k == value)
+
+    # ================================================================== model layers
+    def _add_model_layers(self, names: dict[str, str]) -> tuple[Any, Any]:
+        """Prediction and uncertainty layers, added at open (hidden placeholders before the first
+        model): adding a napari layer costs ~0.3-1 s of GUI time, which must not land mid-session."""
+        store = self.session.store
+        version = self.session.model_version
+        pred, conf = model_arrays(store, version)
+        kw = {"scale": tuple(store.config.spacing), "axis_labels": AXES}
+        pred_layer = self.viewer.add_labels(
+            read_only(pred) if pred is not None else ZerosArray(store.shape, np.uint8), name=names["prediction"],
+            colormap=class_colormap(store.config.colours), opacity=0.35, visible=pred is not None, **kw)
+        pred_layer.editable = False
+        pred_layer.metadata["model_version"] = version if pred is not None else None
+        unc_layer = self.viewer.add_image(
+            uncertainty_array(conf) if conf is not None else ZerosArray(store.shape, np.float32), name=names["uncertainty"],
+            colormap="inferno", contrast_limits=[0.0, 1.0], blending="additive", opacity=0.6, visible=False, **kw)
+        unc_layer.metadata["model_version"] = version if conf is not None else None
+        return pred_layer, unc_layer
+
+    def _on_model_version(self, current: dict) -> None:
+        """A new model version landed: point the prediction and uncertainty layers at it."""
+        store = self.session.store
+        version = int(current["version"])
+        pred, conf = model_arrays(store, version)
+        if any(self.layers.get(k) not in self.viewer.layers for k in ("prediction", "uncertainty")):
+            for k in ("prediction", "uncertainty"):  # the user deleted one: add both again
+                if self.layers.get(k) in self.viewer.layers:
+                    self.viewer.layers.remove(self.layers[k])
+            self.layers["prediction"], self.layers["uncertainty"] = self._add_model_layers(
+                layer_names(Path(store.path).name if store.path else "project"))
+        for key, array in (("prediction", pred), ("uncertainty", conf)):
+            if array is None:
+                continue
+            layer = self.layers[key]
+            first = layer.metadata.get("model_version") is None
+            if layer.metadata.get("model_version") != version:
+                layer.data = uncertainty_array(array) if key == "uncertainty" else read_only(array)
+                layer.metadata["model_version"] = version
+            if first and key == "prediction":
+                layer.visible = True  # the first model: show what it predicts
+            if key == "prediction":
+                layer.editable = False  # napari re-enables it when data or visibility change
+        # keep the labels layer on top (painting) and active
+        labels = self.layers.get("labels")
+        if labels is not None and labels in self.viewer.layers:
+            i = self.viewer.layers.index(labels)
+            if i != len(self.viewer.layers) - 1:
+                self.viewer.layers.move(i, len(self.viewer.layers))
+        self._update_info()
+        if self.auto_refresh_check.isChecked():
+            self._guard(self.refresh_suggestions)
+
+    # ================================================================== navigation
+    def displayed_slice(self) -> SliceRef | None:
+        """The slice napari shows (the project axis on the slider, and its index); ``None`` in 3D view."""
+        labels = self.layers.get("labels")
+        dims = self.viewer.dims
+        if labels is None or dims.ndisplay != 2 or dims.ndim < 3:
+            return None
+        extra = dims.ndim - 3  # world axes in front of the project's (z, y, x)
+        sliced = [a - extra for a in dims.not_displayed if a >= extra]
+        if len(sliced) != 1:
+            return None
+        axis = sliced[0]
+        index = int(np.round(labels.world_to_data(dims.point)[axis]))
+        return SliceRef(AXES[axis], int(np.clip(index, 0, labels.data.shape[axis] - 1)))
+
+    def go_to(self, ref: SliceRef) -> None:
+        """Show ``ref``: put its axis on the slider (``dims.order``) and move to its index."""
+        labels = self.layers.get("labels")
+        if labels is None:
+            return
+        dims = self.viewer.dims
+        extra = dims.ndim - 3
+        axis = ref.axis_number + extra
+        others = [extra + a for a in range(3) if a != ref.axis_number]
+        order = tuple(range(extra)) + (axis, *others)
+        changed_order = tuple(dims.order) != order
+        self._syncing = True
+        try:
+            if dims.ndisplay != 2:
+                dims.ndisplay = 2
+            if changed_order:
+                dims.order = order
+            data_point = [0.0] * 3
+            data_point[ref.axis_number] = float(ref.index)
+            world = labels.data_to_world(data_point)
+            dims.set_point(axis, float(world[ref.axis_number]))
+        finally:
+            self._syncing = False
+        if changed_order:
+            self.viewer.reset_view()
+        self._on_dims()
+
+    def _on_dims(self, event: Any = None) -> None:
+        if self._syncing or self.session is None:
+            return
+        ref = self.displayed_slice()
+        if ref is not None and ref != self.session.current:
+            self.session.goto(ref)
+        self._update_slice_label()
+
+    def _on_session_slice(self, ref: SliceRef) -> None:
+        if self.displayed_slice() != ref:
+            self.go_to(ref)
+        self._update_slice_label()
+        self._highlight_current_row()
+
+    def _on_slice_state(self, state: Any = None) -> None:
+        self._update_slice_label()
+
+    def _update_slice_label(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        ref = s.current
+        st = s.store.slice_state(ref)
+        colour = {"annotated": "#4caf50", "in_progress": "#e69f00"}.get(st.state, "#aaaaaa")
+        by = f" by {html.escape(st.by)}" if st.by else ""
+        self.slice_label.setText(f"<b>{ref.axis} = {ref.index}</b> &nbsp; <span style='color:{colour}'>{st.state.replace('_', ' ')}</span>{by}")
+
+    # ================================================================== actions
+    def mark_annotated(self) -> None:
+        """Commit the displayed slice as fully annotated (after its strokes are on disk)."""
+        if self.bridge is not None:
+            self.bridge.drain()
+            self.bridge.flush()
+        ref = self.displayed_slice() or self.session.current
+        self.session.mark_annotated(ref)
+
+    def undo(self) -> None:
+        if self.bridge is not None:
+            self.bridge.undo()
+
+    def redo(self) -> None:
+        if self.bridge is not None:
+            self.bridge.redo()
+
+    def refresh_suggestions(self) -> list[Any]:
+        if self.bridge is not None:
+            self.bridge.drain()  # rank with every stroke in the store (and no edit landing meanwhile)
+        return self.session.refresh_suggestions(self.strategy_combo.currentText())
+
+    def next_suggestion(self) -> Any:
+        item = self.session.next_suggestion()
+        if item is None:
+            self._message("no suggestion left: press Refresh (or wait for the next model version)")
+        return item
+
+    def skip(self) -> None:
+        rows = self.suggestion_table.selectionModel().selectedRows() if self.suggestion_table.selectionModel() else []
+        ref = self._queue[rows[0].row()].ref if rows and rows[0].row() < len(self._queue) else self.session.current
+        self.session.skip(ref)
+
+    def _suggestion_clicked(self, row: int, col: int = 0) -> None:
+        if 0 <= row < len(self._queue):
+            self.session.goto(self._queue[row].ref)
+
+    def _on_suggestions(self, items: list) -> None:
+        self._queue = list(items)
+        table = self.suggestion_table
+        table.setRowCount(len(self._queue))
+        italic = QFont()
+        italic.setItalic(True)
+        for row, item in enumerate(self._queue):
+            s = item.suggestion
+            values = (s.axis, str(s.index), f"{s.score:.3f}", "–" if s.model_version is None else f"v{s.model_version}",
+                      "stale" if item.stale else "")
+            for col, text in enumerate(values):
+                cell = QTableWidgetItem(text)
+                cell.setToolTip(s.reason)
+                if item.stale:
+                    cell.setForeground(QColor("#999999"))
+                    cell.setFont(italic)
+                table.setItem(row, col, cell)
+        self._highlight_current_row()
+
+    def _highlight_current_row(self) -> None:
+        if self.session is None:
+            return
+        for row, item in enumerate(self._queue):
+            if item.ref == self.session.current:
+                self.suggestion_table.blockSignals(True)
+                self.suggestion_table.selectRow(row)
+                self.suggestion_table.blockSignals(False)
+                stale = " (scored by an older model: press Refresh)" if item.stale else ""
+                self.reason_label.setText(f"{item.ref}: {item.suggestion.reason}{stale}")
+                return
+        self.suggestion_table.clearSelection()
+        self.reason_label.setText("")
+
+    # ================================================================== trainer
+    def start_trainer(self) -> int:
+        device = self.device_combo.currentText()
+        pid = self.session.start_trainer(device=device)
+        self._started_trainer = True
+        self.trainer_label.setText(f"starting (pid {pid})…")
+        return pid
+
+    def stop_trainer(self) -> None:
+        # timeout 0: write the stop file and SIGTERM, return at once; the status poll shows "stopped"
+        self.session.stop_trainer(timeout=0.0)
+        self._started_trainer = False
+        self.trainer_label.setText("stopping…")
+
+    def _on_trainer_status(self, status: dict) -> None:
+        state = str(status.get("state", "unknown"))
+        parts = [f"<b>{html.escape(state)}</b>"]
+        if not status.get("alive", False) and state not in ("not started", "stopped"):
+            parts[0] += " (not running)"
+        for key, fmt in (("round", "round {}"), ("step", "step {}"), ("loss", "loss {:.3f}"), ("val_dice", "val Dice {:.3f}"),
+                         ("device", "{}"), ("model_version", "model v{}")):
+            v = status.get(key)
+            if v is not None:
+                try:
+                    parts.append(fmt.format(v))
+                except (ValueError, TypeError):
+                    parts.append(f"{key} {v}")
+        if status.get("error"):
+            parts.append(f"<span style='color:#ff8080'>{html.escape(str(status['error']))}</span>")
+        self.trainer_label.setText(" · ".join(parts))
+        progress = status.get("progress")
+        running = progress is not None and state in ("training", "predicting", "idle")
+        self.progress.setValue(int(round(100 * float(progress))) if running else 0)
+        self.progress.setFormat(f"{state} %p%" if running else state)
+
+    # ================================================================== polling
+    def poll(self, *, wait: bool = True) -> dict[str, bool] | None:
+        """Pick up the trainer's and other front ends' changes (the timer calls this with ``wait=False``).
+
+        While a stroke is being committed the store's writer lock is held by the commit thread
+        for its fsync; the timer then skips the tick (at most ``MAX_SKIPPED_POLLS`` in a row)
+        instead of waiting for the lock on the GUI thread.
+        """
+        if self.session is None:
+            return None
+        if self.bridge is not None and self.bridge.pending:
+            if not wait and self._skipped_polls < MAX_SKIPPED_POLLS:
+                self._skipped_polls += 1
+                return None
+            self.bridge.drain()
+        self._skipped_polls = 0
+        t0 = time.perf_counter()
+        try:
+            if self.bridge is not None:
+                self.bridge.flush()
+            changed = self.session.poll()
+        except AlAnnotatorError as exc:
+            self._message(str(exc))
+            changed = None
+        dt = time.perf_counter() - t0
+        self.poll_stats["n"] += 1
+        self.poll_stats["total_s"] += dt
+        self.poll_stats["max_s"] = max(self.poll_stats["max_s"], dt)
+        return changed
+
+    def _tick(self) -> None:
+        self.poll(wait=False)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.timer.stop()
+        self.close_project()
+        super().closeEvent(event)
