@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import platform
 import statistics
 import sys
 import time
@@ -23,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from report import cpu_name, replace_section  # noqa: E402
 
 from al_annotator.acquisition import ScoredPool, get_strategy, k_center_greedy  # noqa: E402
 
@@ -38,33 +39,6 @@ def _median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace the ``<!-- name:start -->``...``<!-- name:end -->`` section of ``path`` (create if missing)."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body.rstrip()}\n{end}\n"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        after = rest.split(end, 1)[1].lstrip("\n")
-        text = before + block + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             "|---:|---:|---:|---:|---:|",
         ]
         lines += [f"| {a:,} | {b} | {c * 1e3:.1f} | {d * 1e3:.1f} | {e * 1e3:.1f} |" for a, b, c, d, e in rows]
-        write_section(args.write_md, SECTION, "\n".join(lines) + "\n")
+        replace_section(args.write_md, SECTION, "\n".join(lines) + "\n")
         print(f"wrote section {SECTION!r} of {args.write_md}")
     return 0
 

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from report import write_section  # noqa: E402
+from report import cpu_name, write_section  # noqa: E402
 
 from al_annotator.io import read_volume  # noqa: E402
 
@@ -93,16 +93,6 @@ def timed_read(path: Path, expected_sum: int) -> float:
     return dt
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512, help="edge of the cubic test volume (default 512: 256 MB uint16)")
@@ -146,7 +136,7 @@ def main() -> None:
         f"| {r[0]} | {r[1]:.0f} | {r[2]:.0f} | {r[3]:.0f} | {'-' if r[4] != r[4] else f'{r[4]:.0f}'} |" for r in rows
     ]
     load = os.getloadavg()
-    lines += ["", f"Machine: `nproc` = {os.cpu_count()}, CPU: {cpu_model()}; load average {load0[0]:.1f} before, "
+    lines += ["", f"Machine: `nproc` = {os.cpu_count()}, CPU: {cpu_name('unknown CPU')}; load average {load0[0]:.1f} before, "
               f"{load[0]:.1f} after the run (other jobs share the cores: figures vary with it)."]
     md = "\n".join(lines)
     print(md)

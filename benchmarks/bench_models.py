@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import os
-import platform
 import statistics
 import sys
 import time
@@ -29,7 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from report import cpu_name, replace_section  # noqa: E402
 
 from al_annotator.models import create_model, predict_proba_slices  # noqa: E402
 
@@ -125,15 +125,7 @@ def bench_one(spec: str, size: int, device: torch.device, batch: int, n_classes:
 def device_description(device: torch.device, threads: int) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (bf16 autocast)"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {threads} torch threads (float32)"
+    return f"{cpu_name()}, {threads} torch threads (float32)"
 
 
 def render(rows: list[dict], devices: dict[str, str], command: str, batch: int) -> str:
@@ -155,23 +147,6 @@ def render(rows: list[dict], devices: dict[str, str], command: str, batch: int) 
             f"{r['train_slices_s']:.1f} | {r['infer_slices_s']:.1f} | {r['steps']} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace the ``<!-- name:start -->``...``<!-- name:end -->`` section of ``path`` (create if missing)."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body.rstrip()}\n{end}\n"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        after = rest.split(end, 1)[1].lstrip("\n")
-        text = before + block + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_md:
         descr = {d.type: device_description(d, args.threads) for d in devices}
         command = "python benchmarks/bench_models.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_section(args.write_md, SECTION, render(rows, descr, command.strip(), args.batch))
+        replace_section(args.write_md, SECTION, render(rows, descr, command.strip(), args.batch))
         print(f"wrote section {SECTION!r} of {args.write_md}")
     return 0
 

@@ -269,6 +269,16 @@ def _server_info(runtime: Path, port: int, timeout: float = 90.0) -> dict:
     raise TimeoutError(f"no Jupyter server on port {port} within {timeout} s")
 
 
+def _stop_server(proc: subprocess.Popen, log) -> None:
+    """End a server started with ``start_new_session=True`` (its whole process group), then close its log."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
 def test_launch_demo_serves_the_quickstart(tmp_path):
     """``python -m al_annotator.jupyter_ext demo``: the demo project, the notebook, JupyterLab serving it."""
     port = _free_port()
@@ -283,21 +293,14 @@ def test_launch_demo_serves_the_quickstart(tmp_path):
         info = _server_info(runtime, port)
         assert info["root_dir"] == str(work) and info["pid"] == proc.pid  # exec'd in place
         assert info["token"]  # JupyterLab's own token, not overridden
-        with urllib.request.urlopen(f"{info['url']}api/contents/{J.QUICKSTART_NAME}?token={info['token']}", timeout=10) as r:
-            model = json.load(r)
-        sources = "".join("".join(c["source"]) for c in model["content"]["cells"])
+        sources = _notebook_source(info["url"].rstrip("/"), info["token"], J.QUICKSTART_NAME)
         assert "create_demo_project(PROJECT)" in sources and "Annotator(PROJECT)" in sources
         assert (work / J.DEMO_PROJECT / "project.json").is_file()
         with pytest.raises(urllib.error.HTTPError) as no_token:  # the token is required
             urllib.request.urlopen(f"{info['url']}api/contents", timeout=5)
         assert no_token.value.code == 403
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        _stop_server(proc, log)
     printed = (tmp_path / "lab.log").read_text()
     assert f"127.0.0.1:{port}/lab/tree/{J.QUICKSTART_NAME}?token=" in printed
 
@@ -361,12 +364,7 @@ def lab(tmp_path):
         _server_info(tmp_path / "runtime", port)
         yield base, token, root, tmp_path
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        _stop_server(proc, log)
 
 
 def _notebook_source(base: str, token: str, path: str) -> str:

@@ -41,6 +41,7 @@ from .measures import (
     pixel_margin,
     slice_score,
 )
+from . import strategies as _strategies
 from .pool import MEASURES, ScoredPool, SliceCandidates, Suggestion, as_refs
 from .strategies import (
     STRATEGIES,
@@ -81,19 +82,6 @@ __all__ = [
     "as_refs",
     "k_center_greedy",
     "covering_radius",
-    "QueryStrategy",
-    "STRATEGIES",
-    "register_strategy",
-    "get_strategy",
-    "list_strategies",
-    "suggest",
-    "top_n",
-    "random_sampling",
-    "foreground_random_sampling",
-    "least_confidence",
-    "margin",
-    "entropy",
-    "bald_sampling",
-    "coreset",
-    "hybrid",
+    # the strategies' public names, with the BALD strategy under its alias
+    *("bald_sampling" if name == "bald" else name for name in _strategies.__all__),
 ]

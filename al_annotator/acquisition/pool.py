@@ -66,6 +66,24 @@ def _uncertainty(u: Mapping[str, Any] | None, n: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _check_slice_stats(obj: "SliceCandidates | ScoredPool") -> tuple[int, int | None]:
+    """Check and convert, in place, the fields a frozen :class:`SliceCandidates` and :class:`ScoredPool`
+    share (refs, uncertainty, embeddings, foreground_fraction); return ``(N, D)`` (``D`` is ``None``
+    without embeddings)."""
+    refs = as_refs(obj.refs)
+    n = len(refs)
+    object.__setattr__(obj, "refs", refs)
+    object.__setattr__(obj, "uncertainty", _uncertainty(obj.uncertainty, n))
+    d = None
+    if obj.embeddings is not None:
+        emb = _matrix("embeddings", obj.embeddings, n)
+        d = emb.shape[1]
+        object.__setattr__(obj, "embeddings", emb)
+    if obj.foreground_fraction is not None:
+        object.__setattr__(obj, "foreground_fraction", _vector("foreground_fraction", obj.foreground_fraction, n))
+    return n, d
+
+
 @dataclass(frozen=True, eq=False)
 class SliceCandidates:
     """Per-slice statistics of one model version for ``N`` candidate slices.
@@ -99,14 +117,7 @@ class SliceCandidates:
     model_version: int | str | None = None
 
     def __post_init__(self) -> None:
-        refs = as_refs(self.refs)
-        n = len(refs)
-        object.__setattr__(self, "refs", refs)
-        object.__setattr__(self, "uncertainty", _uncertainty(self.uncertainty, n))
-        if self.embeddings is not None:
-            object.__setattr__(self, "embeddings", _matrix("embeddings", self.embeddings, n))
-        if self.foreground_fraction is not None:
-            object.__setattr__(self, "foreground_fraction", _vector("foreground_fraction", self.foreground_fraction, n))
+        _check_slice_stats(self)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -302,17 +313,7 @@ class ScoredPool:
     model_version: int | str | None = None
 
     def __post_init__(self) -> None:
-        refs = as_refs(self.refs)
-        n = len(refs)
-        object.__setattr__(self, "refs", refs)
-        object.__setattr__(self, "uncertainty", _uncertainty(self.uncertainty, n))
-        d = None
-        if self.embeddings is not None:
-            emb = _matrix("embeddings", self.embeddings, n)
-            d = emb.shape[1]
-            object.__setattr__(self, "embeddings", emb)
-        if self.foreground_fraction is not None:
-            object.__setattr__(self, "foreground_fraction", _vector("foreground_fraction", self.foreground_fraction, n))
+        n, d = _check_slice_stats(self)
         mask = np.zeros(n, bool) if self.annotated_mask is None else _vector("annotated_mask", self.annotated_mask, n, bool)
         object.__setattr__(self, "annotated_mask", mask)
         if self.labelled_embeddings is not None:

@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+from . import demo as _demo, phantom as _phantom
 from .demo import DEMO_CLASSES, DEMO_NAMES, DemoVolume, create_demo_project, demo_attribution, demo_path, load_demo
 from .phantom import (
     BACKGROUND,
@@ -31,21 +32,4 @@ from .phantom import (
     make_phantom,
 )
 
-__all__ = [
-    "make_phantom",
-    "Phantom",
-    "PHANTOM_CLASSES",
-    "BACKGROUND",
-    "BONE",
-    "IMPLANT",
-    "DEGRADATION",
-    "CLASS_ATTENUATION",
-    "GREY_MAPPING",
-    "load_demo",
-    "demo_path",
-    "demo_attribution",
-    "DemoVolume",
-    "DEMO_NAMES",
-    "DEMO_CLASSES",
-    "create_demo_project",
-]
+__all__ = [*_phantom.__all__, *_demo.__all__]

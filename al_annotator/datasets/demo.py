@@ -30,7 +30,7 @@ from ..errors import InputError
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["DEMO_NAMES", "DemoVolume", "load_demo", "demo_path", "demo_attribution"]
+__all__ = ["load_demo", "demo_path", "demo_attribution", "DemoVolume", "DEMO_NAMES", "DEMO_CLASSES", "create_demo_project"]
 
 #: The names :func:`load_demo` accepts.
 DEMO_NAMES: list[str] = ["bone", "cement"]

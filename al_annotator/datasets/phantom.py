@@ -56,8 +56,8 @@ from ..config import DEFAULT_CLASSES, parse_spacing
 from ..errors import InputError
 
 __all__ = [
-    "Phantom",
     "make_phantom",
+    "Phantom",
     "PHANTOM_CLASSES",
     "BACKGROUND",
     "BONE",

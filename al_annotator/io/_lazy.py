@@ -74,7 +74,37 @@ def _wrap_read_error(source: str, exc: BaseException) -> InputError:
     )
 
 
-class LazyView:
+class _ArrayLike:
+    """What both lazy arrays derive from their ``shape`` and ``_dtype``: ``dtype``, ``ndim``, ``size``,
+    ``nbytes`` and ``len()``."""
+
+    _dtype: np.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:  # pragma: no cover - defined by the subclasses
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self._dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+class LazyView(_ArrayLike):
     """A lazy view of an array-like ``base``: some axes fixed to one index, the others reordered.
 
     Parameters
@@ -119,31 +149,12 @@ class LazyView:
         return tuple(int(self.base.shape[b]) for b in self.order)
 
     @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.order)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self._dtype.itemsize
-
-    @property
     def chunks(self) -> tuple[int, ...] | None:
         """The base's chunk shape in view order, when the base is chunked (HDF5, zarr)."""
         ch = getattr(self.base, "chunks", None)
         if ch is None or len(ch) != len(self.index) or not all(isinstance(c, (int, np.integer)) for c in ch):
             return None
         return tuple(int(ch[b]) for b in self.order)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __repr__(self) -> str:
         return f"<LazyView shape={self.shape} dtype={self.dtype} of {type(self.base).__name__} from {self.source}>"
@@ -193,7 +204,7 @@ class LazyView:
         return LazyView(self.base, self.index, order, convert=self.convert, dtype=self._dtype, source=self.source)
 
 
-class PlaneStackArray:
+class PlaneStackArray(_ArrayLike):
     """An N-D array made of 2D (or 2D + samples) planes read on demand.
 
     Parameters
@@ -247,25 +258,6 @@ class PlaneStackArray:
     @property
     def shape(self) -> tuple[int, ...]:
         return self.lead_shape + self.plane_shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self._dtype.itemsize
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __repr__(self) -> str:
         return f"<PlaneStackArray shape={self.shape} dtype={self.dtype} from {self.source}>"

@@ -189,8 +189,22 @@ def _reject(opts: ReadOptions, fmt: str, *, allow_dataset: bool = False) -> None
         )
 
 
-def _finish(array: Any, *, opts: ReadOptions, axes: str | None, source: str, meta: dict[str, Any]) -> Any:
-    arr, info = to_zyx(native(array, source=source), axes=axes, channel=opts.channel, source=source)
+def _finish(
+    array: Any,
+    *,
+    opts: ReadOptions,
+    axes: str | None,
+    source: str,
+    meta: dict[str, Any],
+    resources: Sequence[Any] = (),
+) -> Any:
+    """``array`` in ZYX order with the channel picked; closes ``resources`` when that fails."""
+    try:
+        arr, info = to_zyx(native(array, source=source), axes=axes, channel=opts.channel, source=source)
+    except InputError:
+        for r in resources:
+            r.close()
+        raise
     meta.update({k: v for k, v in info.items() if v is not None})
     return arr
 
@@ -353,12 +367,7 @@ def read_tiff(path: Path, opts: ReadOptions) -> VolumeData:
                 tf = None
                 resources = ()
                 meta["access"] = "memory"
-        try:
-            arr = _finish(arr, opts=opts, axes=axes, source=src, meta=meta)
-        except InputError:
-            for r in resources:
-                r.close()
-            raise
+        arr = _finish(arr, opts=opts, axes=axes, source=src, meta=meta, resources=resources)
         return VolumeData(arr, spacing, unit, "tiff", src, meta, resources)
     except AlAnnotatorError:
         if tf is not None and "resources" not in locals():
@@ -867,12 +876,7 @@ def read_nifti(path: Path, opts: ReadOptions) -> VolumeData:
     zooms = [float(z) for z in hdr.get_zooms()[:3]]
     spacing = _spacing3(zooms[::-1]) if len(zooms) == 3 else None
     unit = normalize_unit(hdr.get_xyzt_units()[0]) if spacing else None
-    try:
-        arr = _finish(arr, opts=opts, axes=axes, source=src, meta=meta)
-    except InputError:
-        for r in resources:
-            r.close()
-        raise
+    arr = _finish(arr, opts=opts, axes=axes, source=src, meta=meta, resources=resources)
     return VolumeData(arr, spacing, unit, "nifti", src, meta, resources)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,14 @@ class ModelConfig:
     def kwargs(self) -> dict[str, Any]:
         """The model-specific options as a dict."""
         return dict(self.options)
+
+    def checked_kwargs(self, allowed: Iterable[str]) -> dict[str, Any]:
+        """:attr:`kwargs`, after checking that each option is one of ``allowed`` (else :class:`InputError`)."""
+        opts, known = self.kwargs, set(allowed)
+        unknown = set(opts) - known
+        if unknown:
+            raise InputError(f"unknown option(s) {sorted(unknown)} for {self.name}; allowed: {sorted(known)}")
+        return opts
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (what a checkpoint stores)."""

@@ -61,10 +61,7 @@ class HRNetSegmentation(SegmentationModel):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        opts = config.kwargs
-        unknown = set(opts) - _OPTIONS
-        if unknown:
-            raise InputError(f"unknown option(s) {sorted(unknown)} for {config.name}; allowed: {sorted(_OPTIONS)}")
+        opts = config.checked_kwargs(_OPTIONS)
         if config.name not in HRNET_VARIANTS:
             raise InputError(f"{config.name!r} is not an HRNet variant; choose one of {sorted(HRNET_VARIANTS)}")
         location = opts.get("feature_location", "")

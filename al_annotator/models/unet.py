@@ -37,10 +37,7 @@ class BasicUNetSegmentation(SegmentationModel):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        opts = config.kwargs
-        unknown = set(opts) - _OPTIONS
-        if unknown:
-            raise InputError(f"unknown option(s) {sorted(unknown)} for {config.name}; allowed: {sorted(_OPTIONS)}")
+        opts = config.checked_kwargs(_OPTIONS)
         features = tuple(opts.get("features", DEFAULT_FEATURES))
         if len(features) != 6 or not all(isinstance(f, int) and f > 0 for f in features):
             raise InputError(f"basic_unet features must be six positive integers, got {features!r}")

@@ -240,24 +240,10 @@ class ProjectStore:
 
     def undo(self, author: str | None = None) -> EditAtom | None:
         """Undo the last edit of ``author`` (default: this store's author); ``None`` if nothing to undo."""
-        author = author or self.author
-        with self.backend.lock():
-            self._catch_up()
-            stack = self._undo.get(author, [])
-            if not stack:
-                return None
-            target = self._read_record(stack[-1])
-            return self._inverse(target, restore="old", author=author, tag="undo_of")
+        return self._inverse(self._undo, restore="old", author=author or self.author, tag="undo_of")
 
     def redo(self, author: str | None = None) -> EditAtom | None:
-        author = author or self.author
-        with self.backend.lock():
-            self._catch_up()
-            stack = self._redo.get(author, [])
-            if not stack:
-                return None
-            target = self._read_record(stack[-1])
-            return self._inverse(target, restore="new", author=author, tag="redo_of")
+        return self._inverse(self._redo, restore="new", author=author or self.author, tag="redo_of")
 
     def can_undo(self, author: str | None = None) -> bool:
         return bool(self._undo.get(author or self.author))
@@ -480,13 +466,20 @@ class ProjectStore:
             raise StoreIntegrityError(f"unknown record type {rec.kind!r} at seq {rec.seq} in the edit log (newer al_annotator?)")
         self._applied_seq = rec.seq
 
-    def _inverse(self, target: LogRecord, *, restore: str, author: str, tag: str) -> EditAtom:
-        ref = SliceRef(target.meta["axis"], target.meta["index"])
-        values = target.arrays[restore]
-        if values.size == 1 and target.arrays["idx"].size != 1:
-            values = np.broadcast_to(values, target.arrays["idx"].shape)
-        atom = EditAtom(ref, target.arrays["idx"], np.ascontiguousarray(values), author=author, tool=tag.split("_")[0], meta={tag: target.seq})
-        return self.apply_edit(atom)
+    def _inverse(self, stacks: dict[str, list[int]], *, restore: str, author: str, tag: str) -> EditAtom | None:
+        """Apply the ``restore`` values of the record on top of ``author``'s stack (undo or redo)."""
+        with self.backend.lock():
+            self._catch_up()
+            stack = stacks.get(author, [])
+            if not stack:
+                return None
+            target = self._read_record(stack[-1])
+            ref = SliceRef(target.meta["axis"], target.meta["index"])
+            values = target.arrays[restore]
+            if values.size == 1 and target.arrays["idx"].size != 1:
+                values = np.broadcast_to(values, target.arrays["idx"].shape)
+            atom = EditAtom(ref, target.arrays["idx"], np.ascontiguousarray(values), author=author, tool=tag.split("_")[0], meta={tag: target.seq})
+            return self.apply_edit(atom)
 
     def _read_record(self, seq: int) -> LogRecord:
         offset, size = self._records[seq]
