@@ -141,3 +141,31 @@ def test_in_memory_session():
     s.paint(np.arange(4), "b")
     assert int(s.labels().sum()) == 8
     assert s.trainer_status()["alive"] is False
+
+
+def test_palette_edits_are_saved_and_reach_another_session(tmp_path):
+    from al_annotator.errors import InputError
+    from al_annotator.store import create_project
+
+    create_project(tmp_path / "p", np.zeros((4, 16, 16), np.uint8), classes="background,bone,implant")
+    a, b = Session(tmp_path / "p"), Session(tmp_path / "p")
+    a.paint(np.arange(10), "bone")
+    seen = []
+    b.classes_changed.connect(seen.append)
+    a.set_class_colour("bone", "#00FF00")
+    a.rename_class(2, "cortical bone")
+    # a bad edit is refused whole and changes nothing
+    with pytest.raises(InputError, match="unique"):
+        a.rename_class(3, "cortical bone")
+    with pytest.raises(InputError, match="outside"):
+        a.set_class_colour(7, "#123456")
+    with pytest.raises(InputError, match="rrggbb"):
+        a.set_class_colour(3, "red")
+    assert b.poll().get("classes") and seen
+    assert seen[-1][1] == {"value": 2, "name": "cortical bone", "colour": "#00ff00"}
+    reopened = Session(tmp_path / "p")
+    assert reopened.classes == ("background", "cortical bone", "implant")
+    assert reopened.store.config.colours[1] == "#00ff00"
+    # the labels kept their value: the painted voxels are still class 2
+    assert int((reopened.labels(SliceRef("z", 2)) == 2).sum()) == 10
+    assert not b.poll().get("classes")

@@ -68,7 +68,7 @@ class Session:
     >>> import numpy as np
     >>> from al_annotator.store import create_project
     >>> s = Session(create_project(None, np.zeros((4, 16, 16), np.uint8), classes="background,bone"))
-    >>> s.goto("y", 3); s.current
+    >>> _ = s.goto("y", 3); s.current
     SliceRef(axis='y', index=3)
     >>> atom = s.paint(np.arange(5), "bone"); s.labels()[0, :5].tolist()
     [2, 2, 2, 2, 2]
@@ -82,6 +82,7 @@ class Session:
     suggestions_changed = Signal(list)  # list[QueueItem]
     model_version_changed = Signal(dict)  # current.json of the new version
     trainer_status_changed = Signal(dict)
+    classes_changed = Signal(list)  # [{"value", "name", "colour"}, ...] after a palette edit here or elsewhere
 
     def __init__(
         self,
@@ -111,6 +112,7 @@ class Session:
         self._trainer = None
         self._trainer_status: dict[str, Any] = {}
         self._prediction_cache: tuple[int, Any] | None = None
+        self._classes_seen = self._project_file_stamp()  # project.json as last read (palette edits)
 
     # ------------------------------------------------------------------ navigation
     @property
@@ -280,6 +282,55 @@ class Session:
 
         return read_status(self.store.path)
 
+    # ------------------------------------------------------------------ the class palette
+    def class_table(self) -> list[dict[str, Any]]:
+        """The classes as ``[{"value": 1, "name": ..., "colour": "#rrggbb"}, ...]`` (value = stored label)."""
+        cfg = self.store.config
+        return [{"value": i + 1, "name": n, "colour": c} for i, (n, c) in enumerate(zip(cfg.classes, cfg.colours))]
+
+    def set_class_colour(self, value: int | str, colour: str) -> None:
+        """Change a class's display colour (saved in the project; other front ends pick it up on poll)."""
+        self._edit_classes(colours={self._class_value(value): colour})
+
+    def rename_class(self, value: int | str, name: str) -> None:
+        """Rename a class; its label value, the saved labels and the trained model are unchanged."""
+        self._edit_classes(names={self._class_value(value): name})
+
+    def _class_value(self, value: int | str) -> int:
+        return self.store.config.label_value(value) if isinstance(value, str) else int(value)
+
+    def _edit_classes(self, **kw: Any) -> None:
+        self.store.edit_classes(**kw)
+        self._classes_seen = self._project_file_stamp()
+        self.classes_changed.emit(self.class_table())
+
+    def _project_file_stamp(self) -> tuple[int, int] | None:
+        if self.store.path is None:
+            return None
+        try:
+            st = os.stat(Path(self.store.path) / "project.json")
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def _reload_classes(self) -> bool:
+        """Re-read the palette when another process edited ``project.json``; True if it changed."""
+        stamp = self._project_file_stamp()
+        if stamp is None or stamp == self._classes_seen:
+            return False
+        self._classes_seen = stamp
+        doc = self.store.backend.read_json("project.json")
+        if not doc:
+            return False
+        from ..config import ProjectConfig
+
+        cfg = ProjectConfig.from_json(doc["config"])
+        if (cfg.classes, cfg.colours) == (self.store.config.classes, self.store.config.colours):
+            return False
+        self.store.config, self.store._doc = cfg, doc
+        self.classes_changed.emit(self.class_table())
+        return True
+
     # ------------------------------------------------------------------ polling
     def poll(self) -> dict[str, bool]:
         """Pick up what other processes did; emit signals. Call it on the UI's own timer.
@@ -287,6 +338,8 @@ class Session:
         Returns which things changed: ``{"labels", "model", "trainer"}``.
         """
         changed = {"labels": False, "model": False, "trainer": False}
+        if self._reload_classes():
+            changed["classes"] = True
         new = self.store.refresh()
         if new:
             refs = sorted({SliceRef(r.meta["axis"], r.meta["index"]) for r in new if "axis" in r.meta})

@@ -251,6 +251,37 @@ class ProjectStore:
     def can_redo(self, author: str | None = None) -> bool:
         return bool(self._redo.get(author or self.author))
 
+    def edit_classes(self, *, names: dict[int, str] | None = None, colours: dict[int, str] | None = None) -> ProjectConfig:
+        """Rename classes and/or change their colours (keys are label values 1..n); saved in ``project.json``.
+
+        The label values stay the same, so no saved label changes meaning and a trained model stays
+        valid. Names must stay unique and non-empty, colours ``'#rrggbb'``; a bad value raises
+        :class:`InputError` and changes nothing. Another process's earlier palette edit is kept
+        (the file is re-read under the writer lock).
+
+        >>> import numpy as np
+        >>> store = create_project(None, np.zeros((2, 4, 4), np.uint8), classes="background,bone")
+        >>> store.edit_classes(names={2: "cortical bone"}, colours={2: "#00FF00"}).classes
+        ('background', 'cortical bone')
+        >>> store.config.colours[1]
+        '#00ff00'
+        """
+        names, colours = dict(names or {}), dict(colours or {})
+        with self.backend.lock():
+            doc = self.backend.read_json(PROJECT_FILE) or self._doc
+            cfg = ProjectConfig.from_json(doc["config"])
+            for value in (*names, *colours):
+                if not isinstance(value, (int, np.integer)) or not 1 <= int(value) <= cfg.n_classes:
+                    raise InputError(f"class value {value!r} is outside 1..{cfg.n_classes} ({', '.join(cfg.classes)})")
+            new_names = [str(names.get(i + 1, n)).strip() for i, n in enumerate(cfg.classes)]
+            new_colours = [str(colours.get(i + 1, c)).lower() for i, c in enumerate(cfg.colours)]
+            new = ProjectConfig(classes=tuple(new_names), colours=tuple(new_colours), spacing=cfg.spacing,
+                                spacing_unit=cfg.spacing_unit, extra=dict(cfg.extra))  # validates
+            doc = dict(doc, config=new.to_json())
+            self.backend.write_json(PROJECT_FILE, doc, fsync=True)
+            self._doc, self.config = doc, new
+        return new
+
     def set_slice_state(self, ref: SliceRef, state: str, *, author: str | None = None) -> None:
         """Mark a slice ``"annotated"``, ``"in_progress"`` or ``"unlabelled"`` (durable, logged)."""
         ref = SliceRef(ref.axis, ref.index)
