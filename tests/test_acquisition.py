@@ -509,3 +509,61 @@ def test_suggest_for_project_uses_the_current_model_scores(tmp_path):
     assert all(s.axis == "z" for s in out)
     with pytest.raises(InputError, match="none on"):
         suggest_for_project(store, axes="x")
+
+
+class _CountingImage:
+    """An image array-like with zarr's ``chunks`` that counts the chunks its reads touch."""
+
+    def __init__(self, data: np.ndarray, chunks: tuple[int, int, int]) -> None:
+        self.data, self.chunks, self.shape, self.dtype = data, chunks, data.shape, data.dtype
+        self.chunks_read = 0
+
+    def __getitem__(self, key):
+        out = self.data[key]
+        bounds = [k.indices(n)[:2] if isinstance(k, slice) else (k, k + 1) for k, n in zip(key, self.shape)]
+        n_chunks = 1
+        for (lo, hi), c in zip(bounds, self.chunks):
+            n_chunks *= (hi - 1) // c - lo // c + 1
+        self.chunks_read += n_chunks
+        return out
+
+
+class _ImageOnlyStore:
+    def __init__(self, image: _CountingImage) -> None:
+        self.image, self.shape, self.path = image, image.shape, None
+
+
+def test_cold_start_foreground_reads_a_bounded_sub_grid_of_chunks():
+    from al_annotator.acquisition.project import _chunk_grid_sample, cold_start_foreground
+
+    assert [len(p) for p in _chunk_grid_sample((16, 16, 16), 216)] == [6, 6, 6]
+    assert [len(p) for p in _chunk_grid_sample((2, 32, 32), 216)] == [2, 10, 10]  # an axis with few chunks lends its share
+    assert all(p[0] == 0 and p[-1] == n - 1 for p, n in zip(_chunk_grid_sample((16, 9, 5), 100), (16, 9, 5)))  # both ends
+    # 20^3 chunks of 8^3; a bright block in z 96..159, y/x 40..119: the estimate follows it
+    vol = np.random.default_rng(0).integers(0, 40, (160, 160, 160)).astype(np.uint8)
+    vol[96:160, 40:120, 40:120] += 150
+    image = _CountingImage(vol, (8, 8, 8))
+    fg = cold_start_foreground(_ImageOnlyStore(image), "zyx", max_chunks=216)
+    assert image.chunks_read <= 216  # of 8000: whole slices would be 72 x 400 chunks
+    exact = (vol > 100).mean(axis=(1, 2))
+    assert fg["z"].shape == (160,) and fg["z"][:88].max() < 0.05 and fg["z"][120:].min() > 0.05
+    assert np.corrcoef(fg["z"], exact)[0, 1] > 0.85
+    assert fg["y"][:32].max() < 0.05 and fg["y"][64:96].min() > 0.05
+    # a volume of at most max_chunks chunks is read whole: the exact per-slice fractions
+    sub = vol[96:160, 16:80, 16:80]
+    small = _CountingImage(sub, (16, 16, 16))
+    fg_small = cold_start_foreground(_ImageOnlyStore(small), "zyx", max_chunks=64)
+    assert small.chunks_read == 64
+    assert np.allclose(fg_small["x"], (sub > 100).mean(axis=(0, 1)), atol=1e-6)
+
+
+def test_cold_start_suggestions_on_a_phantom_prefer_foreground_slices(tmp_path):
+    from al_annotator.acquisition.project import cold_start_foreground, suggest_for_project
+    from al_annotator.datasets import make_phantom
+    from al_annotator.store import create_project
+
+    ph = make_phantom((64, 96, 96), dtype="uint16")
+    store = create_project(tmp_path / "p", ph.image, classes=ph.classes, fsync=False)
+    fg = cold_start_foreground(store, "zyx")
+    picks = suggest_for_project(store, "foreground_random", n=10, seed=1)
+    assert np.mean([fg[s.axis][s.index] for s in picks]) > np.mean(np.concatenate([fg[a] for a in "zyx"]))

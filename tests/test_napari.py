@@ -100,6 +100,7 @@ def dock(gui, plugin, make_napari_viewer, project):
     widget = AnnotatorWidget(viewer, poll_ms=0)
     viewer.window.add_dock_widget(widget, name="AL Annotator")
     widget.open_project(project, author="ana")
+    widget.wait_idle()  # the first poll and the cold-start ranking run on the commit thread
     yield viewer, widget
     widget.close_project()
 
@@ -350,12 +351,14 @@ def test_suggestions_click_next_annotated_skip(dock, project, qtbot):
     qtbot.mouseClick(w.next_button, Qt.LeftButton)
     assert w.displayed_slice() == first
     w.layers["labels"].paint(tuple(first.index if i == first.axis_number else 5 for i in range(3)), 2)
-    qtbot.mouseClick(w.annotated_button, Qt.LeftButton)
+    qtbot.mouseClick(w.annotated_button, Qt.LeftButton)  # committed on the commit thread
+    qtbot.waitUntil(lambda: not w.busy, timeout=30_000)
     assert open_project(project).slice_state(first).state == "annotated"
     assert first not in [item.ref for item in w._queue] and "annotated" in w.slice_label.text()
     second = w._queue[0].ref
     w.suggestion_table.selectRow(0)
     qtbot.mouseClick(w.skip_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not w.busy, timeout=30_000)
     assert second not in [item.ref for item in w._queue]
 
 
@@ -418,6 +421,81 @@ def test_trainer_status_and_buttons(dock, project, monkeypatch):
     finally:
         stand_in.kill()
         stand_in.wait()
+
+
+@pytest.mark.gui
+@pytest.mark.skipif("_skip_without_qt()", reason="needs a display for Qt")
+def test_poll_runs_off_the_gui_thread_and_results_arrive_by_signal(dock, project, qtbot, monkeypatch):
+    import threading
+
+    viewer, w = dock
+    session = w.session
+    ran_on = []
+    release = threading.Event()
+    status = {"state": "training", "round": 7, "step": 3, "progress": 0.25, "alive": True}
+
+    def slow_poll():  # a poll stuck on a slow filesystem (the trainer writing its outputs)
+        ran_on.append(threading.current_thread())
+        release.wait(10)
+        session.trainer_status_changed.emit(status)
+        return {"labels": False, "model": False, "trainer": True}
+
+    monkeypatch.setattr(session, "poll", slow_poll)
+    t = time.perf_counter()
+    w._tick()  # what the QTimer calls
+    w._tick()  # a tick while the poll is in flight starts no second poll
+    handed_over = time.perf_counter() - t
+    assert handed_over < 0.1, f"the timer's handler blocked the GUI thread for {handed_over:.3f} s"
+    qtbot.waitUntil(lambda: bool(ran_on), timeout=10_000)
+    assert ran_on[0] is not threading.main_thread()
+    assert "round 7" not in w.trainer_label.text()  # nothing yet: the poll is still running
+    # the GUI thread stays free meanwhile: Qt events are processed while the poll blocks
+    beats = []
+    timer_id = w.startTimer(5)
+    w.timerEvent = lambda event: beats.append(time.perf_counter())
+    qtbot.wait(200)
+    w.killTimer(timer_id)
+    assert len(beats) >= 5 and w.busy
+    release.set()
+    qtbot.waitUntil(lambda: "round 7" in w.trainer_label.text(), timeout=10_000)  # delivered on the GUI thread
+    assert w.progress.value() == 25 and len(ran_on) == 1 and not w.busy
+
+
+@pytest.mark.gui
+@pytest.mark.skipif("_skip_without_qt()", reason="needs a display for Qt")
+def test_mark_annotated_runs_off_the_gui_thread_after_its_strokes(dock, project, qtbot, monkeypatch):
+    import threading
+
+    viewer, w = dock
+    session = w.session
+    ref = SliceRef("z", 6)
+    w.go_to(ref)
+    layer = w.layers["labels"]
+    w.select_label(2)
+    layer.brush_size = 3
+    ran_on = []
+    mark = session.mark_annotated
+
+    def slow_mark(ref=None, annotated=True):
+        ran_on.append(threading.current_thread())
+        time.sleep(0.4)
+        return mark(ref, annotated)
+
+    monkeypatch.setattr(session, "mark_annotated", slow_mark)
+    _drag(layer, viewer, [(6, 10, 10), (6, 10, 16), (6, 14, 20)])  # committed on the commit thread
+    t = time.perf_counter()
+    w.annotated_button.click()
+    handed_over = time.perf_counter() - t
+    assert handed_over < 0.2, f"'Annotated' blocked the GUI thread for {handed_over:.3f} s"
+    qtbot.waitUntil(lambda: not w.busy, timeout=30_000)
+    assert ran_on and ran_on[0] is not threading.main_thread()
+    assert "annotated" in w.slice_label.text()
+    # on disk: the stroke, then the slice state (the order it was asked for)
+    store = open_project(project)
+    assert store.slice_state(ref).state == "annotated" and int((np.asarray(store.labels[6]) == 2).sum()) > 5
+    records, _ = store.log.read_all()
+    kinds = [(r.kind, r.meta.get("axis"), r.meta.get("index")) for r in records]
+    assert kinds.index(("state", "z", 6)) > max(i for i, k in enumerate(kinds) if k[0] == "edit")
 
 
 @pytest.mark.gui

@@ -22,6 +22,28 @@ import numpy as np
 __all__ = ["StoreLabels", "MappedArray", "ZerosArray", "read_only"]
 
 
+class _ArrayLike:
+    """What napari asks of a lazy array beyond ``shape``, ``dtype`` and ``__getitem__`` (which subclasses define)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = np.asarray(self[...])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
 def _is_index_array(k: Any) -> bool:
     return isinstance(k, (np.ndarray, list)) and not isinstance(k, (bool, np.bool_))
 
@@ -34,7 +56,7 @@ def _local_slice(start: int, stop: int, step: int, lo: int) -> slice:
     return slice(first, None if end < 0 else end, step)
 
 
-class StoreLabels:
+class StoreLabels(_ArrayLike):
     """The labels of a project as a napari layer sees them.
 
     Parameters
@@ -77,14 +99,6 @@ class StoreLabels:
         return self._dtype
 
     @property
-    def ndim(self) -> int:
-        return len(self._shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self._shape, dtype=np.int64))
-
-    @property
     def nbytes(self) -> int:
         return self.size * self._dtype.itemsize
 
@@ -92,15 +106,8 @@ class StoreLabels:
     def chunks(self) -> tuple[int, ...]:
         return self._chunks
 
-    def __len__(self) -> int:
-        return self._shape[0]
-
     def __repr__(self) -> str:
         return f"<StoreLabels shape={self._shape} dtype={self._dtype} buffered_chunks={len(self._dirty)}>"
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        out = self[...]
-        return out if dtype is None else out.astype(dtype, copy=False)
 
     @property
     def pending(self) -> int:
@@ -250,7 +257,7 @@ class StoreLabels:
         self._dirty.clear()
 
 
-class _LazyPlane:
+class _LazyPlane(_ArrayLike):
     """``labels[i]`` of a :class:`StoreLabels`, read only when its values are asked for."""
 
     def __init__(self, parent: StoreLabels, index: int) -> None:
@@ -265,28 +272,17 @@ class _LazyPlane:
     def dtype(self) -> np.dtype:
         return self.parent.dtype
 
-    @property
-    def ndim(self) -> int:
-        return self.parent.ndim - 1
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __getitem__(self, key: Any) -> Any:
         return self.parent[(self.index, *(key if isinstance(key, tuple) else (key,)))]
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.parent[(self.index, *(key if isinstance(key, tuple) else (key,)))] = value
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        out = self.parent[self.index, ...]
-        return out if dtype is None else out.astype(dtype, copy=False)
-
     def __repr__(self) -> str:
         return f"<plane {self.index} of {self.parent!r}>"
 
 
-class MappedArray:
+class MappedArray(_ArrayLike):
     """A lazy elementwise map of an array-like: ``MappedArray(conf, lambda c: 1 - c / 255, np.float32)``.
 
     Examples
@@ -310,26 +306,11 @@ class MappedArray:
     def dtype(self) -> np.dtype:
         return self._dtype
 
-    @property
-    def ndim(self) -> int:
-        return len(self.base.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.asarray(self.func(np.asarray(self.base[key])), dtype=self._dtype)
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        out = self[...]
-        return out if dtype is None else out.astype(dtype, copy=False)
 
-
-class ZerosArray:
+class ZerosArray(_ArrayLike):
     """A lazy all-zero volume: the placeholder of the model layers before the first model version.
 
     Examples
@@ -341,14 +322,6 @@ class ZerosArray:
     def __init__(self, shape: Sequence[int], dtype: Any) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
-        self.ndim = len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.zeros(np.broadcast_to(np.zeros((), self.dtype), self.shape)[key].shape, self.dtype)

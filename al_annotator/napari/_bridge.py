@@ -33,9 +33,30 @@ from ..types import EditAtom, SliceRef
 from ._arrays import StoreLabels
 from ._edits import guess_axis, voxels_from_history, voxels_to_atoms
 
-__all__ = ["LabelsBridge"]
+__all__ = ["LabelsBridge", "finish_in_order", "take_once"]
 
 log = logging.getLogger(__name__)
+
+
+def finish_in_order(items: list[Any], finish: Callable[[Any], None]) -> None:
+    """Wait for each item's ``future`` in turn and call ``finish(item)`` here (it reports errors)."""
+    for item in list(items):
+        try:
+            item.future.result()
+        except Exception:  # noqa: BLE001 - reported by finish
+            pass
+        finish(item)
+
+
+def take_once(item: Any, items: list[Any]) -> bool:
+    """Mark a finished item handled and drop it from ``items``; ``False`` if it already was handled
+    (its completion is both posted to the GUI thread and waited for by ``drain``)."""
+    if item.handled:
+        return False
+    item.handled = True
+    if item in items:
+        items.remove(item)
+    return True
 
 
 class _Job:
@@ -187,6 +208,21 @@ class LabelsBridge:
         job.future.add_done_callback(lambda _f, job=job: self._post(lambda: self._finish_job(job)))
         return []
 
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn`` on the commit thread after the strokes handed to it so far (without ``post``: now).
+
+        The dock runs its store work there (polling, committing a slice, ranking) so the GUI thread
+        never waits on a file and no slice state overtakes the strokes painted before it.
+        """
+        if self._executor is None:
+            future: Future = Future()
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
+                future.set_exception(exc)
+            return future
+        return self._executor.submit(fn)
+
     def _apply(self, atoms: list[EditAtom]) -> tuple[list[EditAtom], AlAnnotatorError | None]:
         done: list[EditAtom] = []
         try:
@@ -202,11 +238,8 @@ class LabelsBridge:
         return result
 
     def _finish_job(self, job: _Job) -> None:  # GUI thread
-        if job.handled:
+        if not take_once(job, self._jobs):
             return
-        job.handled = True
-        if job in self._jobs:
-            self._jobs.remove(job)
         try:
             done, error = job.future.result()
         except Exception as exc:  # noqa: BLE001 - an OSError (disk full...) must reach the user, not a thread
@@ -233,12 +266,7 @@ class LabelsBridge:
 
     def drain(self) -> None:
         """Wait for the strokes being committed and handle them now (on the calling GUI thread)."""
-        for job in list(self._jobs):
-            try:
-                job.future.result()
-            except Exception:  # noqa: BLE001 - reported by _finish_job
-                pass
-            self._finish_job(job)
+        finish_in_order(self._jobs, self._finish_job)
 
     def _tool_name(self) -> str:
         mode = str(getattr(self.layer, "mode", "paint"))

@@ -3,18 +3,25 @@
 The dock holds no annotation state of its own: labels live in the project store (the Labels
 layer reads them lazily and its strokes become :meth:`Session.apply_edit` calls through
 :class:`~al_annotator.napari._bridge.LabelsBridge`), suggestions and slice states come from the
-session, and the trainer runs in its own process, watched through the project directory by a
-``QTimer`` calling :meth:`Session.poll` (file reads only; the GUI never waits on the trainer).
+session, and the trainer runs in its own process, watched through the project directory.
+
+Threads: the GUI thread only updates widgets and layers. Everything that reads or writes project
+files (a stroke's commit, :meth:`Session.poll` on the ``QTimer``, committing a slice, ranking
+suggestions) runs on the bridge's one commit thread, in the order it was asked for; the session's
+signals from there are queued (``thread="main"``) and delivered on the GUI thread when the task's
+completion is posted back. ``benchmarks/bench_napari.py`` measures the longest GUI pause.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from psygnal import emit_queued
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QFont
 from qtpy.QtWidgets import (
@@ -41,7 +48,7 @@ from qtpy.QtWidgets import (
 from ..errors import AlAnnotatorError
 from ..types import AXES, SliceRef
 from ._arrays import StoreLabels, ZerosArray, read_only
-from ._bridge import LabelsBridge
+from ._bridge import LabelsBridge, finish_in_order, take_once
 from ._layers import class_colormap, image_layer_kwargs, layer_names, model_arrays, uncertainty_array
 
 if TYPE_CHECKING:
@@ -49,31 +56,42 @@ if TYPE_CHECKING:
 
 __all__ = ["AnnotatorWidget"]
 
+log = logging.getLogger(__name__)
+
 #: How often the dock picks up what the trainer and other front ends did (ms).
 POLL_MS = 500
-#: Up to this many voxels (256^3) the cold-start suggestions are ranked at once when a project opens;
-#: above, the slices they need are read on a thread first (bench_napari: ~3.5 s at 512^3).
-COLD_START_SYNC_VOXELS = 256**3
-#: Timer ticks skipped in a row while strokes are being committed, before a poll waits for them.
-MAX_SKIPPED_POLLS = 6
 STRATEGY_CHOICES = ("hybrid", "entropy", "margin", "least_confidence", "bald", "coreset", "foreground_random", "random")
 SUGGESTION_COLUMNS = ("axis", "slice", "score", "model", "stale")
 
 
 class _GuiThreadPoster(QObject):
-    """``post(fn)`` from any thread runs ``fn`` on the GUI thread (a queued Qt signal)."""
+    """``post(fn)`` from any thread runs ``fn`` on the GUI thread later (a queued Qt signal; queued
+    from the GUI thread too, so a task that is already done is never finished inside its own submit)."""
 
     call = Signal(object)
 
     def __init__(self) -> None:
         super().__init__()
-        self.call.connect(self._run)
+        self.call.connect(self._run, Qt.QueuedConnection)
 
     def _run(self, fn: Any) -> None:
         fn()
 
     def post(self, fn: Any) -> None:
         self.call.emit(fn)
+
+
+class _Task:
+    """Store work handed to the commit thread; finished (results, signals) on the GUI thread."""
+
+    __slots__ = ("name", "session", "future", "on_done", "handled")
+
+    def __init__(self, name: str, session: Any, on_done: Any) -> None:
+        self.name = name
+        self.session = session
+        self.future: Any = None
+        self.on_done = on_done
+        self.handled = False
 
 
 def _text_colour(hex_colour: str) -> str:
@@ -110,6 +128,10 @@ class AnnotatorWidget(QWidget):
         self._queue: list[Any] = []
         self._syncing = False
         self._started_trainer = False
+        self._tasks: list[_Task] = []
+        self._poll_task: _Task | None = None
+        self._opened_models: dict[int, tuple[Any, Any]] = {}
+        #: Time :meth:`Session.poll` took on the commit thread (the GUI thread does not wait for it).
         self.poll_stats = {"n": 0, "max_s": 0.0, "total_s": 0.0}
         self._poster = _GuiThreadPoster()
         self._build_ui()
@@ -120,7 +142,6 @@ class AnnotatorWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_source_layers)
         self._refresh_source_layers()
         self.timer = QTimer(self)
-        self._skipped_polls = 0
         self.timer.timeout.connect(self._tick)
         if poll_ms:
             self.timer.start(int(poll_ms))
@@ -175,13 +196,9 @@ class AnnotatorWidget(QWidget):
         lay = QGridLayout(box)
         self.slice_label = QLabel("–")
         self.slice_label.setTextFormat(Qt.RichText)
-        self.annotated_button = QPushButton("✓ Annotated")
-        self.annotated_button.setToolTip("Commit the displayed slice as fully annotated (the trainer starts a round)")
-        self.annotated_button.clicked.connect(lambda: self._guard(self.mark_annotated))
-        self.undo_button = QPushButton("Undo")
-        self.undo_button.clicked.connect(lambda: self._guard(self.undo))
-        self.redo_button = QPushButton("Redo")
-        self.redo_button.clicked.connect(lambda: self._guard(self.redo))
+        self.annotated_button = self._button("✓ Annotated", self.mark_annotated, "Commit the displayed slice as fully annotated (the trainer starts a round)")
+        self.undo_button = self._button("Undo", self.undo)
+        self.redo_button = self._button("Redo", self.redo)
         lay.addWidget(self.slice_label, 0, 0, 1, 3)
         lay.addWidget(self.annotated_button, 1, 0)
         lay.addWidget(self.undo_button, 1, 1)
@@ -195,9 +212,7 @@ class AnnotatorWidget(QWidget):
         self.strategy_combo = QComboBox()
         self.strategy_combo.addItems(STRATEGY_CHOICES)
         self.strategy_combo.setToolTip("How slices are ranked (scores come from the current model version)")
-        self.refresh_button = QPushButton("Refresh")
-        self.refresh_button.setToolTip("Rank slices again with the current model's scores")
-        self.refresh_button.clicked.connect(lambda: self._guard(self.refresh_suggestions))
+        self.refresh_button = self._button("Refresh", self.refresh_suggestions, "Rank slices again with the current model's scores")
         self.auto_refresh_check = QCheckBox("auto")
         self.auto_refresh_check.setChecked(True)
         self.auto_refresh_check.setToolTip("Re-rank as soon as a new model version lands (else the queue is marked stale)")
@@ -224,12 +239,8 @@ class AnnotatorWidget(QWidget):
         self.reason_label.setToolTip("Why the highlighted slice is suggested")
         lay.addWidget(self.reason_label)
         row = QHBoxLayout()
-        self.next_button = QPushButton("Next ▶")
-        self.next_button.setToolTip("Go to the best suggestion not yet annotated")
-        self.next_button.clicked.connect(lambda: self._guard(self.next_suggestion))
-        self.skip_button = QPushButton("Skip")
-        self.skip_button.setToolTip("Drop the selected (or displayed) slice from the queue for this session")
-        self.skip_button.clicked.connect(lambda: self._guard(self.skip))
+        self.next_button = self._button("Next ▶", self.next_suggestion, "Go to the best suggestion not yet annotated")
+        self.skip_button = self._button("Skip", self.skip, "Drop the selected (or displayed) slice from the queue for this session")
         row.addWidget(self.next_button)
         row.addWidget(self.skip_button)
         lay.addLayout(row)
@@ -241,11 +252,8 @@ class AnnotatorWidget(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda"])
         self.device_combo.setToolTip("Where the trainer process runs the network")
-        self.start_button = QPushButton("Start")
-        self.start_button.setToolTip("Start the background trainer process (a round after each new annotation)")
-        self.start_button.clicked.connect(lambda: self._guard(self.start_trainer))
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.clicked.connect(lambda: self._guard(self.stop_trainer))
+        self.start_button = self._button("Start", self.start_trainer, "Start the background trainer process (a round after each new annotation)")
+        self.stop_button = self._button("Stop", self.stop_trainer)
         self.trainer_label = QLabel("not started")
         self.trainer_label.setWordWrap(True)
         self.trainer_label.setTextFormat(Qt.RichText)
@@ -265,6 +273,14 @@ class AnnotatorWidget(QWidget):
         outer.addWidget(self.message_label)
         self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Expanding)
         self.setMinimumWidth(340)
+
+    def _button(self, text: str, action: Any, tooltip: str = "") -> QPushButton:
+        """A push button that runs ``action`` through :meth:`_guard` (errors shown, not raised)."""
+        button = QPushButton(text)
+        if tooltip:
+            button.setToolTip(tooltip)
+        button.clicked.connect(lambda: self._guard(action))
+        return button
 
     def _set_project_controls(self, enabled: bool) -> None:
         for w in (self.annotated_button, self.undo_button, self.redo_button, self.refresh_button, self.next_button,
@@ -393,49 +409,15 @@ class AnnotatorWidget(QWidget):
         self.viewer.reset_view()
         self._update_info()
         self._update_slice_label()
-        self._on_trainer_status(session.trainer_status())
-        self._first_suggestions()
-
-    def _first_suggestions(self) -> None:
-        """Fill the queue at open. Before the first model the cold-start pick reads ~72 whole
-        slices (several seconds at 1024^3): that read runs on a thread, the ranking (cheap, cached
-        reads) on the GUI thread when it is done, so the GUI never waits for it."""
-        store = self.session.store
-        if self.session.model_version is not None or int(np.prod(store.shape, dtype=np.int64)) <= COLD_START_SYNC_VOXELS:
-            self._guard(self.refresh_suggestions)
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        from ..acquisition.project import cold_start_foreground
-
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="al-annotator-cold-start")
-        future = executor.submit(cold_start_foreground, store)
-        executor.shutdown(wait=False)
-        self.refresh_button.setEnabled(False)
-        self.next_button.setEnabled(False)
-        self.reason_label.setText("ranking slices for a cold start (reading sample slices)…")
-        session = self.session
-
-        def check() -> None:
-            if self.session is not session:
-                return  # the project was closed meanwhile
-            if not future.done():
-                QTimer.singleShot(100, check)
-                return
-            self.refresh_button.setEnabled(True)
-            self.next_button.setEnabled(True)
-            self.reason_label.setText("")
-            if future.exception() is not None:
-                self._message(f"cold-start suggestions failed: {future.exception()}")
-                return
-            self._guard(self.refresh_suggestions)
-
-        QTimer.singleShot(100, check)
+        self._on_trainer_status({"state": "…", "alive": True})
+        self.poll(wait=False)  # the trainer's status
+        self.refresh_suggestions()  # before the first model: the cold start reads a few hundred chunks
 
     def close_project(self) -> None:
         """Remove the project's layers and close the session (a trainer this dock started is asked to stop)."""
         if self.session is None:
             return
+        self.wait_idle()  # strokes and store work in flight finish (and are handled) first
         session = self.session
         if self.bridge is not None:
             self.bridge.drain()
@@ -457,6 +439,7 @@ class AnnotatorWidget(QWidget):
                 self.viewer.layers.remove(layer)
         self.layers = {}
         self.session = None
+        self._opened_models = {}
         session.close()
         self._queue = []
         self._on_suggestions([])
@@ -534,7 +517,10 @@ class AnnotatorWidget(QWidget):
         """A new model version landed: point the prediction and uncertainty layers at it."""
         store = self.session.store
         version = int(current["version"])
-        pred, conf = model_arrays(store, version)
+        opened = self._opened_models.pop(version, None)  # opened by the poll on the commit thread
+        for older in [v for v in self._opened_models if v < version]:
+            del self._opened_models[older]
+        pred, conf = opened if opened is not None else model_arrays(store, version)
         if any(self.layers.get(k) not in self.viewer.layers for k in ("prediction", "uncertainty")):
             for k in ("prediction", "uncertainty"):  # the user deleted one: add both again
                 if self.layers.get(k) in self.viewer.layers:
@@ -633,13 +619,19 @@ class AnnotatorWidget(QWidget):
         self.slice_label.setText(f"<b>{ref.axis} = {ref.index}</b> &nbsp; <span style='color:{colour}'>{st.state.replace('_', ' ')}</span>{by}")
 
     # ================================================================== actions
-    def mark_annotated(self) -> None:
-        """Commit the displayed slice as fully annotated (after its strokes are on disk)."""
+    def mark_annotated(self, *, wait: bool = False) -> None:
+        """Commit the displayed slice as fully annotated.
+
+        Runs on the commit thread after the strokes painted before it (their order on disk is
+        kept); the slice label and the queue update when it is done. ``wait`` blocks until then.
+        """
         if self.bridge is not None:
-            self.bridge.drain()
-            self.bridge.flush()
+            self.bridge.flush()  # writes outside a stroke join the commit queue before the state
         ref = self.displayed_slice() or self.session.current
-        self.session.mark_annotated(ref)
+        session = self.session
+        self._submit("mark annotated", lambda: session.mark_annotated(ref))
+        if wait:
+            self.wait_idle()
 
     def undo(self) -> None:
         if self.bridge is not None:
@@ -649,10 +641,27 @@ class AnnotatorWidget(QWidget):
         if self.bridge is not None:
             self.bridge.redo()
 
-    def refresh_suggestions(self) -> list[Any]:
+    def refresh_suggestions(self, *, wait: bool = False) -> list[Any] | None:
+        """Rank the slices again (on the commit thread: after every stroke and slice state asked for).
+
+        The table fills when the ranking is done (``suggestions_changed``); ``wait`` blocks until then
+        and returns the queue.
+        """
+        session = self.session
+        strategy = self.strategy_combo.currentText()
         if self.bridge is not None:
-            self.bridge.drain()  # rank with every stroke in the store (and no edit landing meanwhile)
-        return self.session.refresh_suggestions(self.strategy_combo.currentText())
+            self.bridge.flush()
+        self.reason_label.setText("ranking slices…")
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if not any(t.name == "rank" for t in self._tasks):
+                self._highlight_current_row()  # the reason of the shown slice, or nothing
+
+        self._submit("rank", lambda: session.refresh_suggestions(strategy), done)
+        if wait:
+            self.wait_idle()
+            return list(self._queue)
+        return None
 
     def next_suggestion(self) -> Any:
         item = self.session.next_suggestion()
@@ -663,7 +672,9 @@ class AnnotatorWidget(QWidget):
     def skip(self) -> None:
         rows = self.suggestion_table.selectionModel().selectedRows() if self.suggestion_table.selectionModel() else []
         ref = self._queue[rows[0].row()].ref if rows and rows[0].row() < len(self._queue) else self.session.current
-        self.session.skip(ref)
+        session = self.session
+        # on the commit thread like every other change of the session's queue (no lost update)
+        self._submit("skip", lambda: session.skip(ref))
 
     def _suggestion_clicked(self, row: int, col: int = 0) -> None:
         if 0 <= row < len(self._queue):
@@ -737,38 +748,89 @@ class AnnotatorWidget(QWidget):
         self.progress.setValue(int(round(100 * float(progress))) if running else 0)
         self.progress.setFormat(f"{state} %p%" if running else state)
 
+    # ================================================================== background work
+    def _submit(self, name: str, fn: Any, on_done: Any = None) -> _Task:
+        """Run ``fn`` on the commit thread (after the strokes and tasks before it); its session
+        signals and ``on_done(result, error)`` are handled on the GUI thread when it is done."""
+        task = _Task(name, self.session, on_done)
+        self._tasks.append(task)
+        task.future = self.bridge.submit(fn)
+        task.future.add_done_callback(lambda _f, t=task: self._poster.post(lambda: self._finish_task(t)))
+        return task
+
+    def _finish_task(self, task: _Task) -> None:  # GUI thread
+        if not take_once(task, self._tasks):
+            return
+        if task is self._poll_task:
+            self._poll_task = None
+        emit_queued()  # the session's signals from the commit thread, on this thread now
+        if task.session is not self.session:
+            return  # the project was closed meanwhile
+        error = task.future.exception()
+        if error is not None:
+            if isinstance(error, AlAnnotatorError):
+                self._message(str(error))
+            else:
+                log.error("%s failed", task.name, exc_info=error)
+                self._message(f"{task.name} failed: {type(error).__name__}: {error}")
+        if task.on_done is not None:
+            task.on_done(None if error is not None else task.future.result(), error)
+
+    @property
+    def busy(self) -> bool:
+        """True while strokes or store work handed to the commit thread are not handled yet."""
+        return bool(self._tasks) or bool(self.bridge is not None and self.bridge.pending)
+
+    def wait_idle(self) -> None:
+        """Wait for the strokes and store work in flight and handle them now (scripts, tests, closing).
+
+        Blocks the calling (GUI) thread; the dock itself only calls it when a project is closed.
+        """
+        while self.busy:
+            if self.bridge is not None:
+                self.bridge.drain()
+            finish_in_order(self._tasks, self._finish_task)
+
     # ================================================================== polling
     def poll(self, *, wait: bool = True) -> dict[str, bool] | None:
-        """Pick up the trainer's and other front ends' changes (the timer calls this with ``wait=False``).
+        """Pick up the trainer's and other front ends' changes.
 
-        While a stroke is being committed the store's writer lock is held by the commit thread
-        for its fsync; the timer then skips the tick (at most ``MAX_SKIPPED_POLLS`` in a row)
-        instead of waiting for the lock on the GUI thread.
+        :meth:`Session.poll` runs on the commit thread; its signals update the dock on the GUI
+        thread when it is done. The timer calls this with ``wait=False`` (returns at once; no second
+        poll starts while one is in flight). ``wait=True`` (scripts, tests) blocks until the poll
+        and what it set off (re-ranking after a new model) are handled, and returns what changed.
         """
         if self.session is None:
             return None
-        if self.bridge is not None and self.bridge.pending:
-            if not wait and self._skipped_polls < MAX_SKIPPED_POLLS:
-                self._skipped_polls += 1
-                return None
-            self.bridge.drain()
-        self._skipped_polls = 0
-        t0 = time.perf_counter()
-        try:
+        task = self._poll_task
+        if task is None:
             if self.bridge is not None:
                 self.bridge.flush()
-            changed = self.session.poll()
-        except AlAnnotatorError as exc:
-            self._message(str(exc))
-            changed = None
-        dt = time.perf_counter() - t0
-        self.poll_stats["n"] += 1
-        self.poll_stats["total_s"] += dt
-        self.poll_stats["max_s"] = max(self.poll_stats["max_s"], dt)
-        return changed
+            session = self.session
+            opened = self._opened_models
+            stats = self.poll_stats
+
+            def job() -> dict[str, bool]:  # commit thread
+                t0 = time.perf_counter()
+                changed = session.poll()
+                if changed["model"] and session.model_version is not None:
+                    # open the new version's arrays here (zarr metadata reads), not in the GUI's handler
+                    opened[session.model_version] = model_arrays(session.store, session.model_version)
+                dt = time.perf_counter() - t0
+                stats["n"] += 1
+                stats["total_s"] += dt
+                stats["max_s"] = max(stats["max_s"], dt)
+                return changed
+
+            task = self._poll_task = self._submit("poll", job)
+        if not wait:
+            return None
+        self.wait_idle()
+        return task.future.result() if task.future.exception() is None else None
 
     def _tick(self) -> None:
-        self.poll(wait=False)
+        if self._poll_task is None:
+            self.poll(wait=False)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self.timer.stop()
