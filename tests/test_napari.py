@@ -397,6 +397,25 @@ def test_prediction_layers_follow_new_model_versions(dock, project):
 
 @pytest.mark.gui
 @pytest.mark.skipif("_skip_without_qt()", reason="needs a display for Qt")
+def test_palette_edits_follow_between_front_ends(dock, project, qtbot):
+    from al_annotator import Session
+
+    viewer, w = dock
+    w.set_class_colour(2, "#00ff00")  # here: saved, layer and button follow
+    qtbot.waitUntil(lambda: tuple(w.layers["labels"].colormap.map(2)[:3].round(3)) == (0.0, 1.0, 0.0), timeout=5000)
+    assert "#00ff00" in w.class_buttons[2].styleSheet()
+    other = Session(project)  # e.g. the notebook widget in another process
+    other.rename_class(3, "magnesium")
+    other.set_class_colour(3, "#0000ff")
+    w.poll()
+    qtbot.waitUntil(lambda: w.class_buttons[3].text() == "magnesium (3)", timeout=5000)
+    assert tuple(w.layers["labels"].colormap.map(3)[:3].round(3)) == (0.0, 0.0, 1.0)
+    assert tuple(w.layers["prediction"].colormap.map(3)[:3].round(3)) == (0.0, 0.0, 1.0)
+    assert open_project(project).config.colours[1] == "#00ff00"
+
+
+@pytest.mark.gui
+@pytest.mark.skipif("_skip_without_qt()", reason="needs a display for Qt")
 def test_trainer_status_and_buttons(dock, project, monkeypatch):
     viewer, w = dock
     calls = []

@@ -400,6 +400,7 @@ class AnnotatorWidget(QWidget):
         session.suggestions_changed.connect(self._on_suggestions, thread="main")
         session.model_version_changed.connect(self._on_model_version, thread="main")
         session.trainer_status_changed.connect(self._on_trainer_status, thread="main")
+        session.classes_changed.connect(self._on_classes, thread="main")
         labels.events.selected_label.connect(self._on_selected_label)
         self.viewer.layers.selection.active = labels
         self._build_class_buttons()
@@ -426,7 +427,7 @@ class AnnotatorWidget(QWidget):
             self.bridge = None
         for sig, slot in ((session.slice_changed, self._on_session_slice), (session.slice_state_changed, self._on_slice_state),
                           (session.suggestions_changed, self._on_suggestions), (session.model_version_changed, self._on_model_version),
-                          (session.trainer_status_changed, self._on_trainer_status)):
+                          (session.trainer_status_changed, self._on_trainer_status), (session.classes_changed, self._on_classes)):
             sig.disconnect(slot)
         if self._started_trainer:
             try:
@@ -474,9 +475,44 @@ class AnnotatorWidget(QWidget):
             b.setStyleSheet(f"QPushButton {{background-color: {colour}; color: {_text_colour(colour)}; padding: 3px;}}"
                             f"QPushButton:checked {{border: 2px solid white; padding: 1px;}}")
             b.clicked.connect(lambda _=False, v=value: self.select_label(v))
+            if value:  # right-click: edit the palette (saved in the project, shared with other front ends)
+                b.setContextMenuPolicy(Qt.CustomContextMenu)
+                b.customContextMenuRequested.connect(lambda _pos, v=value: self._guard(self._edit_class_dialog, v))
             self.class_grid.addWidget(b, k // 3, k % 3)
             self.class_buttons.append(b)
         self._on_selected_label()
+
+    def set_class_colour(self, value: int, colour: str) -> None:
+        """Change class ``value``'s colour in the project (the layers follow via ``classes_changed``)."""
+        if self.session is not None:
+            self.session.set_class_colour(value, colour)
+
+    def rename_class(self, value: int, name: str) -> None:
+        if self.session is not None:
+            self.session.rename_class(value, name)
+
+    def _edit_class_dialog(self, value: int) -> None:  # pragma: no cover - modal dialogs
+        from qtpy.QtGui import QColor
+        from qtpy.QtWidgets import QColorDialog, QInputDialog
+
+        cfg = self.session.store.config
+        name, ok = QInputDialog.getText(self, "Class", f"Name of label {value}:", text=cfg.classes[value - 1])
+        if ok and name.strip() and name.strip() != cfg.classes[value - 1]:
+            self.rename_class(value, name.strip())
+        colour = QColorDialog.getColor(QColor(cfg.colours[value - 1]), self, f"Colour of {cfg.classes[value - 1]}")
+        if colour.isValid() and colour.name().lower() != cfg.colours[value - 1]:
+            self.set_class_colour(value, colour.name())
+
+    def _on_classes(self, classes: list) -> None:
+        """A palette edit (here or in another front end): new buttons and layer colours."""
+        if self.session is None:
+            return
+        cmap = class_colormap(self.session.store.config.colours)
+        for key in ("labels", "prediction"):
+            layer = self.layers.get(key)
+            if layer is not None:
+                layer.colormap = cmap
+        self._build_class_buttons()
 
     def select_label(self, value: int) -> None:
         """Paint with label ``value`` (0 erases) using napari's brush."""
