@@ -575,3 +575,192 @@ def test_a_missing_project_without_a_volume_is_a_clear_error(tmp_path, fake_comm
 
     with pytest.raises(InputError, match="not an al_annotator project"):
         Annotator(tmp_path / "nothing_here")
+
+
+# ---------------------------------------------------------------------------------------- large slices: the tile cache
+def _tiled_widget(tmp_path, fake_comm, shape=(20, 96, 80)):
+    """A widget whose chunk slabs all count as 'too large' (as a 2048^2 z slab does): the TileCache serves views."""
+    rng = np.random.default_rng(3)
+    vol = rng.integers(0, 4000, shape, dtype=np.uint16)
+    path = tmp_path / "big"
+    create_project(path, vol, classes=CLASSES).close()
+    w, c = make_widget(path, fake_comm)
+    w._images.max_slab_bytes = 0  # every slab "too large": single slices, or tiles
+    w._labels.max_slab_bytes = 0
+    return w, c, path, vol
+
+
+@pytest.mark.parametrize("axis", ["z", "y", "x"])
+def test_tiled_views_equal_the_per_tile_reduction_and_neighbours_need_no_read(tmp_path, fake_comm, axis):
+    w, c, path, vol = _tiled_widget(tmp_path, fake_comm)
+    a = "zyx".index(axis)
+    shape2d = tuple(n for i, n in enumerate(vol.shape) if i != a)
+    q = Quantiser(np.dtype("uint16"), (0, 4000), w.session.store.display_window)
+    for step, region in ((3, None), (1, (10, 40, 6, 37)), (2, (4, shape2d[0], 0, 31))):
+        for k, index in enumerate((5, 6, 4)):
+            content, bufs = view(c, axis, index, shape2d, step=step, region=region, req=10 * step + k)
+            r = Region(content["r0"], content["r1"], content["c0"], content["c1"], step)
+            img = np.take(vol, index, axis=a)
+            h, wd = content["h"], content["w"]
+            got = np.frombuffer(bufs[0], np.uint16).reshape(h, wd)
+            expected = q.encode(block_mean(img, r))
+            if r.r1 == shape2d[0] and r.c1 == shape2d[1] or step == 1:  # edge cells padded alike
+                np.testing.assert_array_equal(got, expected)
+            else:  # a cell cut by the region's edge is averaged over the whole cell: the inner cells agree
+                np.testing.assert_array_equal(got[:-1, :-1], expected[:-1, :-1])
+            assert not np.frombuffer(bufs[1], np.uint8).any()
+        assert w._tiles.reads <= 3 * 2  # the three neighbours came from one entry per step (two depth-16 blocks at most)
+    assert not w.errors
+    w.close()
+
+
+def test_tiled_labels_follow_strokes_undo_and_other_processes(tmp_path, fake_comm):
+    w, c, path, vol = _tiled_widget(tmp_path, fake_comm)
+    shape2d = vol.shape[1:]
+    view(c, "z", 6, shape2d, step=2)
+    view(c, "y", 40, (20, 80), step=2, client="c2")
+    rng = np.random.default_rng(1)
+    for seq in range(1, 16):
+        axis = "zyx"[seq % 3]
+        n = vol.shape["zyx".index(axis)]
+        index = [6, 40, 10][seq % 3] if seq % 2 else int(rng.integers(0, n))
+        h, wd = SliceRef(axis, index).shape_in(vol.shape)
+        stroke(c, rng.choice(h * wd, 300, replace=False), value=int(rng.integers(1, 5)), seq=seq, axis=axis, index=index)
+        if seq % 5 == 0:
+            c.deliver({"type": "undo"})
+    other = open_project(path, author="someone_else")
+    other.paint(SliceRef("z", 7), np.arange(0, 96 * 80, 2), "bone")
+    other.close()
+    w.poll()
+    store = open_project(path)
+    for axis, index, s2d in (("z", 6, shape2d), ("z", 7, shape2d), ("z", 15, shape2d), ("y", 40, (20, 80)), ("y", 41, (20, 80))):
+        content, bufs = view(c, axis, index, s2d, step=2, req=100 + index)
+        expected = store.read_slice(SliceRef(axis, index), "labels")[::2, ::2]
+        np.testing.assert_array_equal(np.frombuffer(bufs[1], np.uint8).reshape(expected.shape), expected, err_msg=f"{axis}={index}")
+    # the labels message after a stroke is the tile's labels too
+    c.clear()
+    stroke(c, [0, 2, 4], value=3, seq=99, axis="y", index=41)
+    msg, (buf,) = c.custom("labels")[-1]
+    expected = store.read_slice(SliceRef("y", 41), "labels")[::2, ::2]
+    np.testing.assert_array_equal(np.frombuffer(buf, np.uint8).reshape(expected.shape), expected)
+    assert not w.errors
+    w.close()
+
+
+def test_a_tile_read_overtaken_by_an_edit_replays_it(tmp_path, fake_comm):
+    """A tile read in the background while a stroke lands must not hide the stroke."""
+    w, c, path, vol = _tiled_widget(tmp_path, fake_comm)
+    ref, region = SliceRef("z", 3), Region(0, 96, 0, 80, 2)
+    entry = w._tiles.key(ref, region)
+    got = w._read_tile_entry(entry)  # the read finished before the stroke ...
+    stroke(c, [0, 2, 4], value=4, seq=1, axis="z", index=3)
+    w._install_tiles(entry, *got)  # ... and is installed after it
+    labels = w._tiles.get_labels(ref, region)
+    assert labels.reshape(-1)[[0, 1, 2]].tolist() == [4, 4, 4]
+    # an edit by another process in between cannot be replayed: the labels are not kept
+    got = w._read_tile_entry(entry)
+    w._on_labels_changed([ref])
+    w._install_tiles(entry, *got)
+    assert w._tiles.get_labels(ref, region) is None and w._tiles.image_cached(entry)
+    w.close()
+
+
+def test_tiled_switches_on_the_kernel_loop_prefetch_the_next_slices(tmp_path, fake_comm):
+    import asyncio
+
+    async def scenario():
+        w, c, path, vol = _tiled_widget(tmp_path, fake_comm, shape=(40, 64, 64))
+        w._tiles.depth = 8
+
+        async def until(check, what):
+            for _ in range(400):
+                if check():
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"timed out waiting for {what}")
+
+        for req, index in enumerate((2, 3, 4, 5), start=1):
+            c.deliver({"type": "view", "client": "c1", "req": req, "axis": "z", "index": index, "r0": 0, "r1": 64, "c0": 0, "c1": 64, "step": 2})
+            await until(lambda: any(m["req"] == req for m, _ in c.custom("slice")), f"slice {index}")
+        # stepping up: the next block (z 8..15) is read in the background
+        await until(lambda: w._tiles.has(SliceRef("z", 9), Region(0, 64, 0, 64, 2)), "the prefetch")
+        reads = w._tiles.reads
+        c.deliver({"type": "view", "client": "c1", "req": 9, "axis": "z", "index": 8, "r0": 0, "r1": 64, "c0": 0, "c1": 64, "step": 2})
+        assert any(m["req"] == 9 for m, _ in c.custom("slice"))  # served at once, from memory
+        assert w._tiles.reads == reads
+        w.close()
+        return True
+
+    assert asyncio.run(scenario())
+
+
+def test_tiled_orthogonal_views_equal_the_reduction(tmp_path, fake_comm):
+    from al_annotator.jupyter._imaging import fit_step, sample
+    from al_annotator.jupyter.widget import ORTHO_PX
+
+    w, c, path, vol = _tiled_widget(tmp_path, fake_comm, shape=(20, 400, 336))
+    w.session.paint(np.arange(0, 400 * 336, 7), "bone", ref=SliceRef("z", 9))
+    c.clear()
+    w.cursor = [9, 100, 50]
+    w._schedule_ortho(full=True)
+    msg, bufs = c.custom("ortho")[-1]
+    q = Quantiser(np.dtype("uint16"), (0, 4000), w.session.store.display_window)
+    store = open_project(path)
+    for k, plane in enumerate(msg["planes"]):
+        ref = SliceRef(plane["axis"], plane["index"])
+        img = np.take(vol, ref.index, axis=ref.axis_number)
+        labels = store.read_slice(ref, "labels")
+        region = Region.full(img.shape, fit_step(img.shape, ORTHO_PX))
+        got_img = np.frombuffer(bufs[2 * k], np.uint16).reshape(plane["h"], plane["w"])
+        got_lab = np.frombuffer(bufs[2 * k + 1], np.uint8).reshape(plane["h"], plane["w"])
+        # every slab counts as large here: the main view's tile (1:1: 400 px fit a 512 canvas), subsampled
+        main = Region.full(img.shape, fit_step(img.shape, w.canvas_size))
+        k = -(-region.step // main.step)
+        assert plane["step"] == main.step * k >= region.step
+        np.testing.assert_array_equal(got_img, q.encode(block_mean(img, main))[::k, ::k])
+        np.testing.assert_array_equal(got_lab, sample(labels, main)[::k, ::k])
+    assert w._tiles.reads >= 1  # the z plane came from the tile cache
+    reads = w._tiles.reads
+    view(c, "z", 9, (400, 336), step=1)  # the main view at the canvas's resolution: the same entry
+    view(c, "z", 10, (400, 336), step=1, req=2)
+    assert w._tiles.reads == reads
+    w.close()
+
+
+def test_tiled_views_carry_the_prediction_from_memory(tmp_path, fake_comm):
+    w, c, path, vol = _tiled_widget(tmp_path, fake_comm, shape=(16, 64, 64))
+    view(c, "z", 8, (64, 64), step=2)
+    c.clear()
+    _publish_fake_model(path)
+    w.poll()
+    (ov, (pred, conf)), = c.custom("overlays")
+    assert (ov["h"], ov["w"]) == (32, 32)
+    p = np.frombuffer(pred, np.uint8).reshape(32, 32)
+    assert (p[:, :16] == 2).all() and (p[:, 16:] == 3).all() and set(np.frombuffer(conf, np.uint8)) == {200}
+    preds = w._prediction_tiles()
+    assert preds is not None and preds.reads == 1
+    for req, index in enumerate((9, 10, 7), start=2):  # neighbours: prediction from the same entry
+        content, bufs = view(c, "z", index, (64, 64), step=2, req=req)
+        assert content["layers"] == ["image", "labels", "prediction", "confidence"]
+        np.testing.assert_array_equal(np.frombuffer(bufs[2], np.uint8).reshape(32, 32), p)
+    assert preds.reads == 1
+    w.close()
+
+
+def test_the_first_widget_freezes_what_the_kernel_holds_for_the_collector(project, fake_comm, monkeypatch):
+    import gc
+
+    from al_annotator.jupyter import widget as W
+
+    monkeypatch.setattr(W, "_gc_frozen", False)
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    w, c = make_widget(project, fake_comm)
+    w2, _ = make_widget(project, fake_comm)
+    assert calls == ["freeze"]  # once per process
+    w.close(); w2.close()
+    monkeypatch.setattr(W, "_gc_frozen", False)
+    monkeypatch.setattr(W, "FREEZE_GC", False)
+    w3, _ = make_widget(project, fake_comm)
+    assert calls == ["freeze"]
+    w3.close()

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,7 +37,7 @@ from ..errors import AlAnnotatorError, InputError
 from ..store import ProjectStore, create_project
 from ..types import AXES, EditAtom, SliceRef
 from . import _protocol as P
-from ._cache import SlabCache
+from ._cache import SlabCache, TileCache
 from ._imaging import Quantiser, Region, block_mean, fit_step, sample, thumbnail, window_to_uint8
 
 __all__ = ["Annotator"]
@@ -52,6 +52,26 @@ THUMB_MAX_CHUNKS = 256
 #: Trainer status fields shown in the widget.
 _STATUS_KEYS = ("state", "alive", "device", "model", "round", "step", "loss", "val_dice", "progress", "phase",
                 "model_version", "version_in_progress", "n_train", "n_val", "time_per_round", "error", "heartbeat_age")
+
+
+#: Move what the kernel holds when the first widget opens out of the garbage collector's reach
+#: (``gc.freeze()``, once per process). Measured (``benchmarks/bench_widget.py``): the only kernel
+#: pause over 50 ms while the trainer ran was a full (generation 2) collection, 205 ms, walking the
+#: objects of every module a notebook kernel has imported; after a freeze a full collection walks
+#: only what was made since. Set to False before creating a widget to leave the collector alone.
+FREEZE_GC = True
+_gc_frozen = False
+
+
+def _freeze_gc() -> None:
+    global _gc_frozen
+    if _gc_frozen or not FREEZE_GC:
+        return
+    import gc
+
+    _gc_frozen = True
+    gc.collect()  # what is garbage now is collected, not frozen
+    gc.freeze()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -219,6 +239,14 @@ class Annotator(anywidget.AnyWidget):
         image_arr, label_arr = store.image, store.labels
         self._images = SlabCache(lambda sel: image_arr[sel], store.shape, image_arr.chunks, store.dtype.itemsize)
         self._labels = SlabCache(lambda sel: label_arr[sel], store.shape, label_arr.chunks, 1, budget_bytes=128 << 20)
+        # slices whose chunk slab is too large to keep (a 2048^2 z slice): what is shown, for 16 slices at once
+        self._tiles = TileCache(lambda sel: image_arr[sel], lambda sel: label_arr[sel], store.shape, image_arr.chunks,
+                                self._quant.encode)
+        self._edits: collections.deque[tuple[int, Any]] = collections.deque(maxlen=256)  # (epoch, atom or None)
+        self._last_index: dict[str, int] = {}
+        self._tile_reads: dict[tuple, Future] = {}
+        self._pred_tiles: tuple[int, TileCache | None] | None = None  # (model version, its prediction tiles)
+        self._tile_lock = threading.Lock()
         self._preds = _LRU(4)
         self.poll_ms: collections.deque[float] = collections.deque(maxlen=5000)  # how long each poll took
         self._thumbs: dict[SliceRef, np.ndarray] = {}
@@ -275,6 +303,7 @@ class Annotator(anywidget.AnyWidget):
             self._on_suggestions(list(s.queue))
         else:
             self._guard(lambda: s.refresh_suggestions())
+        _freeze_gc()
         self._start_polling()
 
     # ================================================================== public API
@@ -369,6 +398,9 @@ class Annotator(anywidget.AnyWidget):
             finally:
                 self._browser_goto = False
         req = content.get("req")
+        if self._tiled(ref, region):
+            self._view_tiled(client, req, ref, region)
+            return
         if _running_loop() is None or (ref in self._images and ref in self._labels):
             self._send_slice(client, req, ref, region)
             return
@@ -391,6 +423,121 @@ class Annotator(anywidget.AnyWidget):
 
         self._defer(f"view:{client}", compute, deliver, delay=0.0, pool="view",
                     on_error=lambda exc: self._report(_describe(exc), exc, client=client, req=req))
+
+    # ---- large slices: served from the TileCache (what is shown, 16 slices at a time)
+    def _tiled(self, ref: SliceRef, region: Region) -> bool:
+        """Whether this view is served from the tile cache: its chunk slab is too large to keep whole."""
+        return self._images.too_large(ref) and self._tiles.nbytes(self._tiles.key(ref, region)) * 2 <= self._tiles.budget_bytes
+
+    def _view_tiled(self, client: str, req: Any, ref: SliceRef, region: Region) -> None:
+        last = self._last_index.get(client)
+        self._last_index[client] = ref.index
+        if self._tiles.has(ref, region) and (self._prediction_tiled(ref, region) or _running_loop() is None):
+            self._send_slice(client, req, ref, region)
+        else:
+            self._read_tiles(ref, region, f"view:{client}", "view", client=client, req=req)
+        # prefetch the next slices in the direction of travel (stepping with the arrow keys)
+        if last is not None and last != ref.index and _running_loop() is not None:
+            ahead = ref.index + (self._tiles.depth // 2 if ref.index > last else -(self._tiles.depth // 2))
+            n = self.session.shape[ref.axis_number]
+            if 0 <= ahead < n:
+                nxt = SliceRef(ref.axis, ahead)
+                if not self._tiles.has(nxt, region):
+                    self._read_tiles(nxt, region, "prefetch", "prefetch", delay=0.1)
+
+    def _read_tiles(self, ref: SliceRef, region: Region, key: str, pool: str, *, client: str | None = None, req: Any = None,
+                    delay: float = 0.0) -> None:
+        """Read the tile-cache entry of ``ref`` off the event loop; then send the view (if ``client``)."""
+        tiles = self._tiles
+        entry = tiles.key(ref, region)
+
+        def compute() -> tuple:
+            got = self._read_tile_entry(entry) if not tiles.has(ref, region) else None
+            preds = self._prediction_tiles()
+            pred = None
+            if preds is not None and not preds.has(ref, region):
+                pentry = preds.key(ref, region)
+                pred = (preds, pentry, preds.read(pentry))
+            return got, pred
+
+        def deliver(result: tuple) -> None:
+            got, pred = result
+            if got is not None:
+                self._install_tiles(entry, *got)
+            if pred is not None:
+                pred[0].install(pred[1], *pred[2])
+            if client is None:
+                return
+            view = self._views.get(client)
+            if view is not None and view.ref == ref:  # else a newer request is on its way
+                self._send_slice(client, req, view.ref, view.region)
+
+        on_error = None if client is None else (lambda exc: self._report(_describe(exc), exc, client=client, req=req))
+        self._defer(key, compute, deliver, delay=delay, pool=pool, on_error=on_error)
+
+    def _read_tile_entry(self, entry: tuple) -> tuple:
+        """``(epoch, codes, labels)`` of a tile-cache entry (reader threads); a read of the same entry
+        already running (a prefetch) is waited for, not repeated."""
+        with self._tile_lock:
+            future = self._tile_reads.get(entry)
+            owner = future is None
+            if owner:
+                future = self._tile_reads[entry] = Future()
+        if not owner:
+            return future.result()
+        try:
+            epoch = self._labels_epoch  # every edit up to this one is on disk: later ones are replayed on install
+            future.set_result((epoch, *self._tiles.read(entry, image=not self._tiles.image_cached(entry))))
+        except BaseException as exc:
+            future.set_exception(exc)
+        finally:
+            with self._tile_lock:
+                self._tile_reads.pop(entry, None)
+        return future.result()
+
+    def _install_tiles(self, entry: tuple, epoch: int, codes: np.ndarray | None, labels: np.ndarray) -> None:
+        """Keep a tile-cache entry read in the background, with the edits made since its read began."""
+        tiles = self._tiles
+        replay = [a for e, a in self._edits if e > epoch]
+        if epoch != self._labels_epoch and (len(replay) < self._labels_epoch - epoch or any(a is None for a in replay)):
+            labels = None  # edits came in that cannot be replayed on what was read: read again when needed
+        tiles.install(entry, codes, labels)
+        if labels is not None:
+            for atom in replay:  # edits made while this was read (setting values is idempotent)
+                tiles.apply(atom.slice_ref, atom.indices, atom.new_values)
+
+    def _prediction_tiles(self) -> TileCache | None:
+        """The current model's prediction (as labels) and confidence (as image), tiled; None before a model."""
+        version = self.session.model_version
+        if version is None:
+            return None
+        if self._pred_tiles is None or self._pred_tiles[0] != version:
+            root, cache = self.session.store.root, None
+            try:
+                pred, conf = root[f"models/v{int(version):04d}/prediction"], root[f"models/v{int(version):04d}/confidence"]
+            except KeyError:
+                pass
+            else:
+                cache = TileCache(lambda sel: conf[sel], lambda sel: pred[sel], self.session.shape, pred.chunks,
+                                  lambda v: v, budget_bytes=96 << 20, sample_image=True)
+            self._pred_tiles = (version, cache)
+        return self._pred_tiles[1]
+
+    def _load_prediction(self, ref: SliceRef, region: Region) -> None:
+        """Read the prediction a view shows into memory (reader threads; a model version never changes)."""
+        preds = self._prediction_tiles() if self._tiled(ref, region) else None
+        if preds is None:
+            self._prediction_of(ref)
+        elif not preds.has(ref, region):
+            key = preds.key(ref, region)
+            preds.install(key, *preds.read(key))
+
+    def _prediction_tiled(self, ref: SliceRef, region: Region) -> bool:
+        """Whether the prediction of a tiled view is in memory (or there is none)."""
+        if self.session.model_version is None:
+            return True
+        preds = self._prediction_tiles()
+        return preds is not None and preds.has(ref, region)
 
     def _msg_stroke(self, client: str, content: dict, buffers: list) -> None:
         seq = P.parse_int(content, "seq", 0)
@@ -489,12 +636,21 @@ class Annotator(anywidget.AnyWidget):
     # ================================================================== sending pixels
     def _send_slice(self, client: str, req: Any, ref: SliceRef, region: Region) -> None:
         t0 = time.perf_counter()
-        image = self._quant.encode(block_mean(self._image(ref), region))
-        layers, bufs = ["image", "labels"], [image, sample(self._labels_of(ref), region)]
-        pred = self._prediction_of(ref)
-        if pred is not None:
+        tile = self._tiles.get(ref, region) if self._tiled(ref, region) else None
+        if tile is not None:
+            image, labels = tile
+        else:
+            image, labels = self._quant.encode(block_mean(self._image(ref), region)), sample(self._labels_of(ref), region)
+        layers, bufs = ["image", "labels"], [image, labels]
+        ptile = self._prediction_tile(ref, region) if tile is not None else None
+        if ptile is not None:
             layers += ["prediction", "confidence"]
-            bufs += [sample(pred[0], region), sample(pred[1], region)]
+            bufs += list(ptile)
+        else:
+            pred = self._prediction_of(ref)
+            if pred is not None:
+                layers += ["prediction", "confidence"]
+                bufs += [sample(pred[0], region), sample(pred[1], region)]
         content = {"type": "slice", "client": client, "req": req, "axis": ref.axis, "index": ref.index,
                    **region.to_json(), "image": self._quant.to_json(), "layers": layers,
                    "applied": self._applied.get(client, 0), "model_version": self.session.model_version,
@@ -502,18 +658,29 @@ class Annotator(anywidget.AnyWidget):
         self.send(content, buffers=[memoryview(b) for b in bufs])
 
     def _send_labels(self, client: str, view: _View) -> None:
-        labels = sample(self._labels_of(view.ref), view.region)
+        labels = self._tiles.get_labels(view.ref, view.region) if self._tiled(view.ref, view.region) else None
+        if labels is None:
+            labels = sample(self._labels_of(view.ref), view.region)
         self.send({"type": "labels", "client": client, "applied": self._applied.get(client, 0),
                    "axis": view.ref.axis, "index": view.ref.index, **view.region.to_json()},
                   buffers=[memoryview(labels)])
 
+    def _prediction_tile(self, ref: SliceRef, region: Region) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(prediction, confidence)`` of a tiled view from memory, or None."""
+        preds = self._prediction_tiles() if self._tiled(ref, region) else None
+        got = preds.get(ref, region) if preds is not None else None
+        return None if got is None else (got[1], got[0])
+
     def _send_overlays(self, client: str, view: _View) -> None:
-        pred = self._prediction_of(view.ref)
-        if pred is None:
-            return
+        ptile = self._prediction_tile(view.ref, view.region)
+        if ptile is None:
+            pred = self._prediction_of(view.ref)
+            if pred is None:
+                return
+            ptile = (sample(pred[0], view.region), sample(pred[1], view.region))
         self.send({"type": "overlays", "client": client, "axis": view.ref.axis, "index": view.ref.index,
                    **view.region.to_json(), "model_version": self.session.model_version},
-                  buffers=[memoryview(sample(pred[0], view.region)), memoryview(sample(pred[1], view.region))])
+                  buffers=[memoryview(ptile[0]), memoryview(ptile[1])])
 
     def _image(self, ref: SliceRef) -> np.ndarray:
         """The image of a slice (from a cached chunk slab; any thread)."""
@@ -558,10 +725,13 @@ class Annotator(anywidget.AnyWidget):
     def _on_labels_changed(self, payload: Any) -> None:
         atom = payload if isinstance(payload, EditAtom) else None
         self._labels_epoch += 1
+        self._edits.append((self._labels_epoch, atom))
         if atom is not None:
             self._labels.apply(atom.slice_ref, atom.indices, atom.new_values)
+            self._tiles.apply(atom.slice_ref, atom.indices, atom.new_values)
         else:  # edits by another process: which voxels is unknown here
             self._labels.clear()
+            self._tiles.clear_labels()
         self._update_edit_state()
         for client, view in list(self._views.items()):
             if atom is None or _touches(atom, view.ref, self.session.shape):
@@ -589,8 +759,11 @@ class Annotator(anywidget.AnyWidget):
         self.model_version = self.session.model_version
         self._preds.clear()
         self._refresh_history()
-        for client, view in list(self._views.items()):
-            self._send_overlays(client, view)
+        views = list(self._views.items())
+        # the new prediction is read off the event loop (a 2048^2 slice: two reads of 1024 chunks)
+        self._defer("overlays", lambda: [self._load_prediction(view.ref, view.region) for _, view in views],
+                    lambda _: [self._send_overlays(client, view) for client, view in views if self._views.get(client) == view],
+                    delay=0.0, pool="view")
 
     def _on_trainer_status(self, status: dict) -> None:
         self.trainer = _json_safe({k: status[k] for k in _STATUS_KEYS if k in status})
@@ -719,8 +892,27 @@ class Annotator(anywidget.AnyWidget):
                 if self._ortho_sent.get(axis) == (index, epoch):
                     continue
                 ref = SliceRef(axis, index)
+                shape2d = ref.shape_in(self.session.shape)
+                region = Region.full(shape2d, fit_step(shape2d, ORTHO_PX))
+                # a large slice: from the tile cache entry the main view uses (read once for both,
+                # 16 slices at a time), subsampled to the orthogonal view's size
+                main = Region.full(shape2d, fit_step(shape2d, self.canvas_size))
+                if self._tiled(ref, main):
+                    tile = self._tiles.get(ref, main)
+                    if tile is None:
+                        entry = self._tiles.key(ref, main)
+                        got = self._read_tile_entry(entry)  # waits for the main view's read of it, if running
+                        installs.append((entry, got))
+                        d = ref.index - entry[1]
+                        codes = got[1][d] if got[1] is not None else self._tiles.image_tile(ref, main)
+                        tile = (codes, got[2][d])
+                    if tile[0] is not None:
+                        k = -(-region.step // main.step)
+                        sub = Region.full(shape2d, main.step * k)
+                        planes.append({"axis": axis, "index": index, **sub.to_json()})
+                        bufs += [np.ascontiguousarray(tile[0][::k, ::k]), np.ascontiguousarray(tile[1][::k, ::k])]
+                        continue
                 img = self._image(ref)
-                region = Region.full(img.shape, fit_step(img.shape, ORTHO_PX))
                 lab = self._labels.cached(ref)
                 if lab is None:  # read here, installed on the loop if no edit came in between
                     key = self._labels.key(ref)
@@ -733,8 +925,10 @@ class Annotator(anywidget.AnyWidget):
 
         def deliver(result: tuple) -> None:
             cursor, epoch, planes, bufs, installs = result
-            if epoch == self._labels_epoch:
-                for key, slab in installs:
+            for key, slab in installs:
+                if len(key) > 3:  # a tile-cache entry (epoch, codes, labels): edits since are replayed
+                    self._install_tiles(key, *slab)
+                elif epoch == self._labels_epoch:
                     self._labels.install(key, slab)
             for plane in planes:
                 self._ortho_sent[plane["axis"]] = (plane["index"], epoch)
