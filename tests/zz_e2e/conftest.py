@@ -76,11 +76,15 @@ def _get(url: str, timeout: float = 5.0) -> bytes:
         return r.read()
 
 
-class Lab:
-    """A JupyterLab server started for the test session."""
+class JupyterServer:
+    """A Jupyter server process started for one test module, on loopback, with a fresh token.
 
-    def __init__(self, root: Path, base: Path) -> None:
-        self.root = root
+    ``app`` is ``"lab"`` (JupyterLab), ``"notebook"`` (Notebook 7) or ``"voila"``; each runs this
+    Python's ipykernel with no user config, settings, workspaces or kernelspecs.
+    """
+
+    def __init__(self, root: Path, base: Path, app: str = "lab") -> None:
+        self.root, self.app = root, app
         self.port = _free_port()
         self.token = secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -88,32 +92,48 @@ class Lab:
         for rel, value in LAB_SETTINGS.items():
             (settings / rel).parent.mkdir(parents=True, exist_ok=True)
             (settings / rel).write_text(json.dumps(value))
-        # hermetic: no user config, settings, workspaces or kernelspecs (the kernel is this Python's ipykernel)
         env = dict(os.environ, JUPYTER_CONFIG_DIR=str(base / "jcfg"), JUPYTER_RUNTIME_DIR=str(base / "runtime"),
                    JUPYTER_DATA_DIR=str(base / "data"), JUPYTERLAB_SETTINGS_DIR=str(settings),
                    JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"), PYTHONUNBUFFERED="1")
         for var in ("JUPYTER_TOKEN", "JUPYTER_PATH", "JUPYTER_CONFIG_PATH"):
             env.pop(var, None)
-        self.log_path = artifacts_dir() / "jupyterlab.log"
+        self.log_path = artifacts_dir() / {"lab": "jupyterlab.log"}.get(app, f"{app}.log")
         self._log = open(self.log_path, "w")
-        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-               f"--IdentityProvider.token={self.token}", "--allow-root", f"--ServerApp.root_dir={root}",
-               "--ServerApp.open_browser=False", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        common = ["--no-browser", f"--port={self.port}", f"--IdentityProvider.token={self.token}", "--allow-root",
+                  f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False"]
+        if app == "lab":
+            cmd = [sys.executable, "-m", "jupyterlab", "--ip=127.0.0.1", *common,
+                   "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+            probe = f"{self.url}/api/status?token={self.token}"
+        elif app == "notebook":
+            cmd = [sys.executable, "-m", "notebook", "--ip=127.0.0.1", *common]
+            probe = f"{self.url}/api/status?token={self.token}"
+        elif app == "voila":
+            # voila's own app (not a server extension): it executes a notebook per page request
+            cmd = [sys.executable, "-m", "voila", "--no-browser", f"--port={self.port}", "--Voila.ip=127.0.0.1",
+                   f"--Voila.root_dir={root}", f"--token={self.token}", "--show_tracebacks=True"]
+            probe = f"{self.url}/?token={self.token}"
+        else:
+            raise ValueError(f"unknown app {app!r}")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"{app} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                _get(f"{self.url}/api/status?token={self.token}")
+                _get(probe)
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"jupyter lab did not answer within {SERVER_START_TIMEOUT} s:\n{self.log_tail()}")
+                    raise RuntimeError(f"{app} did not answer within {SERVER_START_TIMEOUT} s:\n{self.log_tail()}")
                 time.sleep(0.2)
 
     def notebook_url(self, name: str) -> str:
+        if self.app == "notebook":
+            return f"{self.url}/notebooks/{name}?token={self.token}"
+        if self.app == "voila":
+            return f"{self.url}/voila/render/{name}?token={self.token}"
         return f"{self.url}/lab/tree/{name}?reset&token={self.token}"
 
     def log_tail(self, n: int = 4000) -> str:
@@ -133,6 +153,9 @@ class Lab:
         self._log.close()
 
 
+Lab = JupyterServer  # the JupyterLab tests' name for it
+
+
 # Module scope, not session: Playwright's sync API keeps an asyncio loop marked "running" in this thread
 # while it is started, which would mislead asyncio code in tests collected after this module.
 @pytest.fixture(scope="module")
@@ -141,6 +164,33 @@ def lab(tmp_path_factory):
     root = base / "work"
     root.mkdir()
     server = Lab(root, base)
+    yield server
+    server.stop()
+
+
+def _server_fixture(tmp_path_factory, app: str, module: str):
+    try:
+        __import__(module)
+    except ImportError as exc:
+        pytest.skip(f"needs the {module} package (pip install -e .[dev]): {exc}")
+    base = tmp_path_factory.mktemp(app)
+    root = base / "work"
+    root.mkdir()
+    return JupyterServer(root, base, app)
+
+
+@pytest.fixture(scope="module")
+def notebook7(tmp_path_factory):
+    """Jupyter Notebook 7 (``jupyter notebook``) on loopback, for one module."""
+    server = _server_fixture(tmp_path_factory, "notebook", "notebook")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def voila_server(tmp_path_factory):
+    """A ``voila`` server (its own app, serving a directory) on loopback, for one module."""
+    server = _server_fixture(tmp_path_factory, "voila", "voila")
     yield server
     server.stop()
 
@@ -178,9 +228,159 @@ def open_and_run(page, lab: Lab, name: str, timeout_ms: int = 120_000) -> None:
     page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
 
 
+def _api(server: JupyterServer, path: str):
+    return json.loads(_get(f"{server.url}/api/{path}?token={server.token}"))
+
+
+def open_and_run_notebook7(page, server: JupyterServer, name: str, timeout_ms: int = 120_000) -> None:
+    """Open a notebook in Notebook 7 (``/notebooks/...``), wait for a live kernel, then Run > Run All Cells.
+
+    Notebook 7 has no status bar, and its execution indicator reads 'idle' before a kernel
+    exists: wait, on the server's REST API, for this notebook's kernel to be idle with a
+    websocket connected (the page's), then for the indicator.
+    """
+    page.goto(server.notebook_url(name))
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        sessions = [s for s in _api(server, "sessions") if s.get("path", "").endswith(name) and s.get("kernel")]
+        kernel = _api(server, f"kernels/{sessions[0]['kernel']['id']}") if sessions else {}
+        if kernel.get("connections", 0) > 0 and kernel.get("execution_state") == "idle":
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no idle, connected kernel for {name} after {timeout_ms} ms (sessions: {sessions})")
+        time.sleep(0.2)
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=timeout_ms)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout_ms)
+    page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+    page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
+
+
+def wait_until(check, timeout: float = 60.0, what: str = "condition"):
+    """Poll ``check`` every 0.1 s until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def disk_labels(project: Path, ref):
+    """The labels of slice ``ref`` as the project store on disk has them (read from this process)."""
+    from al_annotator.store import open_project
+
+    store = open_project(project)
+    try:
+        return store.read_slice(ref, "labels")
+    finally:
+        store.close()
+
+
+def make_phantom_project(project: Path, shape=(16, 64, 64), classes=("background", "bone", "implant", "degradation")):
+    from al_annotator import make_phantom
+    from al_annotator.store import create_project
+
+    create_project(str(project), make_phantom(shape, seed=3).image, classes=classes).close()
+
+
+class Widget:
+    """The rendered annotator in a page, with its slice-to-page coordinate mapping (a 64 px wide slice)."""
+
+    def __init__(self, page, project: Path, width: int = 64) -> None:
+        self.page, self.project, self.width = page, project, width
+        self.root = page.locator(".al-annotator").first
+        self.canvas = self.root.locator("canvas.al-canvas")
+
+    def data(self, key: str):
+        return self.root.get_attribute(f"data-{key}")
+
+    @property
+    def ref(self):
+        from al_annotator.types import SliceRef
+
+        return SliceRef(self.data("axis"), int(self.data("index")))
+
+    def page_xy(self, row: float, col: float) -> tuple[float, float]:
+        """Page coordinates of slice pixel (row, col)'s centre in the fitted view."""
+        self.canvas.scroll_into_view_if_needed()
+        box = self.canvas.bounding_box()
+        zoom = box["width"] / self.width
+        return box["x"] + (col + 0.5) * zoom, box["y"] + (row + 0.5) * zoom
+
+    def drag(self, row: int, c0: int, c1: int, steps: int = 30) -> None:
+        """A real mouse drag (trusted events) along a row of the slice."""
+        x0, y0 = self.page_xy(row, c0)
+        x1, _ = self.page_xy(row, c1)
+        self.page.mouse.move(x0, y0)
+        self.page.mouse.down()
+        for i in range(1, steps + 1):
+            self.page.mouse.move(x0 + (x1 - x0) * i / steps, y0)
+        self.page.mouse.up()
+
+
+def paint_and_check_stroke(widget: Widget, *, value: int = 3, row: int = 20, c0: int = 10, c1: int = 40,
+                           brush: float = 5.0, timeout: float = 60.0):
+    """Pick class ``value`` with its key, drag along ``row`` from ``c0`` to ``c1``, and check the store on disk.
+
+    Passes only when the stroke went browser -> kernel -> store: the pixels under the mouse path
+    hold ``value``, nothing lies outside the brush (plus 1 px for integer mouse positions), no other
+    class was written, and the neighbouring slice is untouched. Returns the slice's labels.
+    """
+    import numpy as np
+    from al_annotator.types import SliceRef
+
+    ref = widget.ref
+    widget.canvas.click(position={"x": 2, "y": 2}, button="right")  # focus the widget without painting
+    widget.page.keyboard.press(str(value))
+    wait_until(lambda: widget.data("active-class") == str(value), 30, f"the {value} key to pick class {value}")
+    widget.drag(row, c0, c1)
+
+    def painted():
+        labels = disk_labels(widget.project, ref)
+        return [labels] if labels.any() else None
+
+    (lab,) = wait_until(painted, timeout, "the stroke on disk")
+    rows, cols = np.nonzero(lab)
+    assert set(np.unique(lab[rows, cols]).tolist()) == {value}
+    assert (lab[row, c0:c1 + 1] == value).all(), lab[row]
+    dist = np.hypot(np.clip(cols + 0.5, c0 + 0.5, c1 + 0.5) - (cols + 0.5), rows + 0.5 - (row + 0.5))
+    assert dist.max() <= brush / 2 + 1.0, (rows, cols)
+    other = SliceRef(ref.axis, ref.index - 1 if ref.index > 0 else ref.index + 1)
+    assert disk_labels(widget.project, other).max() == 0
+    # the kernel acknowledged the stroke: nothing is pending in the browser
+    wait_until(lambda: widget.data("pending") == "0", 30, "the browser to drop its pending stroke")
+    return lab
+
+
+def widget_errors(page) -> list[str]:
+    """Collect page errors and console errors that come from the widget (not from the host app).
+
+    The host apps log their own noise (Notebook 7's core, and in Voila the JupyterLab extensions
+    that need JupyterLab's document manager, al-annotator's launcher extension among them:
+    ``labextensions/al-annotator/static/remoteEntry``); the widget's module is an anywidget ESM.
+    """
+    errors: list[str] = []
+
+    def keep(text: str) -> None:
+        low = text.lower()
+        if "remoteentry" in low or "shared module" in low or "failed to create module" in low:
+            return
+        if "anywidget" in low or "al-annotator" in low or "al_annotator" in low or "blob:" in low:
+            errors.append(text)
+
+    page.on("pageerror", lambda e: keep(f"{e}\n{e.stack or ''}"))
+    page.on("console", lambda m: m.type == "error" and keep(m.text))
+    return errors
+
+
 @pytest.fixture(scope="session")
 def e2e_tools():
     """Helpers for the tests (a fixture, because tests/zz_e2e is not a package to import from)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(artifacts_dir=artifacts_dir, open_and_run=open_and_run, write_notebook=write_notebook)
+    return SimpleNamespace(artifacts_dir=artifacts_dir, open_and_run=open_and_run, write_notebook=write_notebook,
+                           open_and_run_notebook7=open_and_run_notebook7, wait_until=wait_until,
+                           disk_labels=disk_labels, make_phantom_project=make_phantom_project, Widget=Widget,
+                           paint_and_check_stroke=paint_and_check_stroke, widget_errors=widget_errors)
