@@ -11,8 +11,9 @@ Three parts, each in a fresh process (clean memory figures, no napari state carr
   the GUI thread gets (the longest pause), including when new model versions land and the
   prediction/uncertainty layers and the suggestion queue reload.
 * ``big``: a 1024^3 uint8 project (written slab-wise from a synthetic volume, ~1 GB on disk,
-  deleted afterwards); time and memory to open it in the dock, time to show a z, y and x slice,
-  and stroke latency there.
+  deleted afterwards); time and memory to open it in the dock, time to show a z, y and x slice
+  (``go_to`` alone, and as Next does it: planes read on the commit thread first), and stroke
+  latency there.
 
 Needs a display: run under ``xvfb-run -a`` (or it starts Xvfb through pyvirtualdisplay when installed)::
 
@@ -295,8 +296,10 @@ def part_trainer(args) -> dict:
             widget.mark_annotated()
             QTimer.singleShot(300, timed(actions, "next suggestion", next_slice))
 
-        def next_slice():
-            if widget.next_suggestion() is None:
+        def next_slice():  # Next: picked and read on the commit thread; shown in "next suggestion done"
+            if widget._queue:
+                widget.next_suggestion()
+            else:
                 widget.go_to(SliceRef("z", int(rng.integers(0, 64))))
 
         def paint():
@@ -413,7 +416,7 @@ def part_big(args) -> dict:
         t_suggest = time.perf_counter() - t
         late_cold = float((np.diff(beats) * 1e3 - 10).max()) if len(beats) > 1 else float("nan")
         slice_ms = {}
-        for axis in "zyx":
+        for axis in "zyx":  # go_to alone: napari reads the planes on the GUI thread
             times = []
             for k in range(3):
                 ref = SliceRef(axis, int(n * (0.3 + 0.2 * k)))
@@ -422,6 +425,23 @@ def part_big(args) -> dict:
                 settle()
                 times.append((time.perf_counter() - t) * 1e3)
             slice_ms[axis] = times
+        # as Next and a click in the suggestion table do it: the planes read on the commit thread, then
+        # go_to (GUI thread, planes from the layers' caches); other slices than above (no warm page cache)
+        shown_ms: dict[str, list[tuple[float, float]]] = {}
+        for axis in "zyx":
+            times = []
+            for k in range(3):
+                ref = SliceRef(axis, int(n * (0.35 + 0.2 * k)))
+                t = time.perf_counter()
+                widget._submit("show", widget._prefetch_job(ref))
+                while widget.busy:
+                    settle(0.002)
+                t_read = time.perf_counter() - t
+                t = time.perf_counter()
+                widget.go_to(ref)
+                settle()
+                times.append((t_read * 1e3, (time.perf_counter() - t) * 1e3))
+            shown_ms[axis] = times
         stroker = Stroker(viewer, widget)
         rng = np.random.default_rng(3)
         widget.layers["labels"].brush_size = 20
@@ -437,7 +457,7 @@ def part_big(args) -> dict:
             "n": n, "dtype": args.big_dtype, "create_s": t_create, "disk_gb": disk_gb, "open_s": t_open,
             "suggestions_s": t_suggest, "late_cold_start_max_ms": late_cold,
             "rss_before_mb": rss0, "rss_after_open_mb": rss1, "open_delta_mb": rss1 - rss0, "peak_mb": hwm2,
-            "rss_after_strokes_mb": rss2, "slice_ms": slice_ms,
+            "rss_after_strokes_mb": rss2, "slice_ms": slice_ms, "shown_ms": shown_ms,
             "commit_p50": pct(stroker.commit_ms, 50), "commit_p95": pct(stroker.commit_ms, 95), "dab_p95": pct(stroker.dab_ms, 95),
             "volume_gb": n**3 * np.dtype(args.big_dtype).itemsize / 1e9,
         }
@@ -533,7 +553,11 @@ def report(res: dict) -> str:
             f"| {b['open_s']:.1f} s | {b['suggestions_s']:.1f} s | {b['late_cold_start_max_ms']:.0f} ms | {b['open_delta_mb']:.0f} MB "
             f"| {b['peak_mb']:.0f} MB |",
             "",
-            f"Showing a slice (go_to + draw, image + labels planes read from 64^3 chunks), ms: {sl}. "
+            f"Showing a slice with `go_to` alone (napari reads the image + labels planes from 64^3 chunks on the GUI thread, then draws), ms: {sl}. "
+            + (("As Next and a click in the suggestion table show one (planes read on the commit thread, then `go_to` + draw on the GUI "
+                "thread from the layers' plane caches), read / GUI ms: "
+                + "; ".join(f"{a}: " + ", ".join(f"{r:.0f} / {g:.0f}" for r, g in b["shown_ms"][a]) for a in "zyx") + ". ")
+               if b.get("shown_ms") else "") +
             f"Strokes there (20-voxel brush): commit p50 {b['commit_p50']:.1f} ms, p95 {b['commit_p95']:.1f} ms; dab p95 {b['dab_p95']:.1f} ms. "
             "The cold start reads a sub-grid of at most 216 image chunks (`COLD_START_MAX_CHUNKS`), not whole slices." + _load(b),
             "",
@@ -545,7 +569,12 @@ def report(res: dict) -> str:
         "",
         "Design read from these figures: the Labels layer's data is a `StoreLabels` view of the zarr labels "
         "(no full-size copy; the volume is never read whole) whose writes go to a per-stroke buffer of 64^3 chunks; "
-        "the stroke reaches the store only through `Session.apply_edit` (logged, locked) when napari closes it, on one background commit thread, so the GUI thread never waits on the edit log's fsync.",
+        "the stroke reaches the store only through `Session.apply_edit` (logged, locked) when napari closes it, on one background commit thread, so the GUI thread never waits on the edit log's fsync. "
+        "Every layer's data wrapper keeps a few whole planes (`PlaneCache`); Next, a click in the suggestion table and the poll "
+        "(another process's labels, a new model version) read the planes about to be shown on the commit thread first, so "
+        "napari's slicing on the GUI thread reads no zarr chunk for them (`tests/test_napari.py` counts zarr reads on the GUI thread). "
+        "An axis change also holds napari's slider panel at its height (napari shows the new slider before hiding the old one: "
+        "two canvas resizes and redraws on the GUI thread otherwise).",
     ]
     return "\n".join(lines)
 

@@ -162,6 +162,50 @@ def test_store_labels_buffers_writes_and_reads_the_store():
     assert int(lab[1, 0, 0]) == 1  # reads come from the store
 
 
+def test_store_labels_plane_cache_follows_the_store_and_strokes():
+    """Cached whole planes are used only at the edit-log position they were read at; a committed
+    stroke is written into every cached plane it crosses; the stroke buffer is overlaid, never cached."""
+    from al_annotator.napari._arrays import PlaneCache, StoreLabels
+    from al_annotator.types import EditAtom
+
+    base = np.zeros((6, 70, 70), np.uint8)
+    seq = [0]
+    reads = []
+
+    class Counting(np.ndarray):
+        def __getitem__(self, key):
+            reads.append(key)
+            return np.ndarray.__getitem__(self, key)
+
+    store = base.view(Counting)
+    lab = StoreLabels(store, chunks=(4, 32, 32), token=lambda: seq[0])
+    z2 = (2, slice(None), slice(None))
+    y35 = (slice(None), 35, slice(None))
+    assert lab.prefetch(0, 2) and lab.prefetch(1, 35) and not lab.prefetch(0, 2)  # read once, then cached
+    reads.clear()
+    assert lab[z2].shape == (70, 70) and lab[(slice(None), slice(35, 36), slice(None))].shape == (6, 1, 70) and not reads
+    lab[2, 30:40, 30:40] = 3  # a dab: into the stroke buffer, shown on top of the cached planes
+    assert (lab[z2][30:40, 30:40] == 3).all() and (lab[y35][2, 30:40] == 3).all()
+    assert (lab.plane_cache.get(0, 2, 0) == 0).all()  # the cache holds the store only
+    lab.take_differences()  # the stroke goes to the store (as Session.apply_edit does) ...
+    base[2, 30:40, 30:40] = 3
+    atom = EditAtom(SliceRef("z", 2), np.ravel_multi_index(np.mgrid[30:40, 30:40].reshape(2, -1), (70, 70)), np.array([3], np.uint8))
+    seq[0] = 1
+    lab.apply_atoms([atom], 0, 1)  # ... and into the cached planes it crosses (the bridge does this)
+    reads.clear()
+    assert (lab[z2] == base[2]).all() and (lab[y35] == base[:, 35]).all() and not reads
+    base[2, 0, 0] = 4  # another writer: the store moves on without the cache seeing the edit
+    seq[0] = 2
+    assert int(lab[z2][0, 0]) == 4 and reads  # a stale token: read again, never shown stale
+    lab[1, 0, 0] = 2
+    lab.discard()  # a refused stroke never reaches the cached planes
+    assert int(lab[(1, slice(None), slice(None))][0, 0]) == 0
+    small = PlaneCache(max_bytes=3 * 70 * 70, max_planes=8)
+    for i in range(5):
+        small.put(0, i, 0, np.zeros((70, 70), np.uint8))
+    assert len(small) == 3 and small.get(0, 0, 0) is None and small.get(0, 4, 0) is not None
+
+
 def test_voxels_to_atoms_groups_by_the_sliced_axis():
     from al_annotator.napari._edits import voxels_to_atoms
 
@@ -177,22 +221,33 @@ def test_bridge_without_a_window(tmp_path, phantom):
     """napari's Labels layer (no viewer): paint -> disk, napari undo -> logged session undo, in-place writes too."""
     from napari.layers import Labels
 
-    from al_annotator.napari._arrays import StoreLabels
     from al_annotator.napari._bridge import LabelsBridge
+    from al_annotator.napari._layers import labels_array
 
     session = Session(tmp_path / "p", volume=phantom.image, classes=CLASSES, author="ana")
-    layer = Labels(StoreLabels(session.store.labels))
+    layer = Labels(labels_array(session.store))
     bridge = LabelsBridge(session, layer, current_slice=lambda: SliceRef("z", 10))
     committed = []
     bridge.stroke_committed.connect(committed.append)
     layer.brush_size = 5
+    for axis, index in ((0, 10), (1, 20), (2, 21)):  # planes through the stroke, cached before it
+        layer.data.prefetch(axis, index)
     layer.paint((10, 20, 20), 3)
     disk = _on_disk(tmp_path / "p")
+    for axis, index in ((0, 10), (1, 20), (2, 21)):  # the commit wrote the stroke into them
+        key = tuple(index if a == axis else slice(None) for a in range(3))
+        assert layer.data.plane_cache.has(axis, index, session.store._applied_seq)
+        assert np.array_equal(layer.data[key], disk[key])
     assert int((disk[10] == 3).sum()) == 21 and int((disk == 3).sum()) == 21  # a radius-2.5 disc, on z=10 only
     assert committed and committed[0][0].slice_ref == SliceRef("z", 10) and committed[0][0].seq is not None
     assert layer.data.pending == 0
     layer.undo()  # napari's Ctrl+Z binding calls this
-    assert int((_on_disk(tmp_path / "p") == 3).sum()) == 0
+    disk = _on_disk(tmp_path / "p")
+    assert int((disk == 3).sum()) == 0
+    for axis, index in ((0, 10), (1, 20), (2, 21)):  # the undo reached the cached planes too
+        key = tuple(index if a == axis else slice(None) for a in range(3))
+        assert layer.data.plane_cache.has(axis, index, session.store._applied_seq)
+        assert np.array_equal(layer.data[key], disk[key])
     records, _ = session.store.log.read_all()
     assert records[-1].meta.get("undo_of") == committed[0][0].seq
     layer.redo()
@@ -264,11 +319,12 @@ def test_sample_data_phantom_has_ground_truth():
 def test_dock_opens_a_project_with_lazy_layers_and_shows_strokes(dock, project, tmp_path):
     import zarr
 
-    from al_annotator.napari._arrays import StoreLabels
+    from al_annotator.napari._arrays import MappedArray, StoreLabels
 
     viewer, w = dock
     store = w.session.store
-    assert isinstance(w.layers["image"].data, zarr.Array)  # lazy: napari reads the displayed plane only
+    image = w.layers["image"].data  # lazy: napari reads the displayed plane only (a cached read-only view)
+    assert isinstance(image, MappedArray) and isinstance(image.base, zarr.Array) and not hasattr(image, "__setitem__")
     assert isinstance(w.layers["labels"].data, StoreLabels)
     assert tuple(w.layers["image"].contrast_limits) == pytest.approx(store.display_window)
     bone = np.array(w.layers["labels"].colormap.map(np.array([2]))).reshape(-1)[:3]
@@ -348,8 +404,8 @@ def test_suggestions_click_next_annotated_skip(dock, project, qtbot):
     assert w.reason_label.text().startswith(f"{axis}={index}")
     # Next, Annotated, Skip
     first = w._queue[0].ref
-    qtbot.mouseClick(w.next_button, Qt.LeftButton)
-    assert w.displayed_slice() == first
+    qtbot.mouseClick(w.next_button, Qt.LeftButton)  # picked and read on the commit thread, then shown
+    qtbot.waitUntil(lambda: w.displayed_slice() == first and not w.busy, timeout=10_000)
     w.layers["labels"].paint(tuple(first.index if i == first.axis_number else 5 for i in range(3)), 2)
     qtbot.mouseClick(w.annotated_button, Qt.LeftButton)  # committed on the commit thread
     qtbot.waitUntil(lambda: not w.busy, timeout=30_000)
@@ -515,6 +571,102 @@ def test_mark_annotated_runs_off_the_gui_thread_after_its_strokes(dock, project,
     records, _ = store.log.read_all()
     kinds = [(r.kind, r.meta.get("axis"), r.meta.get("index")) for r in records]
     assert kinds.index(("state", "z", 6)) > max(i for i, k in enumerate(kinds) if k[0] == "edit")
+
+
+@pytest.fixture
+def main_thread_reads(monkeypatch):
+    """Every zarr read made on the GUI (main) thread: ``(array path, key)``."""
+    import threading
+
+    import zarr
+
+    seen = []
+    getitem = zarr.Array.__getitem__
+
+    def counting(self, key):
+        if threading.current_thread() is threading.main_thread():
+            seen.append((self.path, key))
+        return getitem(self, key)
+
+    monkeypatch.setattr(zarr.Array, "__getitem__", counting)
+    return seen
+
+
+@pytest.mark.gui
+@pytest.mark.skipif("_skip_without_qt()", reason="needs a display for Qt")
+def test_showing_slices_reads_no_zarr_on_the_gui_thread(dock, project, qtbot, main_thread_reads):
+    """Next, a click in the suggestion table, a new model version and another process's edits: the
+    planes napari shows are read on the commit thread; the GUI thread reads no zarr chunk."""
+    from qtpy.QtCore import Qt
+
+    viewer, w = dock
+    writer = open_project(project)
+    pred = np.ones(SHAPE, np.uint8)
+    pred[:, :20] = 2
+    conf = np.full(SHAPE, 255, np.uint8)
+    conf[:, :, :10] = 51
+    image = np.asarray(writer.image[...])
+    w.layers["uncertainty"].visible = True  # all four layers shown
+    w.go_to(SliceRef("x", 30))
+    main_thread_reads.clear()
+    # a new model version: both model layers re-pointed at planes read off the GUI thread
+    _publish(writer, 1, pred, conf, [(SliceRef("y", 7), 0.9), (SliceRef("z", 4), 0.5), (SliceRef("x", 11), 0.2), (SliceRef("y", 12), 0.4)])
+    assert w.poll()["model"] and w.layers["prediction"].metadata["model_version"] == 1
+    assert main_thread_reads == [], main_thread_reads
+    assert w.layers["prediction"].get_value((3, 5, 30), world=True) == 2
+    assert w.layers["uncertainty"].get_value((3, 30, 30), world=True) == pytest.approx(0.0, abs=0.01)
+    # Next: the best suggestion, on another axis than the one shown; its planes are read before the dims move
+    target = w._queue[0].ref
+    w.go_to(SliceRef("z" if target.axis != "z" else "y", 3))
+    main_thread_reads.clear()
+    qtbot.mouseClick(w.next_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: w.displayed_slice() == target and not w.busy, timeout=10_000)
+    assert main_thread_reads == [], main_thread_reads
+    point = tuple(target.index if a == target.axis_number else 3 for a in range(3))
+    assert w.layers["prediction"].get_value(point, world=True) == pred[point]
+    assert w.layers["uncertainty"].get_value(point, world=True) == pytest.approx(1 - conf[point] / 255, abs=0.01)
+    assert w.layers["image"].get_value(point, world=True) == image[point]
+    # a click in the table, on another axis again
+    row = next(r for r, item in enumerate(w._queue) if item.ref.axis != target.axis)
+    ref = w._queue[row].ref
+    qtbot.mouseClick(w.suggestion_table.viewport(), Qt.LeftButton, pos=w.suggestion_table.visualItemRect(w.suggestion_table.item(row, 1)).center())
+    qtbot.waitUntil(lambda: w.displayed_slice() == ref and not w.busy, timeout=10_000)
+    assert main_thread_reads == [], main_thread_reads
+    # another process paints the shown slice: read on the commit thread by the poll, then refreshed
+    other = open_project(project, author="ben")
+    other.paint(ref, np.arange(SHAPE[2] if ref.axis != "x" else SHAPE[1]), "degradation")  # the first row of the slice
+    main_thread_reads.clear()  # (that process's own reads)
+    w.poll()
+    assert main_thread_reads == [], main_thread_reads
+    point = tuple(ref.index if a == ref.axis_number else 0 if a == min(d for d in range(3) if d != ref.axis_number) else 5 for a in range(3))
+    assert w.layers["labels"].get_value(point, world=True) == 4
+
+
+@pytest.mark.gui
+@pytest.mark.skipif("_skip_without_qt()", reason="needs a display for Qt")
+def test_cached_label_planes_show_every_saved_stroke(dock, project, qtbot, main_thread_reads):
+    """A plane cached before a stroke shows the stroke once it is saved (on every axis it crosses),
+    and what napari shows equals the store."""
+    viewer, w = dock
+    layer = w.layers["labels"]
+    for ref in (SliceRef("y", 20), SliceRef("x", 24), SliceRef("z", 10)):  # cache the three planes
+        w.go_to(ref)
+    w.select_label(3)
+    layer.brush_size = 5
+    seen = []
+    w.bridge.stroke_committed.connect(seen.append)
+    _drag(layer, viewer, [(10, 18, 24), (10, 20, 24), (10, 22, 24)])
+    qtbot.waitUntil(lambda: bool(seen) and not w.busy, timeout=30_000)
+    disk = _on_disk(project)
+    main_thread_reads.clear()
+    for ref in (SliceRef("y", 20), SliceRef("x", 24), SliceRef("z", 10)):
+        w.go_to(ref)
+        layer.refresh()
+        shown = np.asarray(layer._slice.image.raw)
+        assert np.array_equal(shown, disk[ref.selection()]), ref
+    assert int((disk == 3).sum()) > 10
+    assert [r for r in main_thread_reads if r[0] == "labels"] == []  # all from the (updated) cache
+
 
 
 @pytest.mark.gui

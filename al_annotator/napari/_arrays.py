@@ -10,16 +10,27 @@ stroke to the session and the buffer is dropped, so reads come from the store ag
 
 No Qt or napari import here: the wrappers are plain array-likes (shape, dtype, ndim,
 ``__getitem__``, ``__setitem__``, ``__array__``).
+
+Plane cache: napari asks a layer for one whole plane at a time (``data[(i, :, :)]``, or
+``data[(:, i:i+1, :)]`` for images) on the GUI thread. Each wrapper keeps the last few planes
+(:class:`PlaneCache`, bounded in bytes) so that the dock can read the planes it is about to show
+on its background thread (:meth:`MappedArray.prefetch`, :meth:`StoreLabels.prefetch`) and napari's
+slicing on the GUI thread then finds them in memory instead of reading zarr chunks there. A
+cached plane carries a *token* (the store's edit-log position for labels, a constant for the
+image and a model version's outputs, which never change); an entry whose token is not the
+current one is never returned.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
+from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["StoreLabels", "MappedArray", "ZerosArray", "read_only"]
+__all__ = ["StoreLabels", "MappedArray", "ZerosArray", "PlaneCache", "plane_of", "read_only"]
 
 
 class _ArrayLike:
@@ -44,6 +55,111 @@ class _ArrayLike:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
+def plane_of(key: Any, shape: Sequence[int]) -> tuple[int, int, bool] | None:
+    """``(axis, index, keepdims)`` when ``key`` asks for one whole plane of an array of ``shape``, else ``None``.
+
+    napari's 2D slicing asks for ``(i, :, :)`` (labels) or ``(i:i+1, :, :)`` (images, ``keepdims``).
+
+    Examples
+    --------
+    >>> plane_of((slice(None), 4, slice(None)), (8, 8, 8)), plane_of((slice(2, 3), slice(None), slice(0, 8)), (8, 8, 8))
+    ((1, 4, False), (0, 2, True))
+    >>> plane_of((1, 2, slice(None)), (8, 8, 8)) is None, plane_of((slice(0, 4), slice(None), slice(None)), (8, 8, 8)) is None
+    (True, True)
+    """
+    if not isinstance(key, tuple) or len(key) != len(shape) or len(shape) < 2:
+        return None
+    found: tuple[int, int, bool] | None = None
+    for axis, (k, n) in enumerate(zip(key, shape)):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if (start, stop, step) == (0, n, 1):
+                continue
+            if step != 1 or stop - start != 1 or found is not None:
+                return None
+            found = (axis, start, True)
+        elif isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
+            if found is not None or not -n <= int(k) < n:
+                return None
+            found = (axis, int(k) % n, False)
+        else:
+            return None
+    return found
+
+
+def _plane_key(axis: int, index: int, ndim: int) -> tuple:
+    key: list[Any] = [slice(None)] * ndim
+    key[axis] = index
+    return tuple(key)
+
+
+class PlaneCache:
+    """The last few whole planes of one array, each with the token it was read at (thread-safe).
+
+    Bounded by ``max_bytes`` and ``max_planes`` (least recently used dropped first). ``get``
+    returns a copy (napari patches the labels plane it holds in place while painting).
+
+    Examples
+    --------
+    >>> c = PlaneCache(max_planes=2)
+    >>> c.put(0, 3, "t1", np.zeros((2, 2)))
+    >>> c.get(0, 3, "t1").shape, c.get(0, 3, "t2"), c.get(1, 3, "t1")
+    ((2, 2), None, None)
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20, max_planes: int = 12) -> None:
+        self.max_bytes = int(max_bytes)
+        self.max_planes = int(max_planes)
+        self.lock = threading.RLock()
+        self._planes: OrderedDict[tuple[int, int], tuple[Any, np.ndarray]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._planes)
+
+    def has(self, axis: int, index: int, token: Any) -> bool:
+        with self.lock:
+            entry = self._planes.get((axis, index))
+            return entry is not None and entry[0] == token
+
+    def get(self, axis: int, index: int, token: Any) -> np.ndarray | None:
+        with self.lock:
+            entry = self._planes.get((axis, index))
+            if entry is None or entry[0] != token:
+                self.misses += 1
+                return None
+            self._planes.move_to_end((axis, index))
+            self.hits += 1
+            return entry[1].copy()
+
+    def put(self, axis: int, index: int, token: Any, plane: np.ndarray) -> None:
+        if plane.nbytes > self.max_bytes:
+            return
+        with self.lock:
+            self._planes[(axis, index)] = (token, plane)
+            self._planes.move_to_end((axis, index))
+            total = sum(p.nbytes for _, p in self._planes.values())
+            while self._planes and (len(self._planes) > self.max_planes or total > self.max_bytes):
+                _, (_, dropped) = self._planes.popitem(last=False)
+                total -= dropped.nbytes
+
+    def entries(self) -> list[tuple[int, int, Any, np.ndarray]]:
+        """``(axis, index, token, plane)`` of every entry (call with :attr:`lock` held to modify planes)."""
+        with self.lock:
+            return [(a, i, t, p) for (a, i), (t, p) in self._planes.items()]
+
+    def retag(self, axis: int, index: int, token: Any) -> None:
+        with self.lock:
+            entry = self._planes.get((axis, index))
+            if entry is not None:
+                self._planes[(axis, index)] = (token, entry[1])
+
+    def clear(self) -> None:
+        with self.lock:
+            self._planes.clear()
+
+
 def _is_index_array(k: Any) -> bool:
     return isinstance(k, (np.ndarray, list)) and not isinstance(k, (bool, np.bool_))
 
@@ -66,6 +182,13 @@ class StoreLabels(_ArrayLike):
     on_write
         Called with no argument after every write into the stroke buffer (the bridge decides
         whether the write belongs to an open stroke or must be sent to the session now).
+    token
+        Returns the store's current edit-log position (``ProjectStore`` applied seq). Given: whole
+        planes are cached (:class:`PlaneCache`) and a cached plane is used only while the token
+        it was read (or last updated) at is the current one. The cache holds the store's labels,
+        never the stroke buffer (overlaid on every read), so a refused stroke never sticks; the
+        bridge writes each committed stroke into the cached planes (:meth:`apply_atoms`). Not
+        given: no cache, every read goes to the store.
 
     Examples
     --------
@@ -80,7 +203,8 @@ class StoreLabels(_ArrayLike):
     ((3, 4), [3, 3, 3, 3])
     """
 
-    def __init__(self, labels: Any, *, chunks: Sequence[int] | None = None, on_write: Callable[[], None] | None = None) -> None:
+    def __init__(self, labels: Any, *, chunks: Sequence[int] | None = None, on_write: Callable[[], None] | None = None,
+                 token: Callable[[], Any] | None = None) -> None:
         self.base = labels
         self._shape = tuple(int(s) for s in labels.shape)
         self._dtype = np.dtype(labels.dtype)
@@ -88,6 +212,8 @@ class StoreLabels(_ArrayLike):
         self._chunks = tuple(max(1, min(int(c), s)) for c, s in zip(ch, self._shape))
         self._dirty: dict[tuple[int, ...], np.ndarray] = {}
         self.on_write = on_write
+        self.token = token
+        self.plane_cache: PlaneCache | None = PlaneCache() if token is not None else None
 
     # ------------------------------------------------------------------ array protocol
     @property
@@ -208,6 +334,10 @@ class StoreLabels(_ArrayLike):
             if not -n <= int(key) < n:
                 raise IndexError(f"index {int(key)} is out of bounds for an axis of length {n}")
             return _LazyPlane(self, int(key) % n)
+        if self.plane_cache is not None:
+            plane = plane_of(key, self._shape)
+            if plane is not None:
+                return self._cached_plane(*plane)
         bbox, local = self._plan(key)
         if not self._dirty and not any(_is_index_array(k) for k in local):
             # Nothing buffered: let zarr read exactly what was asked (the common, fast path).
@@ -230,6 +360,54 @@ class StoreLabels(_ArrayLike):
             self._dirty[cidx][in_chunk] = region[in_box]
         if self.on_write is not None:
             self.on_write()
+
+    # ------------------------------------------------------------------ plane cache
+    def _read_plane(self, axis: int, index: int) -> np.ndarray:
+        return np.array(self.base[_plane_key(axis, index, self.ndim)], dtype=self._dtype, copy=True)
+
+    def _cached_plane(self, axis: int, index: int, keepdims: bool) -> np.ndarray:
+        """A whole plane: from the cache when it is current (else read and cached), stroke buffer on top."""
+        cache = self.plane_cache
+        token = self.token()
+        plane = cache.get(axis, index, token)
+        if plane is None:
+            plane = self._read_plane(axis, index)
+            cache.put(axis, index, token, plane.copy())  # the token read before the store: never newer than the data
+        for cidx, block in self._dirty.items():
+            cbox = self._chunk_box(cidx)
+            if cbox[axis].start <= index < cbox[axis].stop:
+                inner = tuple(slice(None) if d != axis else index - cbox[axis].start for d in range(self.ndim))
+                plane[tuple(c for d, c in enumerate(cbox) if d != axis)] = block[inner]
+        return np.expand_dims(plane, axis) if keepdims else plane
+
+    def prefetch(self, axis: int, index: int) -> bool:
+        """Read plane ``index`` of ``axis`` into the cache unless it is there (any thread; reads the
+        store only, never the stroke buffer). Returns whether the store was read."""
+        if self.plane_cache is None:
+            return False
+        token = self.token()
+        if self.plane_cache.has(axis, index, token):
+            return False
+        self.plane_cache.put(axis, index, token, self._read_plane(axis, index))
+        return True
+
+    def apply_atoms(self, atoms: Sequence[Any], before: Any, after: Any) -> None:
+        """Bring cached planes read at token ``before`` to ``after`` by writing ``atoms`` (the edits
+        applied in between, in order) into them; planes at other tokens stay stale (read again)."""
+        cache = self.plane_cache
+        if cache is None:
+            return
+        with cache.lock:
+            entries = [e for e in cache.entries() if e[2] == before]
+            for axis, index, _, plane in entries:
+                for atom in atoms:
+                    _write_atom(plane, axis, index, atom, self._shape)
+                cache.retag(axis, index, after)
+
+    def invalidate(self) -> None:
+        """Forget every cached plane (the next read of each goes to the store)."""
+        if self.plane_cache is not None:
+            self.plane_cache.clear()
 
     # ------------------------------------------------------------------ stroke buffer
     def take_differences(self) -> tuple[np.ndarray, np.ndarray]:
@@ -257,10 +435,33 @@ class StoreLabels(_ArrayLike):
         self._dirty.clear()
 
 
-class _LazyPlane(_ArrayLike):
-    """``labels[i]`` of a :class:`StoreLabels`, read only when its values are asked for."""
+def _write_atom(plane: np.ndarray, axis: int, index: int, atom: Any, shape: Sequence[int]) -> None:
+    """Write an :class:`~al_annotator.types.EditAtom`'s new values into plane ``index`` of ``axis``."""
+    ref = atom.slice_ref
+    a = ref.axis_number
+    idx = np.asarray(atom.indices, np.int64).reshape(-1)
+    new = np.asarray(atom.new_values).reshape(-1)
+    if idx.size == 0:
+        return
+    if new.size == 1 and idx.size != 1:
+        new = np.broadcast_to(new, idx.shape)
+    if a == axis:
+        if ref.index == index:
+            plane.reshape(-1)[idx] = new
+        return
+    others = [d for d in range(len(shape)) if d != a]
+    rows, cols = np.unravel_index(idx, tuple(shape[d] for d in others))
+    coords = {a: np.full(idx.shape, ref.index), others[0]: rows, others[1]: cols}
+    sel = coords[axis] == index
+    if sel.any():
+        rest = [d for d in range(len(shape)) if d != axis]
+        plane[coords[rest[0]][sel], coords[rest[1]][sel]] = new[sel]
 
-    def __init__(self, parent: StoreLabels, index: int) -> None:
+
+class _LazyPlane(_ArrayLike):
+    """``data[i]`` of a :class:`StoreLabels` or :class:`MappedArray`, read only when its values are asked for."""
+
+    def __init__(self, parent: Any, index: int) -> None:
         self.parent = parent
         self.index = index
 
@@ -293,10 +494,12 @@ class MappedArray(_ArrayLike):
     ((2, 3, 3), 0.0)
     """
 
-    def __init__(self, base: Any, func: Callable[[np.ndarray], np.ndarray], dtype: Any) -> None:
+    def __init__(self, base: Any, func: Callable[[np.ndarray], np.ndarray], dtype: Any, *, cache: bool = True) -> None:
         self.base = base
         self.func = func
         self._dtype = np.dtype(dtype)
+        #: Whole planes read so far (the base never changes: a store's image, a model version's outputs).
+        self.plane_cache: PlaneCache | None = PlaneCache() if cache else None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -306,8 +509,34 @@ class MappedArray(_ArrayLike):
     def dtype(self) -> np.dtype:
         return self._dtype
 
-    def __getitem__(self, key: Any) -> np.ndarray:
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)) and self.ndim > 1:
+            # napari's Labels layer asks ``data[0]`` when data is set (a dtype check): no plane read for that
+            n = self.shape[0]
+            if not -n <= int(key) < n:
+                raise IndexError(f"index {int(key)} is out of bounds for an axis of length {n}")
+            return _LazyPlane(self, int(key) % n)
+        if self.plane_cache is not None:
+            found = plane_of(key, self.shape)
+            if found is not None:
+                axis, index, keepdims = found
+                plane = self.plane_cache.get(axis, index, 0)
+                if plane is None:
+                    plane = self._read_plane(axis, index)
+                    self.plane_cache.put(axis, index, 0, plane.copy())
+                return np.expand_dims(plane, axis) if keepdims else plane
         return np.asarray(self.func(np.asarray(self.base[key])), dtype=self._dtype)
+
+    def _read_plane(self, axis: int, index: int) -> np.ndarray:
+        return np.array(self.func(np.asarray(self.base[_plane_key(axis, index, self.ndim)])), dtype=self._dtype, copy=True)
+
+    def prefetch(self, axis: int, index: int) -> bool:
+        """Read plane ``index`` of ``axis`` into the cache unless it is there (any thread).
+        Returns whether the base was read."""
+        if self.plane_cache is None or self.plane_cache.has(axis, index, 0):
+            return False
+        self.plane_cache.put(axis, index, 0, self._read_plane(axis, index))
+        return True
 
 
 class ZerosArray(_ArrayLike):
@@ -331,5 +560,5 @@ class ZerosArray(_ArrayLike):
 
 
 def read_only(array: Any) -> MappedArray:
-    """A lazy read-only view (no ``__setitem__``): napari cannot paint into model outputs."""
+    """A lazy read-only view (no ``__setitem__``) with a plane cache: napari cannot paint into model outputs."""
     return MappedArray(array, np.asarray, array.dtype)

@@ -225,12 +225,26 @@ class LabelsBridge:
 
     def _apply(self, atoms: list[EditAtom]) -> tuple[list[EditAtom], AlAnnotatorError | None]:
         done: list[EditAtom] = []
+        token = self.data.token
+        before = token() if token is not None else None
         try:
             for atom in atoms:
                 done.append(self.session.apply_edit(atom))
         except AlAnnotatorError as exc:
             return done, exc
+        finally:
+            if done and isinstance(before, int):
+                self._update_cached_planes(done, before)
         return done, None
+
+    def _update_cached_planes(self, done: list[EditAtom], before: int) -> None:
+        """Write applied edits into the layer's cached planes read at edit-log position ``before``,
+        unless other records came in between (another process's edits caught up with on the way:
+        those planes are then read again)."""
+        seqs = [a.seq for a in done]
+        after = self.data.token()
+        if seqs == list(range(before + 1, before + 1 + len(done))) and after == seqs[-1]:
+            self.data.apply_atoms(done, before, after)
 
     def _apply_job(self, job: _Job) -> tuple[list[EditAtom], AlAnnotatorError | None]:  # commit thread
         result = self._apply(job.atoms)
@@ -291,6 +305,8 @@ class LabelsBridge:
         self.flush()
         n = source.pop() if source else 1
         done: list[EditAtom] = []
+        token = self.data.token
+        before = token() if token is not None else None
         self._busy = True
         try:
             for _ in range(n):
@@ -300,6 +316,8 @@ class LabelsBridge:
                 done.append(atom)
         finally:
             self._busy = False
+            if done and isinstance(before, int):
+                self._update_cached_planes(done, before)
         if done:
             target.append(len(done))
             self.data.discard()

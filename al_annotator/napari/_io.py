@@ -88,7 +88,7 @@ def read_project(path: Any) -> LayerData:
 
     store = open_project(path)
     name = Path(path).name
-    labels = MappedArray(store.labels, lambda a: a, np.uint8)  # read-only: edits must go through a Session
+    labels = MappedArray(store.labels, lambda a: a, np.uint8, cache=False)  # read-only: edits must go through a Session
     return [
         (store.image, image_layer_kwargs(store, name), "image"),
         (labels, {"name": layer_names(name)["labels"], "scale": tuple(store.config.spacing), "axis_labels": AXES,

@@ -1,9 +1,11 @@
 """What a project looks like as napari layers: lazy image, store-backed labels, model outputs.
 
-Layer data are lazy: the image layer is the store's zarr array (napari reads the displayed plane
-only; contrast limits come from ``project.json``'s display window, so no pass over the volume),
-the labels layer is a :class:`StoreLabels` over the zarr labels, the prediction is the model
-version's zarr array and the uncertainty map a :class:`MappedArray` ``1 - confidence``.
+Layer data are lazy: the image layer is a read-only view of the store's zarr array (napari reads
+the displayed plane only; contrast limits come from ``project.json``'s display window, so no pass
+over the volume), the labels layer is a :class:`StoreLabels` over the zarr labels, the prediction
+a read-only view of the model version's zarr array and the uncertainty map a
+:class:`MappedArray` ``1 - confidence``. Each keeps a small plane cache that the dock fills on its
+background thread before it shows a slice (:func:`prefetch_planes`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ __all__ = [
     "model_arrays",
     "uncertainty_array",
     "layer_names",
+    "labels_token",
+    "prefetch_planes",
 ]
 
 TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
@@ -70,8 +74,27 @@ def image_layer_kwargs(store: Any, name: str) -> dict[str, Any]:
     }
 
 
+def labels_token(store: Any) -> Any:
+    """The store's edit-log position: it changes with every edit this process applies or catches up with
+    (a fresh object, which matches no cached plane, where a store has none)."""
+    token = getattr(store, "_applied_seq", None)
+    return object() if token is None else token
+
+
 def labels_array(store: Any) -> StoreLabels:
-    return StoreLabels(store.labels)
+    """The labels layer's data: the store's labels, whole planes cached per edit-log position."""
+    return StoreLabels(store.labels, token=lambda: labels_token(store))
+
+
+def prefetch_planes(arrays: Any, axis: int, index: int) -> int:
+    """Read plane ``index`` of ``axis`` of every array that has a plane cache (not the GUI thread:
+    napari's slicing then finds them in memory). Returns how many were read from disk."""
+    n = 0
+    for array in arrays:
+        fetch = getattr(array, "prefetch", None)
+        if fetch is not None and fetch(axis, index):
+            n += 1
+    return n
 
 
 def uncertainty_array(confidence: Any) -> MappedArray:

@@ -10,6 +10,12 @@ files (a stroke's commit, :meth:`Session.poll` on the ``QTimer``, committing a s
 suggestions) runs on the bridge's one commit thread, in the order it was asked for; the session's
 signals from there are queued (``thread="main"``) and delivered on the GUI thread when the task's
 completion is posted back. ``benchmarks/bench_napari.py`` measures the longest GUI pause.
+
+Showing a slice reads zarr chunks (0.5-1 s for the planes of four layers at 1024^3). The layer
+data wrappers cache whole planes (``_arrays.PlaneCache``); before the dock moves napari's dims
+(Next, a click in the suggestion table) or refreshes a layer (labels another process edited, a new
+model version) the commit thread reads the planes about to be shown into those caches, and napari's
+slicing on the GUI thread then finds them in memory.
 """
 
 from __future__ import annotations
@@ -47,9 +53,18 @@ from qtpy.QtWidgets import (
 
 from ..errors import AlAnnotatorError
 from ..types import AXES, SliceRef
-from ._arrays import StoreLabels, ZerosArray, read_only
+from ._arrays import ZerosArray, read_only
 from ._bridge import LabelsBridge, finish_in_order, take_once
-from ._layers import class_colormap, image_layer_kwargs, layer_names, model_arrays, uncertainty_array
+from ._layers import (
+    class_colormap,
+    image_layer_kwargs,
+    labels_array,
+    labels_token,
+    layer_names,
+    model_arrays,
+    prefetch_planes,
+    uncertainty_array,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -131,6 +146,7 @@ class AnnotatorWidget(QWidget):
         self._tasks: list[_Task] = []
         self._poll_task: _Task | None = None
         self._opened_models: dict[int, tuple[Any, Any]] = {}
+        self._qt_dims: Any = None
         #: Time :meth:`Session.poll` took on the commit thread (the GUI thread does not wait for it).
         self.poll_stats = {"n": 0, "max_s": 0.0, "total_s": 0.0}
         self._poster = _GuiThreadPoster()
@@ -377,10 +393,10 @@ class AnnotatorWidget(QWidget):
         name = Path(store.path).name if store.path else "project"
         names = layer_names(name)
         self.path_edit.setText(str(store.path or ""))
-        image = self.viewer.add_image(store.image, **image_layer_kwargs(store, name))
+        image = self.viewer.add_image(read_only(store.image), **image_layer_kwargs(store, name))
         pred_layer, unc_layer = self._add_model_layers(names)
         labels = self.viewer.add_labels(
-            StoreLabels(store.labels),
+            labels_array(store),
             name=names["labels"],
             scale=tuple(store.config.spacing),
             axis_labels=AXES,
@@ -556,20 +572,22 @@ class AnnotatorWidget(QWidget):
         opened = self._opened_models.pop(version, None)  # opened by the poll on the commit thread
         for older in [v for v in self._opened_models if v < version]:
             del self._opened_models[older]
-        pred, conf = opened if opened is not None else model_arrays(store, version)
+        if opened is None:
+            pred, conf = model_arrays(store, version)
+            opened = (read_only(pred) if pred is not None else None, uncertainty_array(conf) if conf is not None else None)
         if any(self.layers.get(k) not in self.viewer.layers for k in ("prediction", "uncertainty")):
             for k in ("prediction", "uncertainty"):  # the user deleted one: add both again
                 if self.layers.get(k) in self.viewer.layers:
                     self.viewer.layers.remove(self.layers[k])
             self.layers["prediction"], self.layers["uncertainty"] = self._add_model_layers(
                 layer_names(Path(store.path).name if store.path else "project"))
-        for key, array in (("prediction", pred), ("uncertainty", conf)):
-            if array is None:
+        for key, data in zip(("prediction", "uncertainty"), opened):
+            if data is None:
                 continue
             layer = self.layers[key]
             first = layer.metadata.get("model_version") is None
             if layer.metadata.get("model_version") != version:
-                layer.data = uncertainty_array(array) if key == "uncertainty" else read_only(array)
+                layer.data = data  # its displayed plane was read on the commit thread (poll)
                 layer.metadata["model_version"] = version
             if first and key == "prediction":
                 layer.visible = True  # the first model: show what it predicts
@@ -611,21 +629,58 @@ class AnnotatorWidget(QWidget):
         others = [extra + a for a in range(3) if a != ref.axis_number]
         order = tuple(range(extra)) + (axis, *others)
         changed_order = tuple(dims.order) != order
+        frozen = self._freeze_dims_height() if changed_order else None
         self._syncing = True
         try:
             if dims.ndisplay != 2:
                 dims.ndisplay = 2
-            if changed_order:
-                dims.order = order
             data_point = [0.0] * 3
             data_point[ref.axis_number] = float(ref.index)
             world = labels.data_to_world(data_point)
+            # the point first, then the axis: napari slices the target plane only (not the middle of
+            # the new axis on the way); the plane shown now is re-sliced from the layers' plane caches
             dims.set_point(axis, float(world[ref.axis_number]))
+            if changed_order:
+                dims.order = order
         finally:
             self._syncing = False
+            if frozen is not None:
+                frozen.setMaximumHeight(16777215)  # QWIDGETSIZE_MAX; napari keeps its own minimum
         if changed_order:
             self.viewer.reset_view()
         self._on_dims()
+
+    def _freeze_dims_height(self) -> Any:
+        """Hold napari's slider panel at its height while the sliced axis changes (returns it, or ``None``).
+
+        napari shows the new axis's slider before it hides the old one; the panel grows for a moment,
+        the canvas shrinks and grows back, and each resize redraws the canvas on the GUI thread (two
+        thirds of an axis change, ~100 ms on a software GL). The panel is found in the Qt widget
+        tree (plugins see the viewer through a proxy without napari's private attributes).
+        """
+        qt_dims = self._qt_dims
+        if qt_dims is None:
+            window = self.window()
+            found = [w for w in window.findChildren(QWidget) if type(w).__name__ == "QtDims"] if window is not self else []
+            if len(found) != 1:
+                return None
+            qt_dims = self._qt_dims = found[0]
+        try:
+            height = qt_dims.height()
+            if height <= 0 or not qt_dims.isVisible():
+                return None
+            qt_dims.setMaximumHeight(height)
+        except RuntimeError:  # the C++ widget was deleted (viewer closed)
+            self._qt_dims = None
+            return None
+        return qt_dims
+
+    def _prefetch_job(self, ref: SliceRef) -> Any:
+        """A commit-thread job that reads ``ref``'s planes of the shown layers into their plane
+        caches; built on the GUI thread."""
+        arrays = [layer.data for layer in self.layers.values() if layer is not None and layer.visible and layer in self.viewer.layers]
+        axis, index = ref.axis_number, int(ref.index)
+        return lambda: prefetch_planes(arrays, axis, index)
 
     def _on_dims(self, event: Any = None) -> None:
         if self._syncing or self.session is None:
@@ -665,7 +720,17 @@ class AnnotatorWidget(QWidget):
             self.bridge.flush()  # writes outside a stroke join the commit queue before the state
         ref = self.displayed_slice() or self.session.current
         session = self.session
-        self._submit("mark annotated", lambda: session.mark_annotated(ref))
+        labels = self.layers["labels"].data
+
+        def job() -> Any:  # commit thread
+            before = labels_token(session.store)
+            out = session.mark_annotated(ref)
+            after = labels_token(session.store)
+            if isinstance(before, int) and after == before + 1:
+                labels.apply_atoms([], before, after)  # a slice state, no label changed: cached planes stay valid
+            return out
+
+        self._submit("mark annotated", job)
         if wait:
             self.wait_idle()
 
@@ -699,11 +764,32 @@ class AnnotatorWidget(QWidget):
             return list(self._queue)
         return None
 
-    def next_suggestion(self) -> Any:
-        item = self.session.next_suggestion()
-        if item is None:
-            self._message("no suggestion left: press Refresh (or wait for the next model version)")
-        return item
+    def next_suggestion(self, *, wait: bool = False) -> Any:
+        """Go to the best suggestion not yet annotated.
+
+        On the commit thread (after the slice states asked for before it): the session picks the
+        slice and the planes of the shown layers are read there; the dims move on the GUI thread
+        when that is done, and napari finds the planes in the layers' caches. ``wait`` blocks until
+        then and returns the queue item (``None``: nothing left); without it, returns ``None``.
+        """
+        session = self.session
+        arrays = [layer.data for layer in self.layers.values() if layer is not None and layer.visible]
+
+        def job() -> Any:  # commit thread; session.slice_changed reaches the dock on the GUI thread
+            item = session.next_suggestion()
+            if item is not None:
+                prefetch_planes(arrays, item.ref.axis_number, int(item.ref.index))
+            return item
+
+        def done(item: Any, error: BaseException | None) -> None:
+            if item is None and error is None:
+                self._message("no suggestion left: press Refresh (or wait for the next model version)")
+
+        task = self._submit("next suggestion", job, done)
+        if wait:
+            self.wait_idle()
+            return task.future.result() if task.future.exception() is None else None
+        return None
 
     def skip(self) -> None:
         rows = self.suggestion_table.selectionModel().selectedRows() if self.suggestion_table.selectionModel() else []
@@ -714,7 +800,11 @@ class AnnotatorWidget(QWidget):
 
     def _suggestion_clicked(self, row: int, col: int = 0) -> None:
         if 0 <= row < len(self._queue):
-            self.session.goto(self._queue[row].ref)
+            ref = self._queue[row].ref
+            session = self.session
+            # the slice's planes are read on the commit thread; the dims move when they are in memory
+            self._submit("show suggestion", self._prefetch_job(ref),
+                         lambda _r, _e: session.goto(ref) if session is self.session else None)
 
     def _on_suggestions(self, items: list) -> None:
         self._queue = list(items)
@@ -845,13 +935,26 @@ class AnnotatorWidget(QWidget):
             session = self.session
             opened = self._opened_models
             stats = self.poll_stats
+            shown = self.displayed_slice()
+            labels = self.layers["labels"].data
+            unc = self.layers.get("uncertainty")
+            unc_visible = unc is not None and unc.visible
 
             def job() -> dict[str, bool]:  # commit thread
                 t0 = time.perf_counter()
                 changed = session.poll()
+                if changed["labels"] and shown is not None:
+                    # another process's edits: the shown plane is read here, the layer's refresh finds it
+                    labels.prefetch(shown.axis_number, int(shown.index))
                 if changed["model"] and session.model_version is not None:
-                    # open the new version's arrays here (zarr metadata reads), not in the GUI's handler
-                    opened[session.model_version] = model_arrays(session.store, session.model_version)
+                    # open the new version's arrays here (zarr metadata reads) and read the shown
+                    # planes (the layers are re-pointed on the GUI thread and find them in memory)
+                    pred, conf = model_arrays(session.store, session.model_version)
+                    arrays = (read_only(pred) if pred is not None else None, uncertainty_array(conf) if conf is not None else None)
+                    if shown is not None:
+                        prefetch_planes([a for a, show in zip(arrays, (True, unc_visible)) if a is not None and show],
+                                        shown.axis_number, int(shown.index))
+                    opened[session.model_version] = arrays
                 dt = time.perf_counter() - t0
                 stats["n"] += 1
                 stats["total_s"] += dt
