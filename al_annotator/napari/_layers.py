@@ -77,7 +77,7 @@ def image_layer_kwargs(store: Any, name: str) -> dict[str, Any]:
 def labels_token(store: Any) -> Any:
     """The store's edit-log position: it changes with every edit this process applies or catches up with
     (a fresh object, which matches no cached plane, where a store has none)."""
-    token = getattr(store, "_applied_seq", None)
+    token = getattr(store, "applied_seq", None)
     return object() if token is None else token
 
 

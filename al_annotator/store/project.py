@@ -157,6 +157,12 @@ class ProjectStore:
 
     # ------------------------------------------------------------------ facts
     @property
+    def applied_seq(self) -> int:
+        """The edit-log position the labels this object has read reflect (grows with every edit,
+        this process's or another's once caught up): a cache key for label planes."""
+        return self._applied_seq
+
+    @property
     def path(self) -> Path | None:
         return self.backend.root
 
