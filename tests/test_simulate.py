@@ -120,10 +120,11 @@ def test_scribble_run_on_three_axes_keeps_test_voxels_hidden(phantom_npz, tmp_pa
     path, _ = phantom_npz
     out = tmp_path / "o"
     rc = main(["simulate", "--volume", str(path), "--strategy", "coreset", "--budget", "4", "--per-round", "2", "--oracle", "scribble",
-               "--steps-per-round", "2", "--no-full", "--no-plot", "--out", str(out), *FAST])
+               "--steps-per-round", "2", "--no-full", "--no-plot", "--input-norm", "slice", "--lr", "3e-3", "--out", str(out), *FAST])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["axes"] == "zyx" and res["full_supervision"] is None
+    assert res["config"]["train_config"]["input_norm"] == "slice" and res["config"]["train_config"]["lr"] == 3e-3
     (run,) = res["runs"]
     assert run["revealed_test_voxels"] == 0
     last = run["rounds"][-1]
@@ -162,6 +163,7 @@ def test_labels_offset_for_zero_based_classes(tmp_path):
         (lambda d: {"image": d["image"], "labels": d["labels"]}, ["--oracle", "scribble", "--scribble-fraction", "2"], "scribble-fraction"),
         (lambda d: {"image": d["image"], "labels": d["labels"]}, ["--test-every", "1"], "--test-every"),
         (lambda d: {"image": d["image"], "labels": d["labels"] + 4}, ["--classes", "a,b,c,d"], "only 4 classes"),
+        (lambda d: {"image": d["image"], "labels": d["labels"]}, ["--input-norm", "volume"], "--input-norm"),
     ],
 )
 def test_bad_inputs_give_clear_errors(tmp_path, capsys, phantom_npz, make, extra, message):

@@ -169,3 +169,56 @@ def test_a_round_on_cuda_with_amp(phantom):
     assert next(model.parameters()).is_cuda and result.losses[-1] < result.losses[0]
     pred = predict_volume(store, model, axes="zyx", device=dev)
     assert np.isfinite(np.asarray(pred.probabilities)).all()
+
+
+def test_per_slice_input_norm():
+    from al_annotator.errors import InputError
+    from al_annotator.training.data import SLICE_MEAN, SLICE_STD, normalise
+
+    rng = np.random.default_rng(0)
+    block = rng.normal(100, 20, (3, 32, 32)).astype(np.float32)
+    block[1] += 40  # a brighter section
+    block[2] = 90.0  # a flat slice: not blown up
+    win = normalise(block, (0.0, 255.0))
+    assert win.dtype == np.float32 and abs(win[1].mean() - win[0].mean()) > 0.1
+    out = normalise(block, (0.0, 255.0), "slice")
+    assert out.dtype == np.float32 and out.shape == block.shape
+    for k in (0, 1):
+        assert abs(out[k].mean() - SLICE_MEAN) < 1e-4 and abs(out[k].std() - SLICE_STD) < 1e-3
+    assert np.allclose(out[2], SLICE_MEAN)
+    # per slice: a 2D slice normalises exactly as it does inside a block
+    assert np.allclose(normalise(block[1], (0.0, 255.0), "slice"), out[1], atol=1e-6)
+    with pytest.raises(ValueError):
+        normalise(block, (0.0, 255.0), "volume")
+    with pytest.raises(InputError, match="input_norm"):
+        TrainConfig(input_norm="volume")
+    assert TrainConfig().input_norm == "window" and TrainConfig.from_json(TrainConfig(input_norm="slice").to_json()).input_norm == "slice"
+
+
+def test_per_slice_input_norm_trains_and_predicts(phantom):
+    from al_annotator.models import create_model
+    from al_annotator.training.data import collect_labelled_slices
+    from al_annotator.training.fit import train_round
+    from al_annotator.training.predict import predict_volume
+
+    store = create_project(None, phantom.image, classes=phantom.classes)
+    paint_strokes(store, phantom.labels, SliceRef("z", 16), per_class=100, seed=1)
+    samples = collect_labelled_slices(store, "slice")
+    assert abs(float(samples[0].image.mean()) - 0.45) < 1e-3
+    cfg = TrainConfig(steps_per_round=3, crop=48, batch_size=2, input_norm="slice")
+    outs = []
+    for _ in range(2):  # deterministic under the seed
+        torch.manual_seed(0)
+        model = create_model("hrnet_w18_small", n_classes=4)
+        result, _ = train_round(model, samples, cfg, device=torch.device("cpu"), seed=5)
+        pred = predict_volume(store, model, axes="z", input_norm="slice")
+        outs.append((result.losses, np.asarray(pred.probabilities)))
+    assert outs[0][0] == outs[1][0] and np.array_equal(outs[0][1], outs[1][1])
+
+
+def test_worker_flags_for_the_recipe():
+    from al_annotator.training.worker import _parser, config_from_args
+
+    cfg = config_from_args(_parser().parse_args(["proj", "--lr", "3e-3", "--input-norm", "slice"]))
+    assert cfg.lr == 3e-3 and cfg.input_norm == "slice"
+    assert config_from_args(_parser().parse_args(["proj"])) == TrainConfig()

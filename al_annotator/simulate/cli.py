@@ -51,7 +51,9 @@ def register(sub: Any, command: Callable) -> None:
     p.add_argument("--steps-per-round", type=int, default=30, help="training steps per round, the same for every strategy (default 30)")
     p.add_argument("--crop", type=int, default=256, help="training crop size (default 256)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--input-norm", default="window",
+                   help="network input: the display window (default) or every slice standardised on its own mean and spread")
     p.add_argument("--model", default="hrnet_w18_small")
     p.add_argument("--mc-samples", type=int, default=8, help="MC-dropout samples when predicting for the bald strategy (default 8)")
     p.add_argument("--full-steps", type=int, help="steps of the full-supervision reference (default: rounds x steps-per-round)")
@@ -72,7 +74,7 @@ def config_from_args(args: argparse.Namespace):
     return SimulationConfig(
         strategies=strategies, budget=args.budget, per_round=args.per_round, seeds=args.seeds, seed_start=args.seed_start,
         oracle=args.oracle, scribble_fraction=args.scribble_fraction, axes=args.axes, test_every=args.test_every,
-        steps_per_round=args.steps_per_round, crop=args.crop, batch_size=args.batch_size, lr=args.lr, model=args.model,
+        steps_per_round=args.steps_per_round, crop=args.crop, batch_size=args.batch_size, lr=args.lr, input_norm=args.input_norm, model=args.model,
         mc_samples=args.mc_samples, full_supervision=not args.no_full, full_steps=args.full_steps, peer=args.peer,
         peer_max_samples=args.peer_max_samples, device=args.device, threads=args.threads,
     )

@@ -61,6 +61,7 @@ class SimulationConfig:
     crop: int = 256
     batch_size: int = 8
     lr: float = 1e-3
+    input_norm: str = "window"
     model: str = "hrnet_w18_small"
     mc_samples: int = 8
     full_supervision: bool = True
@@ -84,6 +85,8 @@ class SimulationConfig:
             raise InputError("the bald strategy needs MC-dropout samples: --mc-samples 2 or more")
         if self.full_steps is not None and self.full_steps < 1:
             raise InputError(f"--full-steps must be >= 1, got {self.full_steps}")
+        if self.input_norm not in ("window", "slice"):
+            raise InputError(f"--input-norm must be 'window' or 'slice', got {self.input_norm!r}")
         make_oracle(self.oracle, self.scribble_fraction)
 
 
@@ -103,7 +106,7 @@ def _train_config(cfg: SimulationConfig, axes: str, seed: int, steps: int, mc: i
 
     return TrainConfig(model=cfg.model, device=cfg.device, steps_per_round=steps, max_seconds_per_round=1e9,
                        batch_size=cfg.batch_size, crop=cfg.crop, lr=cfg.lr, axes=axes, mc_samples=mc, seed=seed,
-                       predict_batch=cfg.predict_batch, threads=cfg.threads)
+                       predict_batch=cfg.predict_batch, threads=cfg.threads, input_norm=cfg.input_norm)
 
 
 def _evaluate(probabilities: Any, gt: GroundTruth, test_mask: np.ndarray, revealed: np.ndarray | None) -> tuple[dict, dict | None]:
@@ -178,11 +181,11 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
             reveal(store, ctx.oracle, ref, gt.labels, ctx.test_mask, revealed, seed)
             done.append(ref)
         oracle_seconds = time.perf_counter() - t0
-        samples = collect_labelled_slices(store)
+        samples = collect_labelled_slices(store, cfg.input_norm)
         result, optimizer = train_round(model, samples, tcfg, device=device, optimizer=optimizer, seed=seed * 1000 + r)
         t0 = time.perf_counter()
         pred = predict_volume(store, model, axes=ctx.axes, device=device, batch_size=cfg.predict_batch, tile=tcfg.tile,
-                              mc_samples=mc, seed=r, model_version=r)
+                              mc_samples=mc, seed=r, model_version=r, input_norm=cfg.input_norm)
         predict_seconds = time.perf_counter() - t0
         test, unrev = _evaluate(pred.probabilities, gt, ctx.test_mask, revealed)
         nvox = int(revealed.sum())
@@ -245,12 +248,13 @@ def _full_supervision(ctx: _Context, seed: int, model: Any, init_state: dict, de
         target = np.asarray(gt.labels[sel]).astype(np.int64) - 1
         target[np.asarray(ctx.test_mask[sel])] = -1
         revealed[sel] |= ~np.asarray(ctx.test_mask[sel])
-        samples.append(LabelledSlice(ref, normalise(np.asarray(gt.image[sel]), ctx.window), target, "annotated"))
+        samples.append(LabelledSlice(ref, normalise(np.asarray(gt.image[sel]), ctx.window, ctx.cfg.input_norm), target, "annotated"))
     model.load_state_dict(init_state)
     tcfg = _train_config(ctx.cfg, ctx.axes, seed, steps, 0)
     result, _ = train_round(model, samples, tcfg, device=device, seed=seed * 1000 + 999)
     t0 = time.perf_counter()
-    pred = predict_volume(ctx.base_store, model, axes=ctx.axes, device=device, batch_size=ctx.cfg.predict_batch, tile=tcfg.tile)
+    pred = predict_volume(ctx.base_store, model, axes=ctx.axes, device=device, batch_size=ctx.cfg.predict_batch, tile=tcfg.tile,
+                          input_norm=ctx.cfg.input_norm)
     predict_seconds = time.perf_counter() - t0
     test, _ = _evaluate(pred.probabilities, gt, ctx.test_mask, None)
     nvox = int(revealed.sum())

@@ -33,6 +33,10 @@ class TrainConfig:
         MC-dropout samples for BALD scores (0 = no BALD; each sample costs one classifier pass).
     pretrained
         Optional local weights file (ImageNet HRNet or an earlier project checkpoint).
+    input_norm
+        ``"window"``: the display window mapped to [0, 1]; ``"slice"``: then every slice
+        standardised on its own mean and spread (for stacks whose sections differ in brightness,
+        such as serial-section EM; see ``al_annotator.training.data.normalise``).
     """
 
     model: str | None = None
@@ -56,6 +60,7 @@ class TrainConfig:
     threads: int | None = None
     amp: bool = True
     pretrained: str | None = None
+    input_norm: str = "window"
 
     def __post_init__(self) -> None:
         for name in ("steps_per_round", "batch_size", "crop", "predict_batch", "keep_versions", "val_every"):
@@ -68,6 +73,8 @@ class TrainConfig:
             raise InputError(f"axes must be a non-empty combination of z, y, x such as 'zyx' or 'z', got {self.axes!r}")
         if self.mc_samples < 0:
             raise InputError(f"mc_samples must be >= 0, got {self.mc_samples}")
+        if self.input_norm not in ("window", "slice"):
+            raise InputError(f"input_norm must be 'window' or 'slice', got {self.input_norm!r}")
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
             raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}")
 

@@ -18,11 +18,33 @@ from ..types import SliceRef
 __all__ = ["LabelledSlice", "collect_labelled_slices", "normalise", "split_validation", "CropSampler", "class_weights"]
 
 
-def normalise(image: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """Map the display window to [0, 1] (clipped to [-1, 2]) as float32: the network's input."""
+#: ``input_norm="slice"``: every slice is re-centred and re-scaled to this mean and spread (about those
+#: of a typical slice after the window mapping), so that a section cut thicker or imaged brighter looks
+#: like its neighbours; the spread of a nearly flat slice is floored at :data:`SLICE_STD_FLOOR`.
+SLICE_MEAN, SLICE_STD, SLICE_STD_FLOOR = 0.45, 0.2, 0.02
+INPUT_NORMS = ("window", "slice")
+
+
+def normalise(image: np.ndarray, window: tuple[float, float], input_norm: str = "window") -> np.ndarray:
+    """The network's input, float32: the display window mapped to [0, 1] (clipped to [-1, 2]).
+
+    ``input_norm="slice"`` then standardises each 2D slice (the last two axes of ``image``) on its
+    own mean and standard deviation, to mean :data:`SLICE_MEAN` and spread :data:`SLICE_STD`
+    (the ssTEM sections of the learning-curve benchmark differ by +-0.5 standard deviations in mean
+    brightness; see docs/BENCHMARKS.md).
+    """
+    if input_norm not in INPUT_NORMS:
+        raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
     lo, hi = window
     out = (np.asarray(image, np.float32) - np.float32(lo)) / np.float32(max(hi - lo, 1e-6))
-    return np.clip(out, -1.0, 2.0, out=out)
+    out = np.clip(out, -1.0, 2.0, out=out)
+    if input_norm == "slice" and out.ndim >= 2:
+        mean = out.mean(axis=(-2, -1), keepdims=True, dtype=np.float64)
+        std = np.maximum(out.std(axis=(-2, -1), keepdims=True, dtype=np.float64), SLICE_STD_FLOOR)
+        out -= mean.astype(np.float32)
+        out *= (SLICE_STD / std).astype(np.float32)
+        out += np.float32(SLICE_MEAN)
+    return out
 
 
 @dataclass(frozen=True)
@@ -37,8 +59,9 @@ class LabelledSlice:
         return int((self.target >= 0).sum())
 
 
-def collect_labelled_slices(store: Any) -> list[LabelledSlice]:
-    """Every slice the experts worked on (in progress or annotated) that holds labels."""
+def collect_labelled_slices(store: Any, input_norm: str = "window") -> list[LabelledSlice]:
+    """Every slice the experts worked on (in progress or annotated) that holds labels
+    (images normalised with :func:`normalise` and ``input_norm``)."""
     window = store.display_window
     out = []
     for st in store.slice_states():
@@ -47,21 +70,21 @@ def collect_labelled_slices(store: Any) -> list[LabelledSlice]:
         labels = store.read_slice(st.ref, "labels")
         if not labels.any():
             continue
-        image = normalise(store.read_slice(st.ref, "image"), window)
+        image = normalise(store.read_slice(st.ref, "image"), window, input_norm)
         out.append(LabelledSlice(st.ref, image, labels.astype(np.int64) - 1, st.state))
     if store.has_imported_labels and not out:
-        out.extend(_imported_slices(store, window))
+        out.extend(_imported_slices(store, window, input_norm))
     return out
 
 
-def _imported_slices(store: Any, window) -> list[LabelledSlice]:
+def _imported_slices(store: Any, window, input_norm: str = "window") -> list[LabelledSlice]:
     """Slices of imported labels (a project started in another tool), along z."""
     out = []
     for z in range(store.shape[0]):
         ref = SliceRef("z", z)
         labels = store.read_slice(ref, "labels")
         if labels.any():
-            out.append(LabelledSlice(ref, normalise(store.read_slice(ref, "image"), window), labels.astype(np.int64) - 1, "imported"))
+            out.append(LabelledSlice(ref, normalise(store.read_slice(ref, "image"), window, input_norm), labels.astype(np.int64) - 1, "imported"))
     return out
 
 

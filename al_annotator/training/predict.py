@@ -56,9 +56,11 @@ def predict_volume(
     progress: Callable[[int, int, str], None] | None = None,
     seed: int = 0,
     model_version: int | None = None,
+    input_norm: str = "window",
 ) -> PredictionResult | None:
     """Predict every slice along each axis in ``axes``; soft-vote; score every slice.
 
+    ``input_norm`` must be the one the model was trained with (see :func:`~.data.normalise`).
     ``scratch`` is a zarr group for the accumulator when the probability volume is larger than
     :data:`IN_MEMORY_LIMIT`. Returns ``None`` when ``should_stop()`` became true.
     """
@@ -89,7 +91,7 @@ def predict_volume(
             stop = min(n, start + slab)
             sel = _slab_selection(axis, start, stop)
             block = np.moveaxis(np.asarray(store.image[sel]), axis, 0)  # (n, h, w)
-            x = normalise(block, window)
+            x = normalise(block, window, input_norm)
             h, w = x.shape[1:]
             use_tile = tile if tile and max(h, w) > tile else None
             probs = np.empty((stop - start, n_classes, h, w), np.float32)

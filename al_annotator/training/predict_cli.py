@@ -35,7 +35,8 @@ def predict_project(project: str, *, axes: str = "zyx", device: str = "auto", ba
     model.to(dev).eval()
     group = store.root.require_group(f"models/{version_name(cur['version'])}")
     t = time.perf_counter()
-    result = predict_volume(store, model, axes=axes, device=dev, batch_size=batch_size, tile=tile, scratch=group, progress=progress)
+    result = predict_volume(store, model, axes=axes, device=dev, batch_size=batch_size, tile=tile, scratch=group, progress=progress,
+                            input_norm=cur.get("input_norm", "window"))
     write_model_outputs(group, result.probabilities, store.image.chunks)
     meta = dict(cur, predicted_axes=axes, predict_seconds=time.perf_counter() - t)
     index = store.backend.read_json("models/index.json")

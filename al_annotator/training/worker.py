@@ -161,7 +161,7 @@ class Worker:
         rnd = int(self.status.get("round", 0)) + 1
         t_round = time.perf_counter()
         seq = store.log.last_seq if seq is None else seq
-        samples = collect_labelled_slices(store)
+        samples = collect_labelled_slices(store, self.cfg.input_norm)
         train, val = split_validation(samples, self.cfg.val_every)
         self._write_status(force=True, state="training", round=rnd, progress=0.0, n_train=len(train), n_val=len(val))
 
@@ -186,7 +186,7 @@ class Worker:
         pred = predict_volume(
             store, self.model, axes=self.cfg.axes, device=device, batch_size=self.cfg.predict_batch, tile=self.cfg.tile,
             mc_samples=self.cfg.mc_samples, scratch=scratch, should_stop=self._should_stop, progress=on_predict, seed=rnd,
-            model_version=version,
+            model_version=version, input_norm=self.cfg.input_norm,
         )
         if pred is None:
             return None
@@ -217,6 +217,7 @@ class Worker:
             "model": self.model.name,
             "device": str(device),
             "axes": self.cfg.axes,
+            "input_norm": self.cfg.input_norm,
             "trained_on_seq": seq,
             "metrics": metrics,
             "gpu_max_memory_bytes": gpu_mem,
@@ -265,6 +266,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--axes", help="axes to predict and soft-vote, e.g. zyx")
     p.add_argument("--mc-samples", type=int, help="MC-dropout samples for BALD scores (0 = off)")
     p.add_argument("--pretrained", help="local weights file to start from")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--input-norm", choices=("window", "slice"),
+                   help="network input: the display window (default), or every slice standardised on its own mean and spread")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between checks for new labels")
     p.add_argument("--debounce", type=float, default=2.0, help="watch mode: start a round this long after the last stroke (at once when a slice is committed)")
@@ -275,7 +279,8 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     return base.with_(
         device=args.device, model=args.model, steps_per_round=args.steps, max_seconds_per_round=args.max_seconds,
         crop=args.crop, batch_size=args.batch_size, axes=args.axes, mc_samples=args.mc_samples,
-        pretrained=args.pretrained, threads=args.threads,
+        pretrained=args.pretrained, threads=args.threads, lr=getattr(args, "lr", None),
+        input_norm=getattr(args, "input_norm", None),
     )
 
 
