@@ -109,6 +109,19 @@ def _train_config(cfg: SimulationConfig, axes: str, seed: int, steps: int, mc: i
                        predict_batch=cfg.predict_batch, threads=cfg.threads, input_norm=cfg.input_norm)
 
 
+def _scores(test: dict[str, Any], n_slices: int, nvox: int, ctx: Any) -> dict[str, Any]:
+    """The budget and test-voxel scores every result row carries."""
+    return {
+        "annotated_slices": n_slices,
+        "annotated_voxels": nvox,
+        "annotated_fraction": nvox / ctx.total_voxels,
+        "dice_per_class": test["dice_per_class"],
+        "iou_per_class": test["iou_per_class"],
+        "mean_dice": test["mean_dice"],
+        "miou": test["miou"],
+    }
+
+
 def _evaluate(probabilities: Any, gt: GroundTruth, test_mask: np.ndarray, revealed: np.ndarray | None) -> tuple[dict, dict | None]:
     pred = np.asarray(probabilities).argmax(0).astype(np.uint8) + 1
     test = evaluate_labels(gt.labels, pred, test_mask, gt.n_classes)
@@ -191,13 +204,7 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
         nvox = int(revealed.sum())
         rounds.append({
             "round": r,
-            "annotated_slices": len(done),
-            "annotated_voxels": nvox,
-            "annotated_fraction": nvox / ctx.total_voxels,
-            "dice_per_class": test["dice_per_class"],
-            "iou_per_class": test["iou_per_class"],
-            "mean_dice": test["mean_dice"],
-            "miou": test["miou"],
+            **_scores(test, len(done), nvox, ctx),
             "unrevealed": _brief(unrev),
             "train_seconds": result.seconds,
             "train_steps": result.steps,
@@ -263,13 +270,7 @@ def _full_supervision(ctx: _Context, seed: int, model: Any, init_state: dict, de
     return {
         "seed": int(seed),
         "steps": int(result.steps),
-        "annotated_slices": len(refs),
-        "annotated_voxels": nvox,
-        "annotated_fraction": nvox / ctx.total_voxels,
-        "dice_per_class": test["dice_per_class"],
-        "iou_per_class": test["iou_per_class"],
-        "mean_dice": test["mean_dice"],
-        "miou": test["miou"],
+        **_scores(test, len(refs), nvox, ctx),
         "train_seconds": result.seconds,
         "predict_seconds": predict_seconds,
     }
