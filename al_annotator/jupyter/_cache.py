@@ -26,6 +26,14 @@ from ..types import SliceRef
 __all__ = ["SlabCache", "TileCache"]
 
 
+def _volume_coords(ref: SliceRef, shape: tuple[int, int, int], indices: np.ndarray) -> list[np.ndarray]:
+    """(z, y, x) volume coordinates of flat 2D ``indices`` into slice ``ref`` of a volume of ``shape``."""
+    _, w = ref.shape_in(shape)
+    rows, cols = np.divmod(np.asarray(indices, dtype=np.int64), w)
+    it = iter((rows, cols))
+    return [np.full(rows.shape, ref.index, np.int64) if axis == ref.axis_number else next(it) for axis in range(3)]
+
+
 class SlabCache:
     """Cached slices of one ``(Z, Y, X)`` array, read a chunk slab at a time.
 
@@ -135,13 +143,7 @@ class SlabCache:
         """Set voxels of slice ``ref`` (flat 2D indices) to ``values`` in every cached entry they cross."""
         if not self._slabs:
             return
-        h, w = ref.shape_in(self.shape)
-        rows, cols = np.divmod(np.asarray(indices, dtype=np.int64), w)
-        coords: list[np.ndarray] = []
-        it = iter((rows, cols))
-        for axis in range(3):
-            coords.append(np.full(rows.shape, ref.index, np.int64) if axis == ref.axis_number else next(it))
-        values = np.asarray(values, dtype=np.uint8)
+        coords, values = _volume_coords(ref, self.shape, indices), np.asarray(values, dtype=np.uint8)
         with self._lock:
             for (a, start, depth), slab in self._slabs.items():
                 inside = (coords[a] >= start) & (coords[a] < start + depth)
@@ -343,13 +345,7 @@ class TileCache:
         """Set voxels of slice ``ref`` (flat 2D indices) that lie on a cached sample grid."""
         if not self._entries:
             return
-        h, w = ref.shape_in(self.shape)
-        rows, cols = np.divmod(np.asarray(indices, dtype=np.int64), w)
-        coords: list[np.ndarray] = []
-        it = iter((rows, cols))
-        for axis in range(3):
-            coords.append(np.full(rows.shape, ref.index, np.int64) if axis == ref.axis_number else next(it))
-        values = np.asarray(values, dtype=np.uint8)
+        coords, values = _volume_coords(ref, self.shape, indices), np.asarray(values, dtype=np.uint8)
         with self._lock:
             for (a, start, depth, s, p0, p1, q0, q1), (_, labels) in self._entries.items():
                 if labels is None:
