@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -30,7 +31,7 @@ while True:
     ref, idx, value = stroke(k)
     atom = store.paint(ref, idx, value)
     assert atom.seq == k, (atom.seq, k)
-    print("ACK", atom.seq, flush=True)
+    sys.stdout.write(f"ACK {{atom.seq}}\\n"); sys.stdout.flush()  # one write: no half line
 """
 
 
@@ -91,14 +92,14 @@ def test_sigkill_never_loses_an_acknowledged_stroke(tmp_path):
             # wait until the writer is streaming, then kill it at a random moment
             head = b""
             deadline = time.monotonic() + 60
-            while b"ACK" not in head and time.monotonic() < deadline:
+            while not re.search(rb"^ACK \d+\n", head, re.M) and time.monotonic() < deadline:  # a whole ACK line
                 ready, _, _ = select.select([proc.stdout], [], [], 1.0)
                 if ready:
                     chunk = os.read(proc.stdout.fileno(), 65536)
                     if not chunk:
                         break
                     head += chunk
-            assert b"ACK" in head, f"writer did not start: {proc.stderr.read().decode()[-2000:]}"
+            assert re.search(rb"^ACK \d+\n", head, re.M), f"writer did not start: {proc.stderr.read().decode()[-2000:]}"
             time.sleep(float(rng.uniform(0.0, 0.25)))
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
