@@ -375,6 +375,37 @@ def widget_errors(page) -> list[str]:
     return errors
 
 
+
+def paint_in_served_notebook(server, browser, prefix: str, open_page, *, value: int) -> None:
+    """The whole host-app check: a phantom project and the package's notebook for it under
+    ``server.root``, ``open_page(page, notebook_name)`` shows the widget (running the notebook where
+    the host app needs that), then a painted stroke of class ``value`` must be on disk and the widget
+    must log no error. Screenshots ``<prefix>_stroke.png`` / ``<prefix>_failure.png``."""
+    from al_annotator.jupyter_ext import write_annotator_notebook
+    from al_annotator.types import SliceRef
+
+    project = server.root / f"{prefix}_project"
+    make_phantom_project(project)
+    notebook = write_annotator_notebook(project, server.root)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    errors = widget_errors(page)
+    art = artifacts_dir()
+    try:
+        open_page(page, notebook.name)
+        page.wait_for_selector(".al-annotator[data-ready='1'] canvas.al-canvas", state="visible", timeout=120_000)
+        widget = Widget(page, project)
+        assert widget.ref == SliceRef("z", 8)  # the session starts in the middle of z
+        paint_and_check_stroke(widget, value=value, brush=5)  # the notebook's Annotator() default brush
+        page.screenshot(path=str(art / f"{prefix}_stroke.png"))
+        assert not errors, errors
+    except Exception:
+        page.screenshot(path=str(art / f"{prefix}_failure.png"))
+        print(server.log_tail())
+        raise
+    finally:
+        ctx.close()
+
 @pytest.fixture(scope="session")
 def e2e_tools():
     """Helpers for the tests (a fixture, because tests/zz_e2e is not a package to import from)."""
@@ -383,4 +414,5 @@ def e2e_tools():
     return SimpleNamespace(artifacts_dir=artifacts_dir, open_and_run=open_and_run, write_notebook=write_notebook,
                            open_and_run_notebook7=open_and_run_notebook7, wait_until=wait_until,
                            disk_labels=disk_labels, make_phantom_project=make_phantom_project, Widget=Widget,
-                           paint_and_check_stroke=paint_and_check_stroke, widget_errors=widget_errors)
+                           paint_and_check_stroke=paint_and_check_stroke, widget_errors=widget_errors,
+                           paint_in_served_notebook=paint_in_served_notebook)

@@ -8,18 +8,15 @@ test passes only when the stroke went browser -> kernel -> store. Timeouts are g
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from al_annotator.store import open_project
 from al_annotator.types import SliceRef
 
 pytestmark = pytest.mark.browser
 
-WAIT_S = 60.0  # for the kernel to store what the browser sent
 CLASSES = ("background", "bone", "implant", "degradation")
 NOTEBOOK = "annotate.ipynb"
 
@@ -32,58 +29,6 @@ def _cells(project: Path) -> list[str]:
         f"create_project({str(project)!r}, ph.image, classes={CLASSES!r}).close()",
         f"w = Annotator({str(project)!r}, brush_size=3, canvas_size=512)\nw",
     ]
-
-
-def wait_until(check, timeout: float = WAIT_S, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
-
-
-def disk_labels(project: Path, ref: SliceRef) -> np.ndarray:
-    store = open_project(project)
-    try:
-        return store.read_slice(ref, "labels")
-    finally:
-        store.close()
-
-
-class Widget:
-    """The rendered widget in the page, with its slice-to-page coordinate mapping."""
-
-    def __init__(self, page, project: Path) -> None:
-        self.page, self.project = page, project
-        self.root = page.locator(".al-annotator").first
-        self.canvas = self.root.locator("canvas.al-canvas")
-
-    def data(self, key: str) -> str | None:
-        return self.root.get_attribute(f"data-{key}")
-
-    @property
-    def ref(self) -> SliceRef:
-        return SliceRef(self.data("axis"), int(self.data("index")))
-
-    def page_xy(self, row: float, col: float) -> tuple[float, float]:
-        """Page coordinates of slice pixel (row, col)'s centre in the fitted view (64x64 in 512 px)."""
-        self.canvas.scroll_into_view_if_needed()
-        box = self.canvas.bounding_box()
-        zoom = box["width"] / 64
-        return box["x"] + (col + 0.5) * zoom, box["y"] + (row + 0.5) * zoom
-
-    def drag(self, row: int, c0: int, c1: int, steps: int = 30) -> None:
-        """A real mouse drag (trusted events) along a row of the slice."""
-        x0, y0 = self.page_xy(row, c0)
-        x1, _ = self.page_xy(row, c1)
-        self.page.mouse.move(x0, y0)
-        self.page.mouse.down()
-        for i in range(1, steps + 1):
-            self.page.mouse.move(x0 + (x1 - x0) * i / steps, y0)
-        self.page.mouse.up()
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +44,7 @@ def widget(lab, browser, e2e_tools):
     try:
         e2e_tools.open_and_run(page, lab, NOTEBOOK)
         page.wait_for_selector(".al-annotator[data-ready='1'] canvas.al-canvas", state="visible", timeout=120_000)
-        w = Widget(page, project)
+        w = e2e_tools.Widget(page, project)
         w.errors = errors
         w.artifacts = artifacts_dir()
         yield w
@@ -114,54 +59,54 @@ def widget(lab, browser, e2e_tools):
             ctx.close()
 
 
-def test_a_painted_stroke_is_on_disk_at_the_right_voxels(widget):
+def test_a_painted_stroke_is_on_disk_at_the_right_voxels(widget, e2e_tools):
     ref = widget.ref
     assert ref == SliceRef("z", 8)  # the session starts in the middle of z
     widget.canvas.click(position={"x": 2, "y": 2}, button="right")  # focus the widget without painting
     widget.page.keyboard.press("3")  # class 3 = implant
-    wait_until(lambda: widget.data("active-class") == "3", 30, "the 3 key to pick class 3")
+    e2e_tools.wait_until(lambda: widget.data("active-class") == "3", 30, "the 3 key to pick class 3")
 
     widget.drag(20, 10, 40)
     def painted():
-        labels = disk_labels(widget.project, ref)
+        labels = e2e_tools.disk_labels(widget.project, ref)
         return [labels] if labels.any() else None
 
-    (lab,) = wait_until(painted, what="the stroke on disk")
+    (lab,) = e2e_tools.wait_until(painted, what="the stroke on disk")
     rows, cols = np.nonzero(lab)
     assert set(np.unique(lab[rows, cols]).tolist()) == {3}
     assert (lab[20, 10:41] == 3).all()  # the pixels under the mouse path
     # nothing outside the brush (diameter 3) around the segment; allow 1 px for integer mouse positions
     dist = np.hypot(np.clip(cols + 0.5, 10.5, 40.5) - (cols + 0.5), rows + 0.5 - 20.5)
     assert dist.max() <= 1.5 + 1.0, (rows, cols)
-    assert disk_labels(widget.project, SliceRef("z", 7)).max() == 0
+    assert e2e_tools.disk_labels(widget.project, SliceRef("z", 7)).max() == 0
     widget.page.screenshot(path=str(widget.artifacts / "e2e_stroke.png"))
     # the kernel's authoritative labels came back: nothing is pending in the browser
-    wait_until(lambda: widget.data("pending") == "0", 30, "the browser to drop its pending stroke")
+    e2e_tools.wait_until(lambda: widget.data("pending") == "0", 30, "the browser to drop its pending stroke")
 
 
-def test_undo_and_redo_from_the_keyboard_and_the_button(widget):
+def test_undo_and_redo_from_the_keyboard_and_the_button(widget, e2e_tools):
     ref = widget.ref
-    if not disk_labels(widget.project, ref).any():
+    if not e2e_tools.disk_labels(widget.project, ref).any():
         widget.drag(30, 5, 25)
-        wait_until(lambda: disk_labels(widget.project, ref).any(), what="a stroke to undo")
-    painted = disk_labels(widget.project, ref)
+        e2e_tools.wait_until(lambda: e2e_tools.disk_labels(widget.project, ref).any(), what="a stroke to undo")
+    painted = e2e_tools.disk_labels(widget.project, ref)
     widget.page.keyboard.press("Control+z")
-    wait_until(lambda: not disk_labels(widget.project, ref).any(), what="Ctrl+Z to remove the stroke")
+    e2e_tools.wait_until(lambda: not e2e_tools.disk_labels(widget.project, ref).any(), what="Ctrl+Z to remove the stroke")
     widget.page.keyboard.press("Control+y")
-    wait_until(lambda: np.array_equal(disk_labels(widget.project, ref), painted), what="Ctrl+Y to restore it")
+    e2e_tools.wait_until(lambda: np.array_equal(e2e_tools.disk_labels(widget.project, ref), painted), what="Ctrl+Y to restore it")
     widget.root.locator("button.al-undo").click()
-    wait_until(lambda: not disk_labels(widget.project, ref).any(), what="the Undo button to remove it")
+    e2e_tools.wait_until(lambda: not e2e_tools.disk_labels(widget.project, ref).any(), what="the Undo button to remove it")
 
 
-def test_suggestions_render_and_next_moves_to_the_first(widget):
+def test_suggestions_render_and_next_moves_to_the_first(widget, e2e_tools):
     items = widget.root.locator(".al-sugg")
-    wait_until(lambda: items.count() >= 3, 60, "the suggestion list")
+    e2e_tools.wait_until(lambda: items.count() >= 3, 60, "the suggestion list")
     first = items.first
     axis, index = first.get_attribute("data-axis"), int(first.get_attribute("data-index"))
-    wait_until(lambda: widget.page.evaluate(
+    e2e_tools.wait_until(lambda: widget.page.evaluate(
         "() => [...document.querySelectorAll('.al-sugg canvas.al-thumb')].some(c => c.width > 1)"), 60, "thumbnails")
     widget.root.locator("button.al-next").click()
-    wait_until(lambda: widget.ref == SliceRef(axis, index), what=f"Next to show {axis}={index}")
+    e2e_tools.wait_until(lambda: widget.ref == SliceRef(axis, index), what=f"Next to show {axis}={index}")
     # the slider and the list follow
     assert widget.root.locator(".al-axis.al-on").get_attribute("data-axis") == axis
     assert "al-current" in (first.get_attribute("class") or "")
@@ -170,12 +115,12 @@ def test_suggestions_render_and_next_moves_to_the_first(widget):
     assert not widget.errors, widget.errors
 
 
-def test_a_bad_request_shows_an_error_in_the_widget(widget):
+def test_a_bad_request_shows_an_error_in_the_widget(widget, e2e_tools):
     # class 9 does not exist: the kernel refuses the stroke and the widget says so
-    before = disk_labels(widget.project, widget.ref).copy()
+    before = e2e_tools.disk_labels(widget.project, widget.ref).copy()
     widget.page.evaluate("""() => { const m = globalThis.__alAnnotator.widgets.at(-1); m.sendRaw({type: 'stroke', seq: 999,
         tool: 'brush', value: 9, axis: m.st.axis, index: m.st.index}, [new Uint32Array([1, 2, 3]).buffer]); }""")
     msg = widget.root.locator(".al-msg.al-error")
     msg.wait_for(state="visible", timeout=30_000)
     assert "class value 9" in msg.inner_text()
-    assert np.array_equal(disk_labels(widget.project, widget.ref), before)
+    assert np.array_equal(e2e_tools.disk_labels(widget.project, widget.ref), before)
