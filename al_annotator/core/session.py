@@ -20,6 +20,7 @@ from psygnal import Signal
 from ..errors import InputError
 from ..store import ProjectStore, create_project, open_project
 from ..store.models import current_model
+from ..store.project import PROJECT_FILE
 from ..types import AXES, EditAtom, SliceRef
 
 __all__ = ["Session", "QueueItem"]
@@ -96,7 +97,7 @@ class Session:
     ) -> None:
         if isinstance(project, ProjectStore):
             self.store = project
-        elif volume is not None and not (Path(project) / "project.json").exists():
+        elif volume is not None and not (Path(project) / PROJECT_FILE).exists():
             self.store = create_project(project, volume, author=author, **create_kw)
         else:
             self.store = open_project(project, author=author)
@@ -308,7 +309,7 @@ class Session:
         if self.store.path is None:
             return None
         try:
-            st = os.stat(Path(self.store.path) / "project.json")
+            st = os.stat(Path(self.store.path) / PROJECT_FILE)
         except OSError:
             return None
         return (st.st_mtime_ns, st.st_size)
@@ -319,15 +320,8 @@ class Session:
         if stamp is None or stamp == self._classes_seen:
             return False
         self._classes_seen = stamp
-        doc = self.store.backend.read_json("project.json")
-        if not doc:
+        if not self.store.reload_config():
             return False
-        from ..config import ProjectConfig
-
-        cfg = ProjectConfig.from_json(doc["config"])
-        if (cfg.classes, cfg.colours) == (self.store.config.classes, self.store.config.colours):
-            return False
-        self.store.config, self.store._doc = cfg, doc
         self.classes_changed.emit(self.class_table())
         return True
 

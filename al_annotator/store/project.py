@@ -257,6 +257,16 @@ class ProjectStore:
     def can_redo(self, author: str | None = None) -> bool:
         return bool(self._redo.get(author or self.author))
 
+    def reload_config(self) -> bool:
+        """Re-read ``project.json`` (another process may have edited the palette); True if the config changed."""
+        doc = self.backend.read_json(PROJECT_FILE)
+        if not doc:
+            return False
+        cfg = ProjectConfig.from_json(doc["config"])
+        changed = cfg != self.config
+        self._doc, self.config = doc, cfg
+        return changed
+
     def edit_classes(self, *, names: dict[int, str] | None = None, colours: dict[int, str] | None = None) -> ProjectConfig:
         """Rename classes and/or change their colours (keys are label values 1..n); saved in ``project.json``.
 
@@ -274,8 +284,8 @@ class ProjectStore:
         """
         names, colours = dict(names or {}), dict(colours or {})
         with self.backend.lock():
-            doc = self.backend.read_json(PROJECT_FILE) or self._doc
-            cfg = ProjectConfig.from_json(doc["config"])
+            self.reload_config()
+            doc, cfg = self._doc, self.config
             for value in (*names, *colours):
                 if not isinstance(value, (int, np.integer)) or not 1 <= int(value) <= cfg.n_classes:
                     raise InputError(f"class value {value!r} is outside 1..{cfg.n_classes} ({', '.join(cfg.classes)})")
