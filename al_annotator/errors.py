@@ -14,6 +14,8 @@ __all__ = [
     "EditLogCorruptError",
     "StoreIntegrityError",
     "LabelValueError",
+    "DiskFullError",
+    "StoreWriteError",
 ]
 
 
@@ -51,3 +53,11 @@ class StoreIntegrityError(AlAnnotatorError):
 
 class LabelValueError(AlAnnotatorError, ValueError):
     """A label value is outside the project's class list."""
+
+
+class DiskFullError(AlAnnotatorError, OSError):
+    """A write failed because the disk (or quota) is full; what was already saved is intact."""
+
+
+class StoreWriteError(AlAnnotatorError, OSError):
+    """A project file could not be written (disk error, permissions); what was already saved is intact."""
