@@ -151,12 +151,15 @@ def test_reopen_keeps_everything(tmp_path):
     store.set_slice_state(SliceRef("x", 3), "annotated", author="ana")
     store.paint(SliceRef("z", 1), np.arange(5), "implant", author="ana")
     store.close()
-    again = open_project(tmp_path / "p", author="ana")
+    fresh = open_project(tmp_path / "p", author="ana")
+    assert not fresh.can_undo(), "a new session has its own (empty) undo stack"
+    fresh.close()
+    again = open_project(tmp_path / "p", author="ana", session=store.session)
     assert again.config.spacing == (2.0, 1.0, 1.0)
     assert again.labelled_voxels()["bone"] == 10 and again.labelled_voxels()["implant"] == 5
     assert again.slice_state(SliceRef("x", 3)).state == "annotated"
     assert again.can_undo()
-    again.undo()  # the undo stack is rebuilt from the log after a reopen
+    again.undo()  # resuming a session rebuilds its undo stack from the log
     assert again.labelled_voxels()["implant"] == 0
     assert again.recovered == []
 
@@ -199,17 +202,28 @@ def test_torn_last_record_is_set_aside(tmp_path):
 
 
 def test_corrupt_log_is_reported_not_dropped(tmp_path):
+    """Damage inside the first record: the project opens with every other record, reports the damaged
+    bytes, keeps a copy of them and never rewrites the log."""
     store = create_project(tmp_path / "p", _volume(), classes=CLASSES)
     for i in range(3):
         store.paint(SliceRef("z", i), np.arange(12), "bone")
+    first_size = store._records[1][1]
     store.close()
     log = tmp_path / "p" / "edits.log"
     data = bytearray(log.read_bytes())
     data[40] ^= 0xFF  # damage inside the first record
     log.write_bytes(bytes(data))
-    with pytest.raises(EditLogCorruptError, match="damaged at byte 0.*check PROJECT --repair"):
-        open_project(tmp_path / "p")
+    again = open_project(tmp_path / "p")
+    assert [r.offset for r in again.log.damaged] == [0] and again.log.damaged[0].size == first_size
+    assert sorted(again._records) == [2, 3]
+    notes = again.problems_found_on_open()
+    assert any("damaged bytes" in n and "byte 0" in n for n in notes), notes
+    assert (tmp_path / "p" / "edits.log.damaged-0").read_bytes() == bytes(data[:first_size])
     assert log.read_bytes() == bytes(data), "a corrupt log must never be rewritten silently"
+    again.paint(SliceRef("z", 5), np.arange(4), "implant")  # appending continues after the damage
+    again.close()
+    third = open_project(tmp_path / "p")
+    assert sorted(third._records) == [2, 3, 4] and third.log.last_seq == 4
 
 
 def test_missing_chunk_is_reported(tmp_path):

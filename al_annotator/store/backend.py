@@ -8,6 +8,7 @@ writing the same zarr chunk lose updates: ``../shared/STACK.md`` measured 3 of 2
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -16,7 +17,12 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import StoreIntegrityError
 from .editlog import FileLogBackend, MemoryLogBackend
+from .editlog import _symlink_message as symlink_message
+
+#: The entries of a project directory that al_annotator writes (none may be a symbolic link).
+PROJECT_ENTRIES = ("project.json", "project.json.bak", "state.json", "edits.log", "edits.log.torn", ".lock", "data.zarr", "models", "trainer")
 
 __all__ = ["LocalBackend", "MemoryBackend", "atomic_write_bytes", "atomic_write_json"]
 
@@ -65,10 +71,26 @@ class LocalBackend:
         return zarr.storage.LocalStore(str(self.root / "data.zarr"), read_only=(mode == "r"))
 
     def read_json(self, name: str) -> Any | None:
+        """The parsed document, ``None`` when the file does not exist; a damaged file (not JSON,
+        not UTF-8, a symbolic link) raises :class:`StoreIntegrityError` naming it."""
+        path = self.root / name
         try:
-            return json.loads((self.root / name).read_text())
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreIntegrityError(symlink_message(path)) from exc
+            raise StoreIntegrityError(f"{path} cannot be read ({exc}); check its permissions") from exc
+        with os.fdopen(fd, "rb") as fh:
+            raw = fh.read()
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise StoreIntegrityError(
+                f"{path} is damaged ({exc.__class__.__name__}: {exc}); restore it from a backup, or run "
+                f"`al-annotator check {self.root} --repair`, which rebuilds what can be rebuilt from the edit log"
+            ) from exc
 
     def write_json(self, name: str, obj: Any, *, fsync: bool = False) -> None:
         target = self.root / name
@@ -79,21 +101,40 @@ class LocalBackend:
         return FileLogBackend(self.root / self.LOG_NAME, fsync=self.fsync)
 
     def keep_aside(self, name: str, data: bytes) -> str:
-        """Save bytes next to the project (never deleting them); returns where."""
-        target = self.root / name
+        """Save bytes next to the project under a new name (never overwriting or following a link,
+        even a dangling one); returns where."""
         n = 0
-        while target.exists():
-            n += 1
-            target = self.root / f"{name}.{n}"
-        target.write_bytes(data)
-        return str(target)
+        while True:
+            target = self.root / (name if n == 0 else f"{name}.{n}")
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            except FileExistsError:  # also a (dangling) symbolic link of that name
+                n += 1
+                continue
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return str(target)
+
+    def check_no_symlinks(self) -> None:
+        """Refuse a project whose own files are symbolic links (the directory itself may be one)."""
+        for name in PROJECT_ENTRIES:
+            path = self.root / name
+            if path.is_symlink():
+                raise StoreIntegrityError(symlink_message(path))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Exclusive writer lock: re-entrant within a thread, exclusive across threads and processes."""
         with self._thread_lock:
             if self._depth == 0:
-                fd = os.open(self.root / self.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fd = os.open(self.root / self.LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        raise StoreIntegrityError(symlink_message(self.root / self.LOCK_NAME)) from exc
+                    raise
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._lock_fd = fd
             self._depth += 1
@@ -130,7 +171,15 @@ class MemoryBackend:
 
     def read_json(self, name: str) -> Any | None:
         raw = self._docs.get(name)
-        return None if raw is None else json.loads(raw)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise StoreIntegrityError(f"<memory>/{name} is damaged ({exc})") from exc
+
+    def check_no_symlinks(self) -> None:
+        pass
 
     def write_json(self, name: str, obj: Any, *, fsync: bool = False) -> None:
         self._docs[name] = json.dumps(obj, sort_keys=True).encode()

@@ -20,11 +20,13 @@ before it touches the labels; opening a project replays whatever the labels miss
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -41,7 +43,7 @@ from ..errors import (
 )
 from ..types import AXES, EditAtom, SliceRef
 from .backend import LocalBackend, MemoryBackend
-from .editlog import EditLog, LogRecord, scan_records
+from .editlog import EditLog, LogRecord, ScanResult, damaged_message, scan_records
 
 __all__ = ["ProjectStore", "create_project", "open_project", "set_aside_damaged_log", "SliceState", "DEFAULT_CHUNKS", "PROJECT_FILE"]
 
@@ -121,39 +123,96 @@ class ProjectStore:
     6
     """
 
-    def __init__(self, backend: LocalBackend | MemoryBackend, *, author: str | None = None, _replay: bool = True) -> None:
+    def __init__(self, backend: LocalBackend | MemoryBackend, *, author: str | None = None, session: str | None = None,
+                 _replay: bool = True) -> None:
         import zarr
 
         self.backend = backend
         self.author = author or _default_author()
-        doc = backend.read_json(PROJECT_FILE)
-        if doc is None:
+        #: Undo and redo stacks belong to one open store (a kernel, a napari window): two sessions of
+        #: the same user never undo each other's strokes. Pass an earlier ``session`` to resume its stacks.
+        self.session = str(session) if session else uuid.uuid4().hex[:12]
+        #: What opening found and fixed or set aside (reported by ``info`` and ``check``).
+        self.repairs: list[str] = []
+        backend.check_no_symlinks()
+        doc = self._read_project_doc()
+        self._doc = doc
+        try:
+            self.config = ProjectConfig.from_json(doc["config"])
+            self.shape: tuple[int, int, int] = tuple(int(n) for n in doc["volume"]["shape"])  # type: ignore[assignment]
+            if len(self.shape) != 3 or min(self.shape) < 1:
+                raise ValueError(f"volume shape {self.shape}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreIntegrityError(
+                f"{backend.description}/{PROJECT_FILE} is damaged: {exc.__class__.__name__}: {exc}. Restore it from a backup "
+                f"(a copy is kept as {PROJECT_FILE}.bak since this version)"
+            ) from exc
+        try:
+            self.root = zarr.open_group(store=backend.zarr_store(), mode="r+")
+            # write_empty_chunks is a runtime setting that reopening drops: keep every chunk on disk
+            # (an undo that empties a chunk must not delete it; a missing chunk means damage)
+            self.image = self.root["image"].with_config({"write_empty_chunks": True})
+            self.labels = self.root["labels"].with_config({"write_empty_chunks": True})
+        except (KeyError, FileNotFoundError) as exc:
+            raise StoreIntegrityError(f"{backend.description}: the image or labels array is missing ({exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - zarr raises many kinds for damaged metadata
+            if isinstance(exc, StoreIntegrityError):
+                raise
+            raise StoreIntegrityError(
+                f"{backend.description}/data.zarr cannot be opened ({exc.__class__.__name__}: {exc}): its metadata "
+                "(zarr.json files) is damaged; restore data.zarr from a backup"
+            ) from exc
+        if tuple(self.labels.shape) != self.shape or tuple(self.image.shape) != self.shape:
+            raise StoreIntegrityError(
+                f"{backend.description}: the image {tuple(self.image.shape)} or labels {tuple(self.labels.shape)} array "
+                f"does not have the shape {self.shape} that {PROJECT_FILE} records; restore data.zarr from a backup"
+            )
+        self.log = EditLog(backend.log_backend(), source=f"{backend.description}/edits.log")
+        self._records: dict[int, tuple[int, int]] = {}
+        self._undo: dict[tuple[str, str], list[int]] = {}
+        self._redo: dict[tuple[str, str], list[int]] = {}
+        self._slice_states: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in AXES}
+        self._counts = np.zeros(256, np.int64)
+        self._base_counts = np.zeros(256, np.int64)
+        self._applied_seq = 0
+        self._labels_seq = 0  # the labels array holds every record up to this one
+        self.recovered: list[int] = []
+        self.torn_tail: int | None = None
+        #: Records that passed the checksum but cannot be applied (set aside, reported, skipped).
+        self.quarantined: list[tuple[int, int, str]] = []
+        if _replay:
+            with self.backend.lock():
+                self._load_and_recover()
+
+    def _read_project_doc(self) -> dict[str, Any]:
+        backend = self.backend
+        try:
+            doc = backend.read_json(PROJECT_FILE)
+            problem = None if doc is None or isinstance(doc, dict) else "not a JSON object"
+        except StoreIntegrityError as exc:
+            doc, problem = None, str(exc)
+        if doc is None and problem is None:
             raise ProjectNotFoundError(f"{backend.description} is not an al_annotator project (no {PROJECT_FILE})")
+        if problem is not None:
+            try:
+                backup = backend.read_json(PROJECT_FILE + ".bak")
+            except StoreIntegrityError:
+                backup = None
+            if not isinstance(backup, dict) or "config" not in backup:
+                raise StoreIntegrityError(
+                    f"{backend.description}/{PROJECT_FILE} is damaged ({problem}) and there is no intact {PROJECT_FILE}.bak. "
+                    "It holds the class list and volume facts: restore it from a backup of the project"
+                )
+            with backend.lock():
+                backend.write_json(PROJECT_FILE, backup, fsync=True)
+            self.repairs.append(f"{PROJECT_FILE} was damaged ({problem}); restored from {PROJECT_FILE}.bak")
+            doc = backup
         if doc.get("schema_version", 0) > SCHEMA_VERSION:
             raise StoreIntegrityError(
                 f"{backend.description} was written by a newer al_annotator (schema {doc['schema_version']}, "
                 f"this one reads up to {SCHEMA_VERSION}); upgrade al_annotator"
             )
-        self._doc = doc
-        self.config = ProjectConfig.from_json(doc["config"])
-        self.shape: tuple[int, int, int] = tuple(doc["volume"]["shape"])  # type: ignore[assignment]
-        try:
-            self.root = zarr.open_group(store=backend.zarr_store(), mode="r+")
-            self.image = self.root["image"]
-            self.labels = self.root["labels"]
-        except (KeyError, FileNotFoundError) as exc:
-            raise StoreIntegrityError(f"{backend.description}: the image or labels array is missing ({exc})") from exc
-        self.log = EditLog(backend.log_backend(), source=f"{backend.description}/edits.log")
-        self._records: dict[int, tuple[int, int]] = {}
-        self._undo: dict[str, list[int]] = {}
-        self._redo: dict[str, list[int]] = {}
-        self._slice_states: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in AXES}
-        self._counts = np.zeros(256, np.int64)
-        self.recovered: list[int] = []
-        self.torn_tail: int | None = None
-        if _replay:
-            with self.backend.lock():
-                self._load_and_recover()
+        return doc
 
     # ------------------------------------------------------------------ facts
     @property
@@ -191,7 +250,25 @@ class ProjectStore:
         arrays = {"image": self.image, "labels": self.labels}
         if what not in arrays:
             raise InputError(f"what must be one of {sorted(arrays)}, got {what!r}")
-        return np.asarray(arrays[what][ref.selection()])
+        return self._read_array(what, ref.selection(), where=str(ref))
+
+    def _read_array(self, what: str, sel: tuple, *, where: str) -> np.ndarray:
+        """Read from the image or labels array; a damaged chunk raises :class:`StoreIntegrityError`
+        that names the array and the remedy instead of a codec's traceback."""
+        arr = self.image if what == "image" else self.labels
+        try:
+            return np.asarray(arr[sel])
+        except Exception as exc:  # noqa: BLE001 - blosc, zarr and numpy raise many kinds
+            remedy = (
+                f"run `al-annotator check {self.backend.description} --repair` (it rebuilds the labels from the edit log)"
+                if what == "labels"
+                else "the image chunk cannot be rebuilt: restore data.zarr/image from a backup, or re-create the project "
+                "from the original volume (export the labels first)"
+            )
+            raise StoreIntegrityError(
+                f"the {what} at {where} cannot be read: a chunk under {self.backend.description}/data.zarr/{what} is damaged "
+                f"({exc.__class__.__name__}: {exc}); {remedy}"
+            ) from exc
 
     def labelled_voxels(self) -> dict[str, int]:
         """Voxel count per class (kept incrementally; :meth:`check` verifies it)."""
@@ -217,45 +294,98 @@ class ProjectStore:
     # ------------------------------------------------------------------ editing
     def paint(self, ref: SliceRef, indices: np.ndarray, value: int | str, *, tool: str = "brush", author: str | None = None) -> EditAtom:
         """Set voxels (flat 2D indices of ``ref``) to a class given by name or label value (0 erases)."""
-        label = self.config.label_value(value) if isinstance(value, str) else int(value)
-        return self.apply_edit(EditAtom(ref, np.asarray(indices), np.asarray([label], np.uint8), author=author or self.author, tool=tool))
+        label = self.config.label_value(value) if isinstance(value, str) else value
+        return self.apply_edit(EditAtom(ref, np.asarray(indices), np.asarray([label]), author=author or self.author, tool=tool))
 
     def apply_edit(self, atom: EditAtom) -> EditAtom:
         """Make an edit durable and visible. Returns the atom with ``seq`` and ``old_values`` set.
 
-        The edit is in the log on disk before this returns; the labels array holds it too.
+        Everything is validated before the log is touched; the edit is in the log on disk before
+        this returns, and the labels array holds it too. When the labels cannot be written (a full
+        disk) the edit is taken back out of the log and :class:`DiskFullError` says it was not saved.
         """
+        if "undo_of" in atom.meta or "redo_of" in atom.meta:
+            raise InputError("an edit's meta cannot name undo_of/redo_of: call store.undo() or store.redo()")
+        return self._apply_edit(atom, {})
+
+    def _apply_edit(self, atom: EditAtom, inverse: dict[str, int]) -> EditAtom:
         ref, idx, new = self._validate_atom(atom)
-        meta = {
-            "type": "edit",
-            "axis": ref.axis,
-            "index": ref.index,
-            "author": atom.author or self.author,
-            "time": atom.time or time.time(),
-            "tool": atom.tool,
-        }
-        meta.update({k: v for k, v in atom.meta.items() if k in ("undo_of", "redo_of", "note")})
+        meta = self._edit_meta(atom, ref)
+        meta.update(inverse)
         with self.backend.lock():
             self._catch_up()
             region = self._read_region(ref, idx)  # read once: old values now, modified block later
+            original = region[1].copy()
             old = region[1][region[2], region[3]].astype(np.uint8) if idx.size else np.zeros(0, np.uint8)
             record = self.log.append(meta, {"idx": idx, "old": old, "new": new})
-            self._apply_record(record, write_labels=True, region=region)
-            self._save_state()
+            try:
+                self._apply_record(record, write_labels=True, region=region)
+            except Exception as exc:
+                self._labels_write_failed(record, ref, idx, region[0], original, exc)
+            self._labels_seq = record.seq
+            self._save_state_quietly()
         return EditAtom(ref, idx, new, old, meta["author"], meta["time"], atom.tool, record.seq, dict(atom.meta))
 
+    def _labels_write_failed(self, record: LogRecord, ref: SliceRef, idx: np.ndarray, sel: tuple, original: np.ndarray,
+                             exc: BaseException) -> None:
+        """The log holds ``record`` but its labels write failed: put the labels back and take the
+        record out of the log (the edit was not saved), or, if the labels cannot be put back either,
+        keep the record (it is the truth) and leave the labels to be rewritten from it."""
+        from ..errors import DiskFullError, StoreWriteError
+
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = "the disk is full" if full else f"{exc.__class__.__name__}: {exc}"
+        cls = DiskFullError if full else StoreWriteError
+        try:
+            if idx.size:
+                self.labels[sel] = original
+            self.log.drop_last(record)
+        except Exception:  # noqa: BLE001 - keep the record: the labels are rewritten from it later
+            self._apply_record(record, write_labels=False)  # fold it; _labels_seq stays behind it
+            self._save_state_quietly()
+            raise cls(
+                f"the labels of {ref} could not be written ({what}). The edit is saved in the edit log and the "
+                f"labels are rewritten from it on the next edit or when the project is reopened; free space on "
+                f"{self.backend.description}'s file system"
+            ) from exc
+        raise cls(
+            f"this edit was not saved: writing the labels of {ref} failed ({what}). Everything saved before it is "
+            f"intact. Free space on {self.backend.description}'s file system (or fix the error), then repeat the edit"
+        ) from exc
+
+    def _edit_meta(self, atom: EditAtom, ref: SliceRef) -> dict[str, Any]:
+        author = atom.author or self.author
+        if not isinstance(author, str) or not author or len(author) > 256:
+            raise InputError(f"an edit's author must be a non-empty name of at most 256 characters, got {author!r}")
+        if not isinstance(atom.tool, str) or len(atom.tool) > 64:
+            raise InputError(f"an edit's tool must be a short name, got {atom.tool!r}")
+        when = atom.time or time.time()
+        if not isinstance(when, (int, float, np.integer, np.floating)) or not np.isfinite(when):
+            raise InputError(f"an edit's time must be a finite POSIX time in seconds, got {when!r}")
+        meta = {"type": "edit", "axis": ref.axis, "index": ref.index, "author": author, "time": float(when),
+                "tool": atom.tool, "session": self.session}
+        note = atom.meta.get("note")
+        if note is not None:
+            if not isinstance(note, str) or len(note) > 4096:
+                raise InputError(f"an edit's note must be text of at most 4096 characters, got {type(note).__name__}")
+            meta["note"] = note
+        return meta
+
     def undo(self, author: str | None = None) -> EditAtom | None:
-        """Undo the last edit of ``author`` (default: this store's author); ``None`` if nothing to undo."""
-        return self._inverse(self._undo, restore="old", author=author or self.author, tag="undo_of")
+        """Undo the last edit this store made for ``author`` (default: this store's author); ``None``
+        if there is nothing to undo. Only voxels that still hold what that edit wrote are reverted:
+        a later stroke (anyone's) over the same voxels stays."""
+        return self._inverse(self._undo, author=author or self.author, tag="undo_of")
 
     def redo(self, author: str | None = None) -> EditAtom | None:
-        return self._inverse(self._redo, restore="new", author=author or self.author, tag="redo_of")
+        """Redo the last undo of this store for ``author`` (same rule: only voxels the undo set)."""
+        return self._inverse(self._redo, author=author or self.author, tag="redo_of")
 
     def can_undo(self, author: str | None = None) -> bool:
-        return bool(self._undo.get(author or self.author))
+        return bool(self._undo.get((author or self.author, self.session)))
 
     def can_redo(self, author: str | None = None) -> bool:
-        return bool(self._redo.get(author or self.author))
+        return bool(self._redo.get((author or self.author, self.session)))
 
     def reload_config(self) -> bool:
         """Re-read ``project.json`` (another process may have edited the palette); True if the config changed."""
@@ -294,6 +424,7 @@ class ProjectStore:
             new = ProjectConfig(classes=tuple(new_names), colours=tuple(new_colours), spacing=cfg.spacing,
                                 spacing_unit=cfg.spacing_unit, extra=dict(cfg.extra))  # validates
             doc = dict(doc, config=new.to_json())
+            self.backend.write_json(PROJECT_FILE + ".bak", doc, fsync=True)
             self.backend.write_json(PROJECT_FILE, doc, fsync=True)
             self._doc, self.config = doc, new
         return new
@@ -307,8 +438,10 @@ class ProjectStore:
         meta = {"type": "state", "axis": ref.axis, "index": ref.index, "state": state, "author": author or self.author, "time": time.time()}
         with self.backend.lock():
             self._catch_up()
-            self._apply_record(self.log.append(meta, {}), write_labels=True)
-            self._save_state()
+            record = self.log.append(meta, {})
+            self._apply_record(record, write_labels=False)
+            self._labels_seq = record.seq
+            self._save_state_quietly()
 
     def refresh(self) -> list[LogRecord]:
         """Pick up edits made by other processes since the last call; returns the new records."""
@@ -317,11 +450,13 @@ class ProjectStore:
 
     # ------------------------------------------------------------------ checking
     def replay(self) -> np.ndarray:
-        """The labels rebuilt from the imported base and the whole log (in memory)."""
+        """The labels rebuilt from the imported base and the whole log (in memory), skipping damaged
+        bytes and quarantined records exactly as opening does."""
         labels = np.asarray(self.root["imported_labels"][...]) if self.has_imported_labels else np.zeros(self.shape, np.uint8)
-        records, _ = self.log.read_all()
+        with self.log.backend.reader() as fh:
+            records = scan_records(fh, 0, source=self.log.source).records
         for rec in records:
-            if rec.kind == "edit":
+            if rec.kind == "edit" and self._record_problem(rec) is None:
                 ref = SliceRef(rec.meta["axis"], rec.meta["index"])
                 view = labels[ref.selection()]
                 flat = view.reshape(-1) if view.flags.c_contiguous else None
@@ -331,6 +466,34 @@ class ProjectStore:
                     rows, cols = np.unravel_index(rec.arrays["idx"], view.shape)
                     view[rows, cols] = rec.arrays["new"]
         return labels
+
+    def _read_labels_tolerant(self) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+        """The whole labels array, chunk by chunk; damaged chunks read as 255 and are listed."""
+        out = np.empty(self.shape, np.uint8)
+        damaged = []
+        cz, cy, cx = self.labels.chunks
+        for i in range(0, self.shape[0], cz):
+            for j in range(0, self.shape[1], cy):
+                for k in range(0, self.shape[2], cx):
+                    sel = (slice(i, i + cz), slice(j, j + cy), slice(k, k + cx))
+                    try:
+                        out[sel] = self.labels[sel]
+                    except Exception:  # noqa: BLE001 - a damaged chunk, whatever the codec raises
+                        out[sel] = 255
+                        damaged.append((i // cz, j // cy, k // cx))
+        return out, damaged
+
+    def problems_found_on_open(self) -> list[str]:
+        """What opening repaired, set aside or skipped (empty for a healthy project)."""
+        notes = list(self.repairs)
+        if self.torn_tail is not None:
+            notes.append(f"a torn record at byte {self.torn_tail} (an edit in flight when a writer died, never "
+                         "acknowledged) was set aside as edits.log.torn")
+        if self.log.damaged:
+            notes.append(damaged_message(self.log.source, self.log.damaged))
+        for seq, offset, why in self.quarantined:
+            notes.append(f"edit-log record {seq} (byte {offset}) cannot be applied ({why}); it is skipped and kept in the log")
+        return notes
 
     def check(self, *, repair: bool = False, full: bool = True) -> list[str]:
         """Verify the project; return a list of problems (empty when healthy).
@@ -344,14 +507,25 @@ class ProjectStore:
             with self.backend.lock():
                 self._catch_up()
                 expected = self.replay()
-                actual = np.asarray(self.labels[...])
-                diff = int(np.count_nonzero(expected != actual))
+                actual, bad_chunks = self._read_labels_tolerant()
+                if bad_chunks:
+                    problems.append(
+                        f"labels: {len(bad_chunks)} chunks cannot be read (damaged), e.g. {bad_chunks[:5]}"
+                        + (" (rebuilt from the edit log)" if repair else "; `check --repair` rebuilds them from the edit log")
+                    )
+                diff_mask = expected != actual
+                diff = int(np.count_nonzero(diff_mask))
                 if diff:
                     problems.append(f"{diff} label voxels differ from the replayed edit log")
                     if repair:
+                        # keep what is replaced: the labels may hold a stroke whose record was damaged
+                        where = np.flatnonzero(diff_mask)
+                        buf = io.BytesIO()
+                        np.savez_compressed(buf, shape=np.asarray(self.shape), index=where, value=actual.reshape(-1)[where])
+                        kept = self.backend.keep_aside("labels.before-repair.npz", buf.getvalue())
                         self.labels[...] = expected
                         actual = expected
-                        problems[-1] += " (repaired from the log)"
+                        problems[-1] += f" (repaired from the log; the replaced values are kept in {kept})"
                 counts = np.bincount(actual.reshape(-1), minlength=256)
                 if not np.array_equal(counts[1:], self._counts[1:]):
                     problems.append("per-class voxel counts in state.json were stale" + (" (recomputed)" if repair else ""))
@@ -413,6 +587,7 @@ class ProjectStore:
             "slices": per_axis,
             "edits": self.log.last_seq,
             "model_versions": list_model_versions(self),
+            "problems_found_on_open": self.problems_found_on_open(),
         }
 
     def close(self) -> None:
@@ -429,6 +604,8 @@ class ProjectStore:
 
     # ------------------------------------------------------------------ internals
     def _validate_atom(self, atom: EditAtom) -> tuple[SliceRef, np.ndarray, np.ndarray]:
+        if not isinstance(atom.slice_ref, SliceRef):
+            raise InputError(f"an edit needs a SliceRef, got {type(atom.slice_ref).__name__}")
         ref = SliceRef(atom.slice_ref.axis, atom.slice_ref.index)
         ref.check(self.shape)
         h, w = ref.shape_in(self.shape)
@@ -441,14 +618,49 @@ class ProjectStore:
         new = np.asarray(atom.new_values)
         if new.ndim == 0:
             new = new.reshape(1)
-        if new.size not in (1, idx.size):
-            raise InputError(f"an edit needs one new value or one per index ({idx.size}), got {new.size}")
-        if new.size and (new.dtype.kind not in "iu" or new.min() < 0 or new.max() > self.config.n_classes):
+        if new.ndim != 1 or new.size not in (1, idx.size):
+            raise InputError(
+                f"an edit needs one new value or a flat array of one per index ({idx.size}), got shape {new.shape}"
+            )
+        classes = f"({', '.join(f'{i + 1}={n}' for i, n in enumerate(self.config.classes))})"
+        if new.size and new.dtype.kind not in "iu":
             raise LabelValueError(
-                f"label values must be 0 (unlabelled) or 1..{self.config.n_classes} "
-                f"({', '.join(f'{i + 1}={n}' for i, n in enumerate(self.config.classes))}); got {np.unique(new)[:10].tolist()}"
+                f"label values must be integers 0 (unlabelled) or 1..{self.config.n_classes} {classes}; got dtype {new.dtype}"
+            )
+        if new.size and (new.min() < 0 or new.max() > self.config.n_classes):
+            raise LabelValueError(
+                f"label values must be 0 (unlabelled) or 1..{self.config.n_classes} {classes}; got {np.unique(new)[:10].tolist()}"
             )
         return ref, idx, new.astype(np.uint8)
+
+    def _record_problem(self, rec: LogRecord) -> str | None:
+        """Why a checksummed record cannot be applied (``None`` when it can). Every process reaches
+        the same verdict from the same bytes, so a bad record is skipped everywhere alike."""
+        meta, arrays = rec.meta, rec.arrays
+        try:
+            if rec.kind == "edit":
+                ref = SliceRef(meta["axis"], meta["index"])
+                ref.check(self.shape)
+                h, w = ref.shape_in(self.shape)
+                idx, old, new = arrays["idx"], arrays["old"], arrays["new"]
+                if idx.ndim != 1 or (idx.size and (idx.dtype.kind not in "iu" or int(idx.max()) >= h * w)):
+                    return f"indices outside the {h}x{w} slice {ref}"
+                if old.shape != idx.shape or new.ndim != 1 or new.size not in (1, idx.size):
+                    return f"value arrays of shapes {old.shape} and {new.shape} for {idx.size} indices"
+                if new.size and (new.dtype.kind not in "iu" or int(new.max()) > self.config.n_classes):
+                    return f"label values {np.unique(new)[:5].tolist()} outside 0..{self.config.n_classes}"
+                for key in ("undo_of", "redo_of"):
+                    if key in meta and not isinstance(meta[key], int):
+                        return f"{key}={meta[key]!r} is not a record number"
+            elif rec.kind == "state":
+                SliceRef(meta["axis"], meta["index"]).check(self.shape)
+                if meta["state"] not in SLICE_STATES:
+                    return f"unknown slice state {meta['state']!r}"
+            elif rec.kind != "import":
+                return None  # an unknown kind is handled by _apply_record (a newer al_annotator)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            return f"{exc.__class__.__name__}: {exc}"
+        return None
 
     def _region(self, ref: SliceRef, idx: np.ndarray) -> tuple[tuple, np.ndarray, np.ndarray]:
         """A 2D bounding box of the indices (as a 3D selection) and row/col offsets inside it."""
@@ -464,7 +676,7 @@ class ProjectStore:
         if idx.size == 0:
             return ((), np.zeros((0, 0), np.uint8), idx, idx)
         sel, rr, cc = self._region(ref, idx)
-        return sel, np.array(self.labels[sel]), rr, cc
+        return sel, np.array(self._read_array("labels", sel, where=str(ref))), rr, cc
 
     def _write_values(self, ref: SliceRef, idx: np.ndarray, new: np.ndarray, region: tuple | None = None) -> None:
         if idx.size == 0:
@@ -474,8 +686,16 @@ class ProjectStore:
         self.labels[sel] = block
 
     def _apply_record(self, rec: LogRecord, *, write_labels: bool, region: tuple | None = None) -> None:
-        """Fold one record into the in-memory state (and, for new or replayed records, the labels)."""
+        """Fold one record into the in-memory state (and, for new or replayed records, the labels).
+        A record that cannot be applied is quarantined: skipped, reported, never rewritten."""
         meta = rec.meta
+        if rec.kind not in ("edit", "state", "import"):
+            raise StoreIntegrityError(f"unknown record type {rec.kind!r} at seq {rec.seq} in the edit log (newer al_annotator?)")
+        problem = self._record_problem(rec)
+        if problem is not None:
+            self.quarantined.append((rec.seq, rec.offset, problem))
+            self._applied_seq = rec.seq
+            return
         if rec.kind == "edit":
             ref = SliceRef(meta["axis"], meta["index"])
             idx, old, new = rec.arrays["idx"], rec.arrays["old"], rec.arrays["new"]
@@ -486,15 +706,17 @@ class ProjectStore:
             self._counts[0] = 0
             self._records[rec.seq] = (rec.offset, rec.size)
             author = meta.get("author", "")
-            undo, redo = self._undo.setdefault(author, []), self._redo.setdefault(author, [])
+            key = (author, meta.get("session", ""))
+            undo, redo = self._undo.setdefault(key, []), self._redo.setdefault(key, [])
+            # undo stack: records to invert next (edits and redos); redo stack: undo records
             if "undo_of" in meta:
                 if undo and undo[-1] == meta["undo_of"]:
                     undo.pop()
-                redo.append(meta["undo_of"])
+                    redo.append(rec.seq)
             elif "redo_of" in meta:
                 if redo and redo[-1] == meta["redo_of"]:
                     redo.pop()
-                undo.append(meta["redo_of"])
+                    undo.append(rec.seq)
             else:
                 undo.append(rec.seq)
                 redo.clear()
@@ -507,75 +729,146 @@ class ProjectStore:
                 states.pop(int(meta["index"]), None)
             else:
                 states[int(meta["index"])] = {"state": meta["state"], "by": meta.get("author", ""), "at": meta.get("time", 0.0)}
-        elif rec.kind == "import":
-            pass
-        else:
-            raise StoreIntegrityError(f"unknown record type {rec.kind!r} at seq {rec.seq} in the edit log (newer al_annotator?)")
         self._applied_seq = rec.seq
 
-    def _inverse(self, stacks: dict[str, list[int]], *, restore: str, author: str, tag: str) -> EditAtom | None:
-        """Apply the ``restore`` values of the record on top of ``author``'s stack (undo or redo)."""
+    def _inverse(self, stacks: dict[tuple[str, str], list[int]], *, author: str, tag: str) -> EditAtom | None:
+        """Invert the record on top of this session's ``author`` stack (undo or redo): write its old
+        values back where the labels still hold its new values."""
         with self.backend.lock():
             self._catch_up()
-            stack = stacks.get(author, [])
+            stack = stacks.get((author, self.session), [])
             if not stack:
                 return None
             target = self._read_record(stack[-1])
             ref = SliceRef(target.meta["axis"], target.meta["index"])
-            values = target.arrays[restore]
-            if values.size == 1 and target.arrays["idx"].size != 1:
-                values = np.broadcast_to(values, target.arrays["idx"].shape)
-            atom = EditAtom(ref, target.arrays["idx"], np.ascontiguousarray(values), author=author, tool=tag.split("_")[0], meta={tag: target.seq})
-            return self.apply_edit(atom)
+            idx = target.arrays["idx"]
+            wrote = np.broadcast_to(target.arrays["new"], idx.shape)
+            restore = target.arrays["old"]
+            if idx.size:
+                sel, block, rr, cc = self._read_region(ref, idx)
+                still = block[rr, cc] == wrote
+                idx, restore = idx[still], restore[still]
+            atom = EditAtom(ref, np.ascontiguousarray(idx), np.ascontiguousarray(restore), author=author, tool=tag.split("_")[0])
+            return self._apply_edit(atom, {tag: target.seq})
 
     def _read_record(self, seq: int) -> LogRecord:
         offset, size = self._records[seq]
         with self.log.backend.reader() as fh:
             fh.seek(offset)
             blob = fh.read(size)
-        records, _, _ = scan_records(io.BytesIO(blob), 0, source=self.log.source)
+        records = scan_records(io.BytesIO(blob), 0, source=self.log.source).records
         if not records or records[0].seq != seq:
             raise StoreIntegrityError(f"record {seq} is not where the edit log index says (byte {offset}); run `al-annotator check`")
         return LogRecord(seq, records[0].meta, records[0].arrays, offset, size)
 
+    def _take_scan(self, result: ScanResult) -> None:
+        """Act on what a scan found, under the writer lock: cut a torn tail (a dead writer's record
+        in flight) keeping its bytes aside, and keep a copy of damaged ranges beside the log."""
+        if result.torn_at is not None:
+            tail = self.log.cut_torn_tail(result.torn_at)
+            self.backend.keep_aside("edits.log.torn", tail)
+            self.torn_tail = result.torn_at
+        for r in result.damaged:
+            name = f"edits.log.damaged-{r.offset}"
+            if self.backend.root is None or not (self.backend.root / name).exists():
+                with self.log.backend.reader() as fh:
+                    fh.seek(r.offset)
+                    self.backend.keep_aside(name, fh.read(r.size))
+
+    def _disk_labels_seq(self) -> int:
+        """The log position the labels on disk hold, as the last writer recorded in state.json."""
+        try:
+            state = self.backend.read_json(STATE_FILE)
+            return int(state["applied_seq"]) if isinstance(state, dict) else 0
+        except (StoreIntegrityError, KeyError, TypeError, ValueError):
+            return 0
+
     def _catch_up(self) -> list[LogRecord]:
-        """Fold in records appended by other processes (they already wrote the labels)."""
-        new = self.log.read_new()
-        for rec in new:
+        """Fold in records appended by other processes, under the writer lock. A writer can die
+        between its log write and its labels write, so the labels are rewritten for every record past
+        the position the last writer recorded in state.json (idempotent: records set values, in order)."""
+        before = self._applied_seq
+        result = self.log.read_new()
+        self._take_scan(result)
+        for rec in result.records:
             self._apply_record(rec, write_labels=False)
-        return new
+        pending = self._labels_seq < before
+        if result.records or pending:
+            floor = self._disk_labels_seq() if result.records else self._labels_seq
+            if pending:
+                floor = min(floor, self._labels_seq)
+            if floor < self._applied_seq:
+                self._relabel_after(floor)
+                self._save_state_quietly()
+            self._labels_seq = self._applied_seq
+        return result.records
+
+    def _relabel_after(self, floor: int) -> None:
+        """Rewrite the labels of every edit record after ``floor``, in log order."""
+        seqs = [seq for seq in reversed(self._records) if seq > floor]  # insertion order is log order
+        for seq in reversed(seqs):
+            rec = self._read_record(seq)
+            ref = SliceRef(rec.meta["axis"], rec.meta["index"])
+            self._write_values(ref, rec.arrays["idx"], rec.arrays["new"])
+            self.recovered.append(seq)
 
     def _load_and_recover(self) -> None:
-        state = self.backend.read_json(STATE_FILE) or {}
-        applied = int(state.get("applied_seq", 0))
-        self._base_counts = np.asarray(state.get("base_counts", [0] * 256), np.int64)
+        try:
+            state = self.backend.read_json(STATE_FILE)
+            if state is not None and not isinstance(state, dict):
+                raise StoreIntegrityError(f"{STATE_FILE} is not a JSON object")
+        except StoreIntegrityError as exc:
+            state = None
+            self.repairs.append(f"{STATE_FILE} was damaged ({exc}); rebuilt from the edit log")
+        state = state or {}
+        try:
+            applied = int(state.get("applied_seq", 0))
+            base = np.asarray(state["base_counts"], np.int64) if "base_counts" in state else None
+            if base is not None and base.shape != (256,):
+                raise ValueError(f"base_counts of shape {base.shape}")
+        except (TypeError, ValueError) as exc:
+            self.repairs.append(f"{STATE_FILE} held bad values ({exc}); rebuilt from the edit log")
+            applied, base, state = 0, None, {}
+        if base is None:  # recount the imported labels (the base the log replays on)
+            base = np.zeros(256, np.int64)
+            if self.has_imported_labels:
+                imported = self.root["imported_labels"]
+                for z0 in range(0, self.shape[0], imported.chunks[0]):
+                    base += np.bincount(np.asarray(imported[z0 : z0 + imported.chunks[0]]).reshape(-1), minlength=256)
+            base[0] = 0
+        self._base_counts = base
         self._counts = self._base_counts.copy()
-        records, torn_at = self.log.read_all()
-        if torn_at is not None:
-            # The record in flight when a writer died: never acknowledged, kept aside, not replayed.
-            tail = self.log.backend.truncate(torn_at)
-            self.backend.keep_aside("edits.log.torn", tail)
-            self.torn_tail = torn_at
+        result = self.log.read_all()
+        self._take_scan(result)
         self._applied_seq = 0
-        for rec in records:
+        for rec in result.records:
             # Records the labels may not hold yet are re-applied (idempotent: they set values).
             self._apply_record(rec, write_labels=rec.seq > applied)
-            if rec.seq > applied:
+            if rec.seq > applied and rec.seq in self._records:
                 self.recovered.append(rec.seq)
+        self._labels_seq = self._applied_seq
         if self.recovered or applied != self._applied_seq or not state:
-            self._save_state()
+            self._save_state_quietly()
 
     def _save_state(self) -> None:
         self.backend.write_json(
             STATE_FILE,
             {
-                "applied_seq": self._applied_seq,
+                "applied_seq": self._labels_seq,
                 "log_end": self.log.end,
                 "counts": self._counts.tolist(),
                 "base_counts": self._base_counts.tolist(),
                 "slices": {ax: {str(k): v for k, v in d.items()} for ax, d in self._slice_states.items()},
             },
         )
+
+    def _save_state_quietly(self) -> None:
+        """state.json is a cache of the log (slice states, counts, how far the labels are): when it
+        cannot be written (a full disk) the old one stays, which only makes the next open replay more."""
+        try:
+            self._save_state()
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------- creation
@@ -728,9 +1021,7 @@ def _build(backend, vol, lab_vol, config: ProjectConfig, chunks, progress) -> No
     if hi <= lo:
         hi = lo + 1.0
     counts[0] = 0
-    backend.write_json(
-        PROJECT_FILE,
-        {
+    project_doc = {
             "app": "al_annotator",
             "schema_version": SCHEMA_VERSION,
             "created": time.time(),
@@ -746,9 +1037,9 @@ def _build(backend, vol, lab_vol, config: ProjectConfig, chunks, progress) -> No
                 "min": float(values.min()),
                 "max": float(values.max()),
             },
-        },
-        fsync=True,
-    )
+        }
+    backend.write_json(PROJECT_FILE + ".bak", project_doc, fsync=True)  # what a damaged project.json is restored from
+    backend.write_json(PROJECT_FILE, project_doc, fsync=True)
     log = EditLog(backend.log_backend())
     applied = None
     if imported is not None:
@@ -784,11 +1075,11 @@ def set_aside_damaged_log(path: str | os.PathLike) -> tuple[int, str] | None:
             return exc.last_good_seq, where
 
 
-def open_project(path: str | os.PathLike, *, author: str | None = None, fsync: bool = True) -> ProjectStore:
+def open_project(path: str | os.PathLike, *, author: str | None = None, fsync: bool = True, session: str | None = None) -> ProjectStore:
     """Open an existing project directory (recovering edits that a crash left out of the labels)."""
     root = Path(path).expanduser()
     if not root.exists():
         raise ProjectNotFoundError(f"{root} does not exist; create a project with `al-annotator init {root} --volume VOLUME`")
     if not (root / PROJECT_FILE).exists():
         raise ProjectNotFoundError(f"{root} is not an al_annotator project (no {PROJECT_FILE}); create one with `al-annotator init`")
-    return ProjectStore(LocalBackend(root, fsync=fsync), author=author)
+    return ProjectStore(LocalBackend(root, fsync=fsync), author=author, session=session)
