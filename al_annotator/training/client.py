@@ -15,8 +15,10 @@ Examples
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,12 +27,14 @@ from typing import Any
 
 from ..errors import AlAnnotatorError, InputError
 
-__all__ = ["TrainerClient", "read_status", "STATUS_FILE", "STOP_FILE", "HEARTBEAT_STALE_S"]
+__all__ = ["TrainerClient", "read_status", "process_identity", "STATUS_FILE", "STOP_FILE", "HEARTBEAT_STALE_S"]
 
 STATUS_FILE = "trainer/status.json"
 STOP_FILE = "trainer/stop"
 #: A status whose heartbeat is older than this (seconds) belongs to a worker that is gone.
 HEARTBEAT_STALE_S = 30.0
+
+_log = logging.getLogger(__name__)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -40,22 +44,122 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except (OverflowError, ValueError):
+        return False
     return True
 
 
+def _proc_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot, /proc/PID/stat field 22);
+    ``None`` where there is no /proc (then a pid cannot be told from a reused one)."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_zombie(pid: int) -> bool:
+    """An exited process its parent has not reaped yet (it holds the pid but runs nothing)."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X", "x")
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _this_host() -> str:
+    return socket.gethostname()
+
+
+def process_identity(pid: int | None = None) -> dict[str, Any]:
+    """What identifies a process beyond its pid (which the kernel reuses): the host, the boot
+    and the process start time. The worker records it in ``trainer/status.json``."""
+    pid = os.getpid() if pid is None else int(pid)
+    return {"pid": pid, "host": _this_host(), "boot_id": _boot_id(), "pid_start": _proc_start_time(pid)}
+
+
+def _status_pid(status: dict[str, Any]) -> int | None:
+    pid = status.get("pid")
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+
+
+def _same_host(status: dict[str, Any]) -> bool:
+    return status.get("host") in (_this_host(), os.uname().nodename)
+
+
+def _same_process(status: dict[str, Any]) -> bool | None:
+    """True/False when the status's pid is/is not the process that wrote it; None when unknowable."""
+    pid = _status_pid(status)
+    if pid is None or not _same_host(status):
+        return None
+    if status.get("boot_id") and _boot_id() and status["boot_id"] != _boot_id():
+        return False
+    recorded = status.get("pid_start")
+    if recorded is None:
+        return None
+    return _proc_start_time(pid) == recorded
+
+
+def _is_trainer_of(status: dict[str, Any], project: Path) -> bool:
+    """The status names a live process on this host that is provably the trainer of ``project``:
+    same boot and start time as recorded, and a command line that runs al_annotator on it."""
+    if _same_process(status) is not True:
+        return False
+    pid = _status_pid(status)
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    if not any("al_annotator" in a or "al-annotator" in a for a in argv):
+        return False
+    target = project.resolve()
+    for arg in argv[1:]:
+        if arg and not arg.startswith("-"):
+            try:
+                if (cwd / arg).resolve() == target:
+                    return True
+            except (OSError, RuntimeError, ValueError):
+                continue
+    return False
+
+
 def read_status(project: str | os.PathLike) -> dict[str, Any]:
-    """The trainer status of a project, with ``alive`` (heartbeat fresh and process present)."""
+    """The trainer status of a project, with ``alive`` (heartbeat fresh and process present).
+
+    A damaged status file reads as "no trainer status" with a ``warning`` that says so.
+    """
     path = Path(project) / STATUS_FILE
     try:
         status = json.loads(path.read_text())
     except FileNotFoundError:
         return {"state": "not started", "alive": False}
-    except json.JSONDecodeError:  # never happens with atomic writes; be safe anyway
-        return {"state": "unknown", "alive": False}
-    age = time.time() - float(status.get("heartbeat", 0))
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, a directory...
+        return {"state": "unknown", "alive": False,
+                "warning": f"{path} is unreadable ({type(exc).__name__}: {exc}); ignored it (a trainer start rewrites it)"}
+    if not isinstance(status, dict):
+        return {"state": "unknown", "alive": False,
+                "warning": f"{path} is not a trainer status (a JSON {type(status).__name__}); ignored it (a trainer start rewrites it)"}
+    try:
+        heartbeat = float(status.get("heartbeat", 0))
+    except (TypeError, ValueError):
+        heartbeat = 0.0
+    age = time.time() - heartbeat if heartbeat == heartbeat else float("inf")
     status["heartbeat_age"] = age
-    same_host = status.get("host") in (None, os.uname().nodename)
-    pid_ok = _pid_alive(int(status["pid"])) if same_host and "pid" in status else True
+    pid = _status_pid(status)
+    same_host = status.get("host") is None or _same_host(status)
+    if same_host and pid is not None:
+        pid_ok = _pid_alive(pid) and _same_process(status) is not False  # a reused pid is not our worker
+    else:
+        pid_ok = True  # another host (or no pid): only the heartbeat can tell
     status["alive"] = status.get("state") not in ("stopped",) and pid_ok and (age < HEARTBEAT_STALE_S or status.get("state") == "loading")
     return status
 
@@ -84,6 +188,8 @@ class TrainerClient:
         self.python = python or os.environ.get("AL_ANNOTATOR_TRAINER_PYTHON") or sys.executable
         self.process: subprocess.Popen | None = None
         self.log_path = self.project / "trainer" / "worker.log"
+        #: What the last :meth:`stop` did (which process it signalled, or why none).
+        self.stop_report: str | None = None
 
     def start(self, *, watch: bool = True, rounds: int | None = None, extra_args: list[str] | None = None, **options: Any) -> int:
         """Start the worker (a no-op if one is alive); returns its pid.
@@ -91,7 +197,7 @@ class TrainerClient:
         ``options`` map to the worker's flags: ``device="cpu"``, ``steps=40``, ``axes="z"``...
         """
         status = read_status(self.project)
-        if status.get("alive"):
+        if status.get("alive") and _status_pid(status) is not None:
             return int(status["pid"])
         args = [self.python, "-m", "al_annotator.training.worker", str(self.project)]
         if watch:
@@ -127,23 +233,57 @@ class TrainerClient:
         return bool(read_status(self.project).get("alive"))
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Ask the worker to stop (stop file + SIGTERM); wait up to ``timeout``; True when it is gone."""
+        """Ask the worker to stop; wait up to ``timeout``; True when no trainer runs any more.
+
+        The stop file (``trainer/stop``) is always written; a worker checks it between two
+        steps, on any host. SIGTERM goes only to a process this client started, or to one that
+        ``trainer/status.json`` names on this host *and* that is provably this project's
+        trainer (same boot, same process start time, an al_annotator command line naming the
+        project); never to a pid a stale or planted status names. ``self.stop_report`` says
+        what was done.
+        """
         (self.project / "trainer").mkdir(exist_ok=True)
         (self.project / STOP_FILE).write_text(str(time.time()))
-        pid = self.process.pid if self.process is not None else read_status(self.project).get("pid")
-        if pid and _pid_alive(int(pid)):
+        deadline = time.monotonic() + timeout
+        if self.process is not None and self.process.poll() is None:
             try:
-                os.kill(int(pid), signal.SIGTERM)
+                self.process.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None:
+            self.stop_report = f"sent SIGTERM to the trainer this client started (pid {self.process.pid})"
+            while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     return True
-            elif not pid or not _pid_alive(int(pid)):
+                time.sleep(0.1)
+            return False
+        status = read_status(self.project)
+        pid = _status_pid(status)
+        if pid is not None and _is_trainer_of(status, self.project):
+            start = status.get("pid_start")
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self.stop_report = f"sent SIGTERM to this project's trainer (pid {pid})"
+            while time.monotonic() < deadline:
+                if not _pid_alive(pid) or _proc_start_time(pid) != start or _is_zombie(pid):
+                    return True
+                time.sleep(0.1)
+            return False
+        if not status.get("alive"):
+            self.stop_report = "no trainer is running (wrote the stop request anyway)"
+            return True
+        self.stop_report = (
+            f"{self.project / STATUS_FILE} names pid {status.get('pid')!r} on host {status.get('host')!r}, which this "
+            f"machine cannot verify as this project's trainer: sent no signal, wrote the stop request "
+            f"{self.project / STOP_FILE} (a live trainer stops at its next check)"
+        )
+        _log.warning(self.stop_report)
+        while time.monotonic() < deadline:
+            now = read_status(self.project)
+            if now.get("state") == "stopped" or not now.get("alive"):
                 return True
-            time.sleep(0.1)
+            time.sleep(0.2)
         return False
 
     def wait_for_version(self, version: int, timeout: float = 300.0, poll: float = 0.5) -> dict[str, Any]:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import socket
 import sys
 import time
 from typing import Any
@@ -26,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..store import open_project
-from ..store.models import clean_unpublished, current_model, list_model_versions, next_version, publish_version, version_dir, version_name
-from .client import STATUS_FILE, STOP_FILE
+from ..store.models import begin_version, clean_unpublished, current_model, list_model_versions, version_dir
+from .client import STATUS_FILE, STOP_FILE, process_identity
 from .config import TrainConfig
 
 __all__ = ["Worker", "main", "write_model_outputs"]
@@ -47,8 +45,9 @@ class Worker:
         self.stop_requested = False
         self.store = open_project(project, author="trainer")
         self.status: dict[str, Any] = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
+            # pid + host + boot + start time: what lets a client tell this process from a reused pid
+            **process_identity(),
+            "project": str(self.store.backend.root.resolve()) if self.store.backend.root is not None else None,
             "started": time.time(),
             "state": "starting",
             "round": 0,
@@ -175,55 +174,57 @@ class Worker:
         if result.stopped:
             return None
         val_dice = evaluate_dice(self.model, val, device=device) if val else {"mean": None, "per_class": []}
-        version = next_version(store)
-        self._write_status(force=True, state="predicting", loss=result.loss, val_dice=val_dice["mean"], version_in_progress=version)
-
-        def on_predict(done: int, total: int, what: str) -> None:
-            self._write_status(progress=0.7 + 0.3 * done / total, phase=what)
-
-        t_pred = time.perf_counter()
-        scratch = store.root.require_group(f"models/{version_name(version)}")
-        pred = predict_volume(
-            store, self.model, axes=self.cfg.axes, device=device, batch_size=self.cfg.predict_batch, tile=self.cfg.tile,
-            mc_samples=self.cfg.mc_samples, scratch=scratch, should_stop=self._should_stop, progress=on_predict, seed=rnd,
-            model_version=version, input_norm=self.cfg.input_norm,
-        )
-        if pred is None:
-            return None
-        predict_seconds = time.perf_counter() - t_pred
         from ..models import save_checkpoint
 
-        partial = store.backend.root / "models" / (version_name(version) + ".partial")
-        partial.mkdir(parents=True, exist_ok=True)
-        write_model_outputs(scratch, pred.probabilities, store.image.chunks)
-        np.savez(partial / SCORES_FILE, **pred.scores.to_arrays())
-        save_checkpoint(self.model, partial / "checkpoint.pt", version=version, round=rnd)
-        gpu_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-        metrics = {
-            "round": rnd,
-            "loss": result.loss,
-            "steps": result.steps,
-            "train_seconds": result.seconds,
-            "predict_seconds": predict_seconds,
-            "round_seconds": time.perf_counter() - t_round,
-            "val_dice": val_dice["mean"],
-            "val_dice_per_class": val_dice["per_class"],
-            "n_train_slices": len(train),
-            "n_val_slices": len(val),
-            "labelled_voxels": int(sum(store.labelled_voxels().values())),
-        }
-        meta = {
-            "created": time.time(),
-            "model": self.model.name,
-            "device": str(device),
-            "axes": self.cfg.axes,
-            "input_norm": self.cfg.input_norm,
-            "trained_on_seq": seq,
-            "metrics": metrics,
-            "gpu_max_memory_bytes": gpu_mem,
-        }
-        (partial / "metrics.json").write_text(json.dumps(meta, indent=1))
-        publish_version(store, version, meta, keep=self.cfg.keep_versions)
+        # One writer: files go into vNNNN.partial and the zarr group; published on a normal exit of
+        # the block, discarded on a stop or an error (a SIGKILL leaves what clean_unpublished removes).
+        with begin_version(store, keep=self.cfg.keep_versions) as out:
+            version = out.version
+            self._write_status(force=True, state="predicting", loss=result.loss, val_dice=val_dice["mean"], version_in_progress=version)
+
+            def on_predict(done: int, total: int, what: str) -> None:
+                self._write_status(progress=0.7 + 0.3 * done / total, phase=what)
+
+            t_pred = time.perf_counter()
+            scratch = out.group()
+            pred = predict_volume(
+                store, self.model, axes=self.cfg.axes, device=device, batch_size=self.cfg.predict_batch, tile=self.cfg.tile,
+                mc_samples=self.cfg.mc_samples, scratch=scratch, should_stop=self._should_stop, progress=on_predict, seed=rnd,
+                model_version=version, input_norm=self.cfg.input_norm,
+            )
+            if pred is None:
+                out.abandon()
+                return None
+            predict_seconds = time.perf_counter() - t_pred
+            write_model_outputs(scratch, pred.probabilities, store.image.chunks)
+            np.savez(out.partial_dir / SCORES_FILE, **pred.scores.to_arrays())
+            save_checkpoint(self.model, out.partial_dir / "checkpoint.pt", version=version, round=rnd)
+            gpu_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+            metrics = {
+                "round": rnd,
+                "loss": result.loss,
+                "steps": result.steps,
+                "train_seconds": result.seconds,
+                "predict_seconds": predict_seconds,
+                "round_seconds": time.perf_counter() - t_round,
+                "val_dice": val_dice["mean"],
+                "val_dice_per_class": val_dice["per_class"],
+                "n_train_slices": len(train),
+                "n_val_slices": len(val),
+                "labelled_voxels": int(sum(store.labelled_voxels().values())),
+            }
+            meta = {
+                "created": time.time(),
+                "model": self.model.name,
+                "device": str(device),
+                "axes": self.cfg.axes,
+                "input_norm": self.cfg.input_norm,
+                "trained_on_seq": seq,
+                "metrics": metrics,
+                "gpu_max_memory_bytes": gpu_mem,
+            }
+            (out.partial_dir / "metrics.json").write_text(json.dumps(meta, indent=1))
+            out.meta = meta
         self.status.setdefault("history", []).append(metrics | {"version": version})
         self._write_status(force=True, state="idle", model_version=version, progress=1.0, last_round=metrics,
                            gpu_memory_bytes=gpu_mem, time_per_round=metrics["round_seconds"])
