@@ -61,6 +61,7 @@ import numpy as np
 
 from ..errors import AlAnnotatorError, InputError
 from ._lazy import LazyView, PlaneStackArray, native
+from ._zarr import BloscChunkCheck, blosc_chunk_dir, has_stored_chunks
 from .volume import VolumeData, normalize_unit, to_zyx, validate_volume
 
 __all__ = [
@@ -419,47 +420,68 @@ def read_slices(path: Path, opts: ReadOptions) -> VolumeData:
     kind, files = next(iter(groups.items()))
     files.sort(key=lambda p: natural_key(p.name))
 
+    if len(files) == 1:
+        raise InputError(
+            f"{src}: the folder holds a single slice ({files[0].name}), a 2D image, not a volume; "
+            "put all the slices of the volume in the folder (one 2D image per z)"
+        )
+
+    def broken(p: Path, exc: BaseException) -> InputError:
+        return InputError(
+            f"cannot read the slice {p} ({type(exc).__name__}: {exc}): it is not a readable {kind.upper()}, "
+            f"probably truncated or corrupted; the volume in {src} would miss this slice: replace the file with a "
+            "good copy (or re-export it), or move it out of the folder if it does not belong to the volume"
+        )
+
     def header(p: Path) -> tuple[Any, ...]:
-        if kind == "tiff":
-            import tifffile
+        try:
+            if kind == "tiff":
+                import tifffile
 
-            with tifffile.TiffFile(p) as tf:
-                if len(tf.series) != 1 or len(tf.series[0].pages) != 1:
-                    raise InputError(f"{p} holds several pages; a slice folder needs one 2D image per file")
-                return tuple(tf.series[0].shape), np.dtype(tf.series[0].dtype)
-        from PIL import Image
+                with _tifffile_log() as log, tifffile.TiffFile(p) as tf:
+                    if len(tf.series) != 1 or len(tf.series[0].pages) != 1:
+                        raise InputError(f"{p} holds several pages; a slice folder needs one 2D image per file")
+                    page = tf.series[0].pages[0]
+                    end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+                    head = (tuple(tf.series[0].shape), np.dtype(tf.series[0].dtype))
+                corrupt = [m for m in log.messages if _CORRUPT.search(m)]
+                if corrupt:
+                    raise ValueError("; ".join(corrupt[:3]))
+                if end > _file_size(p):
+                    raise EOFError(f"the pixel data end at byte {end} but the file has {_file_size(p)} bytes (truncated)")
+                return head
+            from PIL import Image
 
-        with Image.open(p) as im:
-            return im.size, im.mode
+            with Image.open(p) as im:
+                return im.size, im.mode
+        except AlAnnotatorError:
+            raise
+        except Exception as exc:  # PIL/tifffile raise many types on broken files
+            raise broken(p, exc) from exc
 
     def read_plane(i: int) -> np.ndarray:
         p = files[i]
-        if kind == "tiff":
-            import tifffile
+        try:
+            if kind == "tiff":
+                import tifffile
 
-            return tifffile.imread(p)
-        from PIL import Image
+                return tifffile.imread(p)
+            from PIL import Image
 
-        with Image.open(p) as im:
-            return np.asarray(im)
+            with Image.open(p) as im:
+                return np.asarray(im)
+        except Exception as exc:  # noqa: BLE001 - PIL/tifffile raise many types on broken files
+            raise broken(p, exc) from exc
 
-    try:
-        first = read_plane(0)
-        h0 = header(files[0])
-        for p in files[1:]:
-            h = header(p)
-            if h != h0:
-                raise InputError(
-                    f"{src}: slice {p.name} has size/type {h} but {files[0].name} has {h0}; "
-                    "all slices of a volume must have the same size and pixel type"
-                )
-    except AlAnnotatorError:
-        raise
-    except Exception as exc:  # PIL/tifffile raise many types on broken files
-        raise InputError(
-            f"cannot read {src}: a slice file is not a readable {kind.upper()} ({type(exc).__name__}: {exc}); "
-            "remove or re-export the broken slice"
-        ) from exc
+    first = read_plane(0)
+    h0 = header(files[0])
+    for p in files[1:]:
+        h = header(p)
+        if h != h0:
+            raise InputError(
+                f"{src}: slice {p.name} has size/type {h} but {files[0].name} has {h0}; "
+                "all slices of a volume must have the same size and pixel type"
+            )
     if first.ndim == 3 and first.shape[-1] in (3, 4):
         axes = "ZYXS"
     elif first.ndim == 2:
@@ -531,6 +553,28 @@ def _hdf5_spacing(f: Any, ds: Any) -> tuple[tuple[float, float, float] | None, s
             sp = _spacing3(steps)
             return sp, (units[2] if sp else None)
     return None, None
+
+
+def _check_hdf5_storage(src: str, ds: Any) -> None:
+    """Refuse a dataset none of whose data was ever written (every voxel would read as the fill value).
+
+    A tiny file can declare a huge shape (a chunked dataset created and never filled); importing it
+    would write terabytes of fill values. Virtual and external datasets keep their data elsewhere.
+    """
+    if ds.size == 0 or ds.is_virtual or ds.external:
+        return
+    try:
+        stored = int(ds.id.get_storage_size())
+    except Exception:  # noqa: BLE001 - an unusual layout: no check rather than a false alarm
+        return
+    if stored == 0:
+        fill = ds.fillvalue
+        raise InputError(
+            f"{src}: the dataset {ds.name} declares shape {tuple(ds.shape)} of {ds.dtype} "
+            f"({ds.size * ds.dtype.itemsize} bytes) but none of its data was ever written: every voxel would read as "
+            f"the fill value {fill!r}. The file is incomplete (the writer stopped before writing the data); "
+            "write or export the volume again, or pass dataset= to choose another dataset"
+        )
 
 
 def read_hdf5(path: Path, opts: ReadOptions) -> VolumeData:
@@ -607,6 +651,7 @@ def read_hdf5(path: Path, opts: ReadOptions) -> VolumeData:
                         f"{src}: several candidate datasets ({len(big)}) with 3+ dimensions: {listing(big)}; "
                         "pass dataset='/path/to/data' to choose one"
                     )
+        _check_hdf5_storage(src, ds)
         spacing, unit = _hdf5_spacing(f, ds)
         meta: dict[str, Any] = {"dataset": ds.name, "chosen_by": how, "hdf5_chunks": ds.chunks}
         arr = LazyView(ds, source=f"{src}:{ds.name}")
@@ -744,7 +789,15 @@ def read_ome_zarr(path: Path, opts: ReadOptions) -> VolumeData:
                             f"{len(big)} arrays with 3+ dimensions ({found}); pass dataset='path/in/store' to choose one"
                         )
         meta["zarr_format"] = int(arr.metadata.zarr_format)
-        view = LazyView(arr, source=src)
+        if arr.size and has_stored_chunks(arr) is False:
+            raise InputError(
+                f"{src}: the array {arr.path or '/'} declares shape {tuple(arr.shape)} of {arr.dtype} but the store holds "
+                f"none of its chunks: every voxel would read as the fill value {arr.fill_value!r}. The image was never "
+                "written, or its chunk files were not copied: copy the whole .zarr folder again, or pass dataset= to "
+                "choose another array"
+            )
+        chunk_dir = blosc_chunk_dir(arr)
+        view = LazyView(BloscChunkCheck(arr, chunk_dir, src) if chunk_dir is not None else arr, source=src)
         view = _finish(view, opts=opts, axes=axes, source=src, meta=meta)
         return VolumeData(view, spacing, unit, "ome-zarr", src, meta)
     except AlAnnotatorError:
@@ -759,8 +812,9 @@ def read_ome_zarr(path: Path, opts: ReadOptions) -> VolumeData:
 class _GzipPlanes:
     """Sequential-friendly reader of planes from a gzip stream (forward seeks do not restart)."""
 
-    def __init__(self, path: Path, offset: int, plane_shape: tuple[int, int], dtype: np.dtype) -> None:
+    def __init__(self, path: Path, offset: int, plane_shape: tuple[int, int], dtype: np.dtype, n_planes: int = -1) -> None:
         self.path, self.offset, self.plane_shape, self.dtype = path, offset, plane_shape, dtype
+        self.n_planes = n_planes
         self.plane_bytes = int(np.prod(plane_shape)) * dtype.itemsize
         self._f: gzip.GzipFile | None = None
 
@@ -776,6 +830,10 @@ class _GzipPlanes:
         buf = self._f.read(need)
         if len(buf) < need:
             raise EOFError(f"the compressed stream ended after {start + len(buf)} bytes; {start + need} needed (truncated file)")
+        if i1 == self.n_planes:
+            # read on to the gzip trailer: gzip checks the CRC-32 of the whole stream only there, so a
+            # corrupted byte that still inflates is found when the last plane is read
+            self._f.read(1 << 16)
         return np.frombuffer(buf, dtype=self.dtype).reshape((i1 - i0,) + self.plane_shape)
 
     def close(self) -> None:
@@ -856,7 +914,7 @@ def read_nifti(path: Path, opts: ReadOptions) -> VolumeData:
         _check_gzip(path, offset + nbytes)
         if len(c_shape) < 2:
             raise InputError(f"{src}: the NIfTI image has shape {shape}; a volume needs 3 dimensions")
-        reader = _GzipPlanes(path, offset, (c_shape[-2], c_shape[-1]), dtype)
+        reader = _GzipPlanes(path, offset, (c_shape[-2], c_shape[-1]), dtype, int(np.prod(c_shape[:-2], dtype=np.int64)))
         arr: Any = PlaneStackArray(c_shape[:-2], c_shape[-2:], dtype, reader, source=src)
         resources = (reader,)
     else:
@@ -910,6 +968,34 @@ def _rescale_dtype(raw: np.dtype, bits_stored: int | None, pairs: list[tuple[flo
     return np.dtype(np.float64) if raw.itemsize >= 4 else np.dtype(np.float32)
 
 
+_DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima", ".dic"})
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little-endian
+
+
+def _dicom_pixels_short(ds: Any, p: Path, pixel_pos: int, size: int) -> str | None:
+    """Why an uncompressed DICOM file holds fewer pixel bytes than its header needs, or ``None``."""
+    try:
+        ts = ds.file_meta.TransferSyntaxUID if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else None
+        if ts is not None and (ts.is_compressed or ts.is_deflated or not ts.is_little_endian):
+            return None
+        bits = int(ds.get("BitsAllocated", 0) or 0)
+        if bits <= 0:
+            return None
+        n = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.get("NumberOfFrames", 1) or 1)
+        need = (n * bits + 7) // 8
+        if pixel_pos >= size:
+            return f"the header ends at byte {pixel_pos} and the pixel data ({need} bytes) are missing"
+        with open(p, "rb") as fh:
+            fh.seek(pixel_pos)
+            if fh.read(4) != _PIXEL_DATA_TAG:
+                return None  # float pixel data or an unusual layout: decoding will tell
+        if pixel_pos + 8 + need > size:
+            return f"the pixel data need {need} bytes from byte {pixel_pos} but the file has {size} bytes"
+    except (TypeError, ValueError, AttributeError, OSError):
+        return None
+    return None
+
+
 def read_dicom(path: Path, opts: ReadOptions) -> VolumeData:
     """Read a DICOM series from a folder (or one multi-frame DICOM file)."""
     import pydicom
@@ -920,19 +1006,47 @@ def read_dicom(path: Path, opts: ReadOptions) -> VolumeData:
     files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: natural_key(p.name)) if path.is_dir() else [path]
     headers: list[tuple[Path, Any]] = []
     skipped = 0
+    in_folder = path.is_dir()
+
+    def unreadable(p: Path, why: str) -> InputError:
+        where = f"the series in {src} would miss this slice: " if in_folder else ""
+        return InputError(
+            f"cannot read {p} as DICOM: {why}. The file is truncated, empty or corrupted; {where}replace it with a good "
+            "copy (copy it again from the scanner / PACS)" + (", or move it out of the folder if it does not belong to the series" if in_folder else "")
+        )
+
     for p in files:
         if p.name.upper() == "DICOMDIR":
             continue
+        named = p.suffix.lower() in _DICOM_SUFFIXES
         try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True, force=p.suffix.lower() == ".dcm")
-        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            if p.suffix.lower() == ".dcm" or not path.is_dir():
-                raise InputError(f"cannot read {p} as DICOM: {type(exc).__name__}: {exc}; the file is truncated or not DICOM") from exc
+            size = _file_size(p)
+            # a file that says it is DICOM (by name or by its preamble) must read; an empty file without
+            # a suffix in a DICOM folder is a lost slice too. Other files (README, notes) are skipped.
+            claims = named or _is_dicom_file(p) or (size == 0 and not p.suffix) or not in_folder
+            with open(p, "rb") as fh:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True, force=named or not in_folder)
+                pixel_pos = fh.tell()
+        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
+            if claims:
+                raise unreadable(p, f"{type(exc).__name__}: {exc}") from exc
+            skipped += 1
+            continue
+        meta_uid = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+        if "SOPClassUID" not in ds and meta_uid is None and "Rows" not in ds:
+            if claims:  # forced parsing of a file with no DICOM content (0 bytes, random bytes)
+                raise unreadable(p, f"it holds no DICOM data elements ({size} bytes)")
             skipped += 1
             continue
         if "Rows" not in ds or "Columns" not in ds:
+            sop = ds.get("SOPClassUID", meta_uid)
+            if claims and "Image" in str(getattr(sop, "name", "")):  # an image whose header was cut short
+                raise unreadable(p, f"it is a {sop.name} but its header ends ({size} bytes) before the image size (Rows, Columns)")
             skipped += 1  # not an image (structured report, presentation state...)
             continue
+        short = _dicom_pixels_short(ds, p, pixel_pos, size)
+        if short:
+            raise unreadable(p, short)
         headers.append((p, ds))
     if not headers:
         raise InputError(f"{src}: no DICOM image files found ({skipped} other files); give the folder holding the series")
@@ -945,8 +1059,12 @@ def read_dicom(path: Path, opts: ReadOptions) -> VolumeData:
         items = series[opts.dataset]
         uid = opts.dataset
     elif len(series) > 1:
+        def files_of(v: list[tuple[Path, Any]]) -> str:
+            names = f": {', '.join(p.name for p, _ in v)}" if len(v) <= 3 else ""
+            return f"{len(v)} file{'s' if len(v) != 1 else ''}{names}"
+
         listing = "; ".join(
-            f"{uid} ({len(v)} files{', ' + str(v[0][1].get('SeriesDescription')) if v[0][1].get('SeriesDescription') else ''})"
+            f"{uid} ({files_of(v)}{', ' + str(v[0][1].get('SeriesDescription')) if v[0][1].get('SeriesDescription') else ''})"
             for uid, v in series.items()
         )
         raise InputError(
@@ -968,8 +1086,9 @@ def read_dicom(path: Path, opts: ReadOptions) -> VolumeData:
             return pydicom.dcmread(p).pixel_array
         except Exception as exc:
             raise InputError(
-                f"cannot decode the pixels of {p}: {type(exc).__name__}: {exc}. If the series is compressed (JPEG/JPEG2000), "
-                "install a pydicom pixel handler (pylibjpeg with its plugins, or gdcm), or decompress it with `gdcmconv --raw`"
+                f"cannot decode the pixels of {p}: {type(exc).__name__}: {exc}. The file may be truncated or corrupted "
+                "(replace it with a good copy); if the series is compressed (JPEG/JPEG2000), install a pydicom pixel "
+                "handler (pylibjpeg with its plugins, or gdcm), or decompress it with `gdcmconv --raw`"
             ) from exc
 
     ps = h0.get("PixelSpacing")
@@ -1008,6 +1127,18 @@ def read_dicom(path: Path, opts: ReadOptions) -> VolumeData:
                 "of one series: keep one slice per position"
             )
         z_spacing = float(np.median(d))
+        gaps = np.flatnonzero(d > 1.5 * z_spacing)
+        rest = np.delete(d, gaps)
+        if len(gaps) and len(rest) and np.allclose(rest, z_spacing, rtol=0.05):  # an even series with a hole
+            g = int(gaps[0])
+            a, b = items[order[g]][0].name, items[order[g + 1]][0].name
+            missing = int(round(d[g] / z_spacing)) - 1
+            raise InputError(
+                f"{src}: {missing} slice(s) missing: the slices are {z_spacing:g} mm apart but {a} and {b} are "
+                f"{d[g]:g} mm apart ({len(gaps)} such gap(s)). Copy the missing file(s) into the folder (check that "
+                "the transfer was complete); if the series really has a gap, convert it to one file (e.g. NIfTI with "
+                "dcm2niix) and import that"
+            )
         meta["sorted_by"] = "ImagePositionPatient"
         meta["uniform_spacing"] = bool(np.allclose(d, z_spacing, rtol=1e-2))
     else:
@@ -1071,6 +1202,11 @@ def read_npy(path: Path, opts: ReadOptions) -> VolumeData:
     size = _file_size(path)
     if size < need:
         raise _truncated(path, f"the .npy array (shape {tuple(shape)}, {dtype})", need, size)
+    if size > need:  # np.save writes the header and the array, nothing after: the header was damaged
+        raise InputError(
+            f"cannot read {src}: the file is corrupted: its header declares shape {tuple(shape)} of {dtype} "
+            f"({need} bytes with the header) but the file has {size} bytes; save the volume again with np.save"
+        )
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -1329,7 +1465,27 @@ def read_volume(
         if vol.format != fmt:
             vol = replace(vol, format=fmt)
         validate_volume(vol, check_finite=False)
+        vol = _normalize_dtype(vol)
     except BaseException:
         vol.close()
         raise
     return vol
+
+
+def _normalize_dtype(vol: VolumeData) -> VolumeData:
+    """Bool volumes read as uint8 0/1; dtypes in their canonical numpy spelling.
+
+    tifffile gives 64-bit TIFFs the ``long long`` dtype (``'q'``), which equals ``int64`` but is
+    another numpy dtype class that zarr does not know: the project build would fail on it.
+    """
+    dt = vol.dtype
+    meta = dict(vol.metadata)
+    if dt == np.bool_:
+        arr = LazyView(vol.array, convert=lambda a: a.astype(np.uint8), dtype=np.uint8, source=vol.source)
+        meta["converted_from"] = "bool"
+        return replace(vol, array=arr, metadata=meta)
+    canon = np.dtype(dt.str)
+    if type(canon) is type(dt):
+        return vol
+    arr = vol.array.view(canon) if isinstance(vol.array, np.ndarray) else LazyView(vol.array, dtype=canon, source=vol.source)
+    return replace(vol, array=arr)
