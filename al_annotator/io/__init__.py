@@ -6,6 +6,8 @@
   ``(z, y, x)`` spacing; see :mod:`.readers` for each format's axis convention.
 * :func:`validate_volume` rejects what cannot be annotated (2D, 4D without a channel, empty,
   non-numeric dtypes, NaN/inf) with a message naming the remedy.
+* :func:`require_free_space` and :func:`estimate_project_bytes` refuse a project that would not fit
+  on the disk (a tiny file can declare a huge volume) before anything is written.
 * :func:`write_volume` exports to OME-Zarr (image or NGFF labels group), multipage TIFF, NIfTI and
   npy, slab by slab.
 
@@ -15,6 +17,7 @@ Readers and writers are registries (:data:`READERS`, :data:`WRITERS`): add your 
 
 from __future__ import annotations
 
+from ._space import estimate_project_bytes, require_free_space
 from .readers import READERS, SUFFIXES, ReadOptions, detect_format, natural_key, read_volume, register_reader
 from .volume import VolumeData, normalize_unit, to_zyx, validate_volume
 from .writers import WRITERS, WriteOptions, register_writer, write_volume
@@ -27,11 +30,13 @@ __all__ = [
     "WRITERS",
     "WriteOptions",
     "detect_format",
+    "estimate_project_bytes",
     "natural_key",
     "normalize_unit",
     "read_volume",
     "register_reader",
     "register_writer",
+    "require_free_space",
     "to_zyx",
     "validate_volume",
     "write_volume",
