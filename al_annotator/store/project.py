@@ -153,6 +153,10 @@ class ProjectStore:
             # (an undo that empties a chunk must not delete it; a missing chunk means damage)
             self.image = self.root["image"].with_config({"write_empty_chunks": True})
             self.labels = self.root["labels"].with_config({"write_empty_chunks": True})
+            try:
+                self._imported = self.root["imported_labels"]
+            except KeyError:
+                self._imported = None
         except (KeyError, FileNotFoundError) as exc:
             raise StoreIntegrityError(f"{backend.description}: the image or labels array is missing ({exc})") from exc
         except Exception as exc:  # noqa: BLE001 - zarr raises many kinds for damaged metadata
@@ -240,7 +244,7 @@ class ProjectStore:
 
     @property
     def has_imported_labels(self) -> bool:
-        return "imported_labels" in self.root
+        return self._imported is not None
 
     # ------------------------------------------------------------------ reading
     def read_slice(self, ref: SliceRef, what: str = "image") -> np.ndarray:
@@ -255,13 +259,15 @@ class ProjectStore:
     def _read_array(self, what: str, sel: tuple, *, where: str) -> np.ndarray:
         """Read from the image or labels array; a damaged chunk raises :class:`StoreIntegrityError`
         that names the array and the remedy instead of a codec's traceback."""
-        arr = self.image if what == "image" else self.labels
+        arr = {"image": self.image, "labels": self.labels, "imported_labels": self._imported}[what]
         try:
             return np.asarray(arr[sel])
         except Exception as exc:  # noqa: BLE001 - blosc, zarr and numpy raise many kinds
             remedy = (
                 f"run `al-annotator check {self.backend.description} --repair` (it rebuilds the labels from the edit log)"
                 if what == "labels"
+                else "restore it from a backup of the project, or import the labels file again into a new project"
+                if what == "imported_labels"
                 else "the image chunk cannot be rebuilt: restore data.zarr/image from a backup, or re-create the project "
                 "from the original volume (export the labels first)"
             )
@@ -452,7 +458,8 @@ class ProjectStore:
     def replay(self) -> np.ndarray:
         """The labels rebuilt from the imported base and the whole log (in memory), skipping damaged
         bytes and quarantined records exactly as opening does."""
-        labels = np.asarray(self.root["imported_labels"][...]) if self.has_imported_labels else np.zeros(self.shape, np.uint8)
+        labels = (self._read_array("imported_labels", (...,), where="the imported base") if self.has_imported_labels
+                  else np.zeros(self.shape, np.uint8))
         with self.log.backend.reader() as fh:
             records = scan_records(fh, 0, source=self.log.source).records
         for rec in records:
@@ -805,11 +812,25 @@ class ProjectStore:
 
     def _relabel_after(self, floor: int) -> None:
         """Rewrite the labels of every edit record after ``floor``, in log order."""
-        seqs = [seq for seq in reversed(self._records) if seq > floor]  # insertion order is log order
+        from ..errors import DiskFullError, StoreWriteError
+
+        seqs = []
+        for seq in reversed(self._records):  # insertion order is log order: stop at the floor
+            if seq <= floor:
+                break
+            seqs.append(seq)
         for seq in reversed(seqs):
             rec = self._read_record(seq)
             ref = SliceRef(rec.meta["axis"], rec.meta["index"])
-            self._write_values(ref, rec.arrays["idx"], rec.arrays["new"])
+            try:
+                self._write_values(ref, rec.arrays["idx"], rec.arrays["new"])
+            except OSError as exc:
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                raise (DiskFullError if full else StoreWriteError)(
+                    f"this edit was not saved: the labels of earlier edits (from record {seq} on, kept in the edit log) "
+                    f"must be written first and that failed ({'the disk is full' if full else exc}). Free space on "
+                    f"{self.backend.description}'s file system, then repeat the edit"
+                ) from exc
             self.recovered.append(seq)
 
     def _load_and_recover(self) -> None:
@@ -832,9 +853,10 @@ class ProjectStore:
         if base is None:  # recount the imported labels (the base the log replays on)
             base = np.zeros(256, np.int64)
             if self.has_imported_labels:
-                imported = self.root["imported_labels"]
+                imported = self._imported
                 for z0 in range(0, self.shape[0], imported.chunks[0]):
-                    base += np.bincount(np.asarray(imported[z0 : z0 + imported.chunks[0]]).reshape(-1), minlength=256)
+                    sel = (slice(z0, z0 + imported.chunks[0]),)
+                    base += np.bincount(self._read_array("imported_labels", sel, where=f"z={z0}").reshape(-1), minlength=256)
             base[0] = 0
         self._base_counts = base
         self._counts = self._base_counts.copy()
@@ -843,7 +865,17 @@ class ProjectStore:
         self._applied_seq = 0
         for rec in result.records:
             # Records the labels may not hold yet are re-applied (idempotent: they set values).
-            self._apply_record(rec, write_labels=rec.seq > applied)
+            try:
+                self._apply_record(rec, write_labels=rec.seq > applied)
+            except OSError as exc:
+                from ..errors import DiskFullError, StoreWriteError
+
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                raise (DiskFullError if full else StoreWriteError)(
+                    f"{self.backend.description} cannot be opened yet: edits from record {rec.seq} on are saved in the edit "
+                    f"log but not yet in the labels, and writing them failed ({'the disk is full' if full else exc}). "
+                    "Nothing is lost: free space on that file system and open the project again"
+                ) from exc
             if rec.seq > applied and rec.seq in self._records:
                 self.recovered.append(rec.seq)
         self._labels_seq = self._applied_seq
