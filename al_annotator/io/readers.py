@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import logging
 import math
 import os
@@ -568,7 +569,7 @@ def _check_hdf5_storage(src: str, ds: Any) -> None:
     except Exception:  # noqa: BLE001 - an unusual layout: no check rather than a false alarm
         return
     if stored == 0:
-        fill = ds.fillvalue
+        fill = ds.fillvalue.item() if hasattr(ds.fillvalue, "item") else ds.fillvalue
         raise InputError(
             f"{src}: the dataset {ds.name} declares shape {tuple(ds.shape)} of {ds.dtype} "
             f"({ds.size * ds.dtype.itemsize} bytes) but none of its data was ever written: every voxel would read as "
@@ -792,7 +793,7 @@ def read_ome_zarr(path: Path, opts: ReadOptions) -> VolumeData:
         if arr.size and has_stored_chunks(arr) is False:
             raise InputError(
                 f"{src}: the array {arr.path or '/'} declares shape {tuple(arr.shape)} of {arr.dtype} but the store holds "
-                f"none of its chunks: every voxel would read as the fill value {arr.fill_value!r}. The image was never "
+                f"none of its chunks: every voxel would read as the fill value {getattr(arr.fill_value, 'item', lambda: arr.fill_value)()!r}. The image was never "
                 "written, or its chunk files were not copied: copy the whole .zarr folder again, or pass dataset= to "
                 "choose another array"
             )
@@ -999,7 +1000,6 @@ def _dicom_pixels_short(ds: Any, p: Path, pixel_pos: int, size: int) -> str | No
 def read_dicom(path: Path, opts: ReadOptions) -> VolumeData:
     """Read a DICOM series from a folder (or one multi-frame DICOM file)."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     _reject(opts, "DICOM", allow_dataset=True)
     src = str(path)
@@ -1021,13 +1021,19 @@ def read_dicom(path: Path, opts: ReadOptions) -> VolumeData:
         named = p.suffix.lower() in _DICOM_SUFFIXES
         try:
             size = _file_size(p)
-            # a file that says it is DICOM (by name or by its preamble) must read; an empty file without
-            # a suffix in a DICOM folder is a lost slice too. Other files (README, notes) are skipped.
-            claims = named or _is_dicom_file(p) or (size == 0 and not p.suffix) or not in_folder
+        except OSError as exc:
+            raise unreadable(p, f"{type(exc).__name__}: {exc}") from exc
+        # a file that says it is DICOM (by name or by its preamble) must read; an empty file without
+        # a suffix in a DICOM folder is a lost slice too. Other files (README, notes) are skipped.
+        claims = named or _is_dicom_file(p) or (size == 0 and not p.suffix) or not in_folder
+        try:
             with open(p, "rb") as fh:
                 ds = pydicom.dcmread(fh, stop_before_pixels=True, force=named or not in_folder)
                 pixel_pos = fh.tell()
-        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
+            # decode every value now: a damaged one fails here, naming this file
+            for _elem in itertools.chain(getattr(ds, "file_meta", None) or (), ds.iterall()):
+                pass
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types (BytesLengthException...) on damaged files
             if claims:
                 raise unreadable(p, f"{type(exc).__name__}: {exc}") from exc
             skipped += 1
