@@ -124,7 +124,11 @@ class TestDiskFull:
         if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mnt)], capture_output=True).returncode:
             pytest.skip("cannot mount a tmpfs here (needs root); the injected-ENOSPC tests cover the same paths")
         try:
-            store = create_project(mnt / "p", np.zeros((8, 64, 64), np.uint8), classes=CLASSES, chunks=(8, 64, 64))
+            import shutil
+
+            create_project(tmp_path / "src", np.zeros((8, 64, 64), np.uint8), classes=CLASSES, chunks=(8, 64, 64)).close()
+            shutil.copytree(tmp_path / "src", mnt / "p")  # (create_project itself refuses a disk this small)
+            store = open_project(mnt / "p")
             rng = np.random.default_rng(3)
             acked, failures = [], 0
             for k in range(4000):

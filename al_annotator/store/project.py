@@ -972,6 +972,13 @@ def create_project(
             _check_volume_array(lab_vol.array, "labels volume")
             if tuple(lab_vol.array.shape) != tuple(vol.array.shape):
                 raise InputError(f"the labels have shape {tuple(lab_vol.array.shape)} but the volume has {tuple(vol.array.shape)}; they must match")
+        if path is not None:  # a tiny file can declare a huge volume: refuse before writing anything
+            from ..io._space import estimate_project_bytes, require_free_space
+
+            shape = tuple(int(n) for n in vol.array.shape)
+            extra = int(np.prod(shape)) if lab_vol is not None else 0  # imported_labels: one more uint8 copy
+            require_free_space(target.parent, estimate_project_bytes(shape, vol.array.dtype) + extra,
+                               f"the project for {vol.source} ({' x '.join(map(str, shape))} {np.dtype(vol.array.dtype)})")
         if path is None:
             backend = MemoryBackend()
             _build(backend, vol, lab_vol, config, chunks, progress)
