@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import AlAnnotatorError
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "COMMANDS", "int_arg", "float_arg"]
+
+#: Set to 1 to see the traceback of an unexpected error instead of the one-line summary.
+DEBUG_ENV = "AL_ANNOTATOR_DEBUG"
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -27,13 +31,81 @@ def command(name: str):
     return deco
 
 
+def _range_text(lo: float | None, hi: float | None, lo_open: bool = False) -> str:
+    def num(v: float) -> str:
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
+    if lo is not None and hi is not None:
+        return f"> {num(lo)} and <= {num(hi)}" if lo_open else f"from {num(lo)} to {num(hi)}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {num(lo)}"
+    return f"<= {num(hi)}" if hi is not None else "any"
+
+
+def int_arg(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer in ``[lo, hi]``; the error says the valid range.
+
+    Examples
+    --------
+    >>> int_arg(1)("3")
+    3
+    >>> int_arg(1)("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be an integer >= 1, got '0'
+    """
+    want = f"an integer {_range_text(lo, hi)}" if (lo is not None or hi is not None) else "an integer"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except (ValueError, AttributeError):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def float_arg(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` for a finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``).
+
+    Examples
+    --------
+    >>> float_arg(0, lo_open=True)("1e-3")
+    0.001
+    >>> float_arg(0, lo_open=True)("nan")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be a finite number > 0, got 'nan'
+    """
+    want = f"a finite number {_range_text(lo, hi, lo_open)}" if (lo is not None or hi is not None) else "a finite number"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except (ValueError, TypeError):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        if not math.isfinite(value) or (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
 def _shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
-        return tuple(int(p) for p in text.split(","))
+        shape = tuple(int(p) for p in text.split(","))
     except ValueError:
-        raise AlAnnotatorError(f"--shape must be integers Z,Y,X such as 512,512,512; got {text!r}") from None
+        shape = ()
+    if not shape or any(n < 1 for n in shape):
+        raise AlAnnotatorError(f"--shape must be positive integers Z,Y,X such as 512,512,512; got {text!r}")
+    return shape
 
 
 def _read_kw(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
@@ -103,6 +175,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .errors import EditLogCorruptError
     from .store import open_project
+    from .store.models import check_models, repair_models
     from .store.project import set_aside_damaged_log
 
     try:
@@ -119,6 +192,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         if store.torn_tail is not None:
             print(f"a torn record at byte {store.torn_tail} (an edit in flight when a writer died) was set aside as edits.log.torn")
         problems = store.check(repair=args.repair)
+        model_problems = check_models(store)
+        if model_problems and args.repair:
+            for note in repair_models(store):
+                print(note)
+            model_problems = check_models(store)
+        problems = list(problems) + model_problems
     for p in problems:
         print(f"problem: {p}")
     if not problems:
@@ -155,12 +234,20 @@ def _add_read_options(p: argparse.ArgumentParser, prefix: str = "", what: str = 
     p.add_argument(f"{dash}dataset", dest=f"{prefix}dataset", help="HDF5/NeXus dataset path (e.g. /entry/data/data) or DICOM SeriesInstanceUID")
     p.add_argument(f"{dash}shape", dest=f"{prefix}shape", help="raw files: Z,Y,X")
     p.add_argument(f"{dash}dtype", dest=f"{prefix}dtype", help="raw files: numpy dtype, e.g. uint16 or <f4")
-    p.add_argument(f"{dash}offset", dest=f"{prefix}offset", type=int, help="raw files: header bytes to skip")
-    p.add_argument(f"{dash}channel", dest=f"{prefix}channel", type=int, help="4D data: the channel to import")
+    p.add_argument(f"{dash}offset", dest=f"{prefix}offset", type=int_arg(0), help="raw files: header bytes to skip")
+    p.add_argument(f"{dash}channel", dest=f"{prefix}channel", type=int_arg(0), help="4D data: the channel to import")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments give one line, like every other error of the command line (sub-command
+    parsers inherit this class)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="al-annotator", description="Interactive annotation and active learning for 3D tomography.")
+    parser = _Parser(prog="al-annotator", description="Interactive annotation and active learning for 3D tomography.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create a project from a volume")
@@ -205,8 +292,17 @@ def _register_extra_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command; returns the exit status (2: bad input, with a one-line message).
+
+    An unexpected exception (a damaged project file no check caught, or a bug) prints its type
+    and message and the way on (``al-annotator check PROJECT``) instead of a traceback; with
+    ``AL_ANNOTATOR_DEBUG=1`` it is re-raised.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage and what is wrong (or --help)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     try:
         return COMMANDS[args.command](args)
     except AlAnnotatorError as exc:
@@ -214,6 +310,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last resort of a command line; see DEBUG_ENV
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        project = getattr(args, "project", None)
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        where = f"run `al-annotator check {project}` to find a damaged project file; " if project else ""
+        print(f"  {where}if that finds nothing, this is a bug: rerun with {DEBUG_ENV}=1 for the traceback and report it",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ OUT/learning_curves.png.
 
 
 def register(sub: Any, command: Callable) -> None:
+    from ..cli import float_arg, int_arg
+
     p = sub.add_parser(
         "simulate",
         help="simulate active learning with a ground-truth oracle and plot learning curves",
@@ -33,35 +35,35 @@ def register(sub: Any, command: Callable) -> None:
                    "(default: the --volume file when it is an .npz or a project)")
     p.add_argument("--volume-key", help="array name in a volume .npz (default image)")
     p.add_argument("--labels-key", help="array name in a labels .npz (default labels)")
-    p.add_argument("--labels-offset", type=int, default=0,
+    p.add_argument("--labels-offset", type=int_arg(-255, 255), default=0,
                    help="added to the labels so that classes are 1..C; use 1 when 0 is a real class (e.g. the ssTEM npz)")
     p.add_argument("--classes", help="comma-separated class names (default: the file's class_names, else class1..classC)")
     p.add_argument("--spacing", help="voxel spacing Z,Y,X (default: from the file); used to choose --axes")
     p.add_argument("--strategy", default="hybrid", help="one or more, comma-separated: random, foreground_random, least_confidence, "
                    "margin, entropy, bald, coreset, hybrid (default hybrid)")
-    p.add_argument("--budget", type=int, default=12, help="slices revealed in all (default 12)")
-    p.add_argument("--per-round", type=int, default=2, help="slices picked per round (default 2)")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
-    p.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--budget", type=int_arg(1), default=12, help="slices revealed in all (default 12)")
+    p.add_argument("--per-round", type=int_arg(1), default=2, help="slices picked per round (default 2)")
+    p.add_argument("--seeds", type=int_arg(1), default=1, help="number of seeds, 0..N-1 (default 1)")
+    p.add_argument("--seed-start", type=int_arg(0), default=0, help="first seed (default 0)")
     p.add_argument("--oracle", choices=("slice", "scribble"), default="slice",
                    help="slice: the full ground truth of a picked slice; scribble: sparse brush strokes inside each class")
-    p.add_argument("--scribble-fraction", type=float, default=0.03, help="scribble oracle: share of a slice's voxels painted (default 0.03)")
+    p.add_argument("--scribble-fraction", type=float_arg(0, 1, lo_open=True), default=0.03, help="scribble oracle: share of a slice's voxels painted (default 0.03)")
     p.add_argument("--axes", help="candidate axes, e.g. z or zyx (default: z-like coarse axis for anisotropic volumes, else zyx)")
-    p.add_argument("--test-every", type=int, default=5, help="hold out every Nth slice along the first candidate axis (default 5)")
-    p.add_argument("--steps-per-round", type=int, default=30, help="training steps per round, the same for every strategy (default 30)")
-    p.add_argument("--crop", type=int, default=256, help="training crop size (default 256)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--test-every", type=int_arg(2), default=5, help="hold out every Nth slice along the first candidate axis (default 5)")
+    p.add_argument("--steps-per-round", type=int_arg(1), default=30, help="training steps per round, the same for every strategy (default 30)")
+    p.add_argument("--crop", type=int_arg(32), default=256, help="training crop size (default 256)")
+    p.add_argument("--batch-size", type=int_arg(1), default=8)
+    p.add_argument("--lr", type=float_arg(0, lo_open=True), default=1e-3, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--input-norm", default="window",
                    help="network input: the display window (default) or every slice standardised on its own mean and spread")
     p.add_argument("--model", default="hrnet_w18_small")
-    p.add_argument("--mc-samples", type=int, default=8, help="MC-dropout samples when predicting for the bald strategy (default 8)")
-    p.add_argument("--full-steps", type=int, help="steps of the full-supervision reference (default: rounds x steps-per-round)")
+    p.add_argument("--mc-samples", type=int_arg(0), default=8, help="MC-dropout samples when predicting for the bald strategy (default 8)")
+    p.add_argument("--full-steps", type=int_arg(1), help="steps of the full-supervision reference (default: rounds x steps-per-round)")
     p.add_argument("--no-full", action="store_true", help="skip the full-supervision reference")
     p.add_argument("--peer", action="store_true", help="also run the scikit-image random-forest peer on the random strategy's picks")
-    p.add_argument("--peer-max-samples", type=int, default=200_000, help="the forest is fitted on at most this many revealed voxels")
+    p.add_argument("--peer-max-samples", type=int_arg(1), default=200_000, help="the forest is fitted on at most this many revealed voxels")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int_arg(1), help="torch threads (default: torch's choice)")
     p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.png")
     p.add_argument("--out", required=True, help="output directory (results.json, learning_curves.png)")
     command("simulate")(_simulate)

@@ -10,8 +10,12 @@ from typing import Any, Callable
 
 __all__ = ["register"]
 
+#: The smallest prediction tile (tiles overlap and the networks downsample 32x).
+MIN_TILE = 64
+
 
 def register(sub: Any, command: Callable) -> None:
+    from ..cli import int_arg
     from .worker import add_train_options
 
     p = sub.add_parser("train", help="run the trainer (a round per new annotation with --watch)")
@@ -22,15 +26,15 @@ def register(sub: Any, command: Callable) -> None:
     p.add_argument("project")
     p.add_argument("--axes", default="zyx", help="axes to predict and average (default zyx)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--tile", type=int, default=1024, help="tile size for slices larger than this")
+    p.add_argument("--batch-size", type=int_arg(1), default=8)
+    p.add_argument("--tile", type=int_arg(MIN_TILE), default=1024, help=f"tile size for slices larger than this (>= {MIN_TILE})")
 
     p = sub.add_parser("suggest", help="rank the next slices to annotate")
     p.add_argument("project")
     p.add_argument("--strategy", default="hybrid", help="random | foreground_random | least_confidence | margin | entropy | bald | coreset | hybrid")
-    p.add_argument("-n", type=int, default=8, help="how many slices")
+    p.add_argument("-n", type=int_arg(1), default=8, help="how many slices (>= 1)")
     p.add_argument("--axes", default="zyx", help="candidate axes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_arg(0, 2**63 - 1), default=0, help="random seed (>= 0)")
     p.add_argument("--json", action="store_true")
 
     command("train")(_train)
@@ -45,8 +49,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from .config import TrainConfig
     from .predict_cli import predict_project
 
+    from ..errors import InputError
+
+    try:
+        TrainConfig(axes=args.axes, device=args.device)  # says what is wrong before torch loads
+    except InputError as exc:
+        raise InputError(f"--{str(exc).split(' ', 1)[0]}: {exc}") from None
     meta = predict_project(args.project, axes=args.axes, device=args.device, batch_size=args.batch_size, tile=args.tile,
                            progress=lambda d, t, w: print(f"\r{w}: {d}/{t}", end="", file=sys.stderr, flush=True))
     print(file=sys.stderr)

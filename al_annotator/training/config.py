@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ..errors import InputError
 
 __all__ = ["TrainConfig"]
+
+_CUDA = re.compile(r"^cuda(:\d+)?$")
+
+
+def np_integer() -> type:
+    import numpy as np
+
+    return np.integer
+
+
+def np_floating() -> type:
+    import numpy as np
+
+    return np.floating
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,20 +79,49 @@ class TrainConfig:
     input_norm: str = "window"
 
     def __post_init__(self) -> None:
+        def is_int(v: Any) -> bool:
+            return isinstance(v, (int, np_integer())) and not isinstance(v, bool)
+
+        def is_real(v: Any) -> bool:
+            return isinstance(v, (int, float, np_floating(), np_integer())) and not isinstance(v, bool) and math.isfinite(v)
+
         for name in ("steps_per_round", "batch_size", "crop", "predict_batch", "keep_versions", "val_every"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.max_seconds_per_round <= 0:
-            raise InputError(f"max_seconds_per_round must be > 0, got {self.max_seconds_per_round!r}")
+            v = getattr(self, name)
+            if not is_int(v) or v < 1:
+                raise InputError(f"{name} must be an integer >= 1, got {v!r}")
+        for name, lo in (("mc_samples", 0), ("seed", 0)):
+            v = getattr(self, name)
+            if not is_int(v) or v < lo:
+                raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")
+        for name in ("threads", "tile"):
+            v = getattr(self, name)
+            if v is not None and (not is_int(v) or v < 1):
+                raise InputError(f"{name} must be an integer >= 1 or None, got {v!r}")
+        for name in ("max_seconds_per_round", "lr"):
+            v = getattr(self, name)
+            if not is_real(v) or v <= 0:
+                raise InputError(f"{name} must be a finite number > 0, got {v!r}")
+        for name in ("weight_decay", "dice_weight", "ce_weight"):
+            v = getattr(self, name)
+            if not is_real(v) or v < 0:
+                raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.dice_weight + self.ce_weight <= 0:
+            raise InputError("dice_weight and ce_weight cannot both be 0: the loss would be zero")
+        if not is_real(self.dropout) or not 0 <= self.dropout < 1:
+            raise InputError(f"dropout must be a number from 0 to below 1, got {self.dropout!r}")
+        if not isinstance(self.axes, str):
+            raise InputError(f"axes must be a string such as 'zyx' or 'z', got {self.axes!r}")
         axes = "".join(a for a in self.axes.lower() if a in "zyx")
         if not axes or len(axes) != len(self.axes) or len(set(axes)) != len(axes):
             raise InputError(f"axes must be a non-empty combination of z, y, x such as 'zyx' or 'z', got {self.axes!r}")
-        if self.mc_samples < 0:
-            raise InputError(f"mc_samples must be >= 0, got {self.mc_samples}")
         if self.input_norm not in ("window", "slice"):
             raise InputError(f"input_norm must be 'window' or 'slice', got {self.input_norm!r}")
-        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or _CUDA.match(self.device)):
             raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise InputError(f"model must be a registered model name, got {self.model!r}")
+        if self.pretrained is not None and not isinstance(self.pretrained, str):
+            raise InputError(f"pretrained must be the path of a weights file, got {self.pretrained!r}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +129,8 @@ class TrainConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict):
+            raise InputError(f"training options must be a JSON object, got {type(data).__name__}")
         unknown = set(data) - names
         if unknown:
             raise InputError(f"unknown training options {sorted(unknown)}; known: {sorted(names)}")

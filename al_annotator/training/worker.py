@@ -19,16 +19,21 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import AlAnnotatorError, InputError, StoreIntegrityError
 from ..store import open_project
 from ..store.models import begin_version, clean_unpublished, current_model, list_model_versions, version_dir
 from .client import STATUS_FILE, STOP_FILE, process_identity
 from .config import TrainConfig
 
 __all__ = ["Worker", "main", "write_model_outputs"]
+
+#: The smallest training crop (the networks downsample 32x; smaller crops are padded anyway).
+MIN_CROP = 32
 
 
 class Worker:
@@ -75,15 +80,36 @@ class Worker:
         return self.stop_requested
 
     # ---------------------------------------------------------------- model
+    def _check_model_options(self) -> None:
+        """Reject an unknown --model and a missing --pretrained file, resumed or not."""
+        from ..models import list_models
+
+        if self.cfg.model is not None and self.cfg.model not in list_models():
+            raise InputError(f"--model {self.cfg.model!r} is not a registered model; registered: {', '.join(list_models())}")
+        if self.cfg.pretrained is not None and not Path(self.cfg.pretrained).is_file():
+            raise InputError(f"--pretrained {self.cfg.pretrained!r}: no such file; give the path of a local weights file "
+                             "(ImageNet HRNet .pth or an earlier project's checkpoint.pt)")
+
     def _load_model(self, device) -> None:
         from ..models import create_model, default_model_name, load_checkpoint, load_pretrained
 
+        self._check_model_options()
         cur = current_model(self.store)
         ckpt = version_dir(self.store, cur["version"]) / "checkpoint.pt" if cur else None
         if ckpt is not None and ckpt.exists():
             self.model, _meta = load_checkpoint(ckpt, map_location="cpu")
             if self.model.n_classes != self.store.config.n_classes:
-                raise RuntimeError(f"checkpoint {ckpt} has {self.model.n_classes} classes, the project {self.store.config.n_classes}")
+                raise StoreIntegrityError(f"checkpoint {ckpt} has {self.model.n_classes} classes, the project "
+                                          f"{self.store.config.n_classes}; train a new project or remove models/ to start over")
+            if self.cfg.model is not None and self.cfg.model != self.model.name:
+                raise InputError(
+                    f"this project's model v{cur['version']} is a {self.model.name}; --model {self.cfg.model} would discard "
+                    f"its training. Omit --model to resume it, or create a new project to train a {self.cfg.model}"
+                )
+            if self.cfg.pretrained:
+                note = f"--pretrained {self.cfg.pretrained} ignored: resuming from model v{cur['version']}'s checkpoint"
+                print(note, file=sys.stderr)
+                self.status["pretrained"] = note
             self.status["resumed_from"] = int(cur["version"])
         else:
             name = self.cfg.model or default_model_name(device)
@@ -108,7 +134,11 @@ class Worker:
         if stop_file.exists():
             stop_file.unlink()
         self._write_status(force=True, state="loading", device=str(device), cleaned=removed)
-        self._load_model(device)
+        try:
+            self._load_model(device)
+        except AlAnnotatorError as exc:
+            self._write_status(force=True, state="stopped", error=str(exc), stopped=time.time())
+            raise
         cur = current_model(self.store)
         trained_on = int(cur.get("trained_on_seq", 0)) if cur else 0
         done = 0
@@ -256,37 +286,55 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
+    from ..cli import float_arg, int_arg
+
     p.add_argument("--watch", action="store_true", help="wait for new annotations and train a round for each")
-    p.add_argument("--rounds", type=int, help="stop after N rounds")
+    p.add_argument("--rounds", type=int_arg(1), help="stop after N rounds (N >= 1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    p.add_argument("--model", help="model name (default: hrnet_w18_small on CPU, hrnet_w48 on CUDA)")
-    p.add_argument("--steps", type=int, help="training steps per round")
-    p.add_argument("--max-seconds", type=float, help="time limit of the training part of a round")
-    p.add_argument("--crop", type=int, help="training crop size")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--model", help="model name (default: hrnet_w18_small on CPU, hrnet_w48 on CUDA); "
+                   "a project that has a checkpoint keeps its model")
+    p.add_argument("--steps", type=int_arg(1), help="training steps per round")
+    p.add_argument("--max-seconds", type=float_arg(0, lo_open=True), help="time limit of the training part of a round")
+    p.add_argument("--crop", type=int_arg(MIN_CROP), help=f"training crop size (>= {MIN_CROP})")
+    p.add_argument("--batch-size", type=int_arg(1))
     p.add_argument("--axes", help="axes to predict and soft-vote, e.g. zyx")
-    p.add_argument("--mc-samples", type=int, help="MC-dropout samples for BALD scores (0 = off)")
-    p.add_argument("--pretrained", help="local weights file to start from")
-    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--mc-samples", type=int_arg(0), help="MC-dropout samples for BALD scores (0 = off)")
+    p.add_argument("--pretrained", help="local weights file to start from (the first round only)")
+    p.add_argument("--lr", type=float_arg(0, lo_open=True), help="AdamW learning rate (default 1e-3)")
     p.add_argument("--input-norm", choices=("window", "slice"),
                    help="network input: the display window (default), or every slice standardised on its own mean and spread")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between checks for new labels")
-    p.add_argument("--debounce", type=float, default=2.0, help="watch mode: start a round this long after the last stroke (at once when a slice is committed)")
+    p.add_argument("--threads", type=int_arg(1), help="torch CPU threads")
+    p.add_argument("--poll", type=float_arg(0, lo_open=True), default=1.0, help="seconds between checks for new labels")
+    p.add_argument("--debounce", type=float_arg(0), default=2.0,
+                   help="watch mode: start a round this long after the last stroke (at once when a slice is committed)")
+
+
+#: TrainConfig fields and the flags that set them (so an error names what the user typed).
+_FLAGS = {"model": "--model", "device": "--device", "steps_per_round": "--steps", "max_seconds_per_round": "--max-seconds",
+          "crop": "--crop", "batch_size": "--batch-size", "axes": "--axes", "mc_samples": "--mc-samples",
+          "pretrained": "--pretrained", "threads": "--threads", "lr": "--lr", "input_norm": "--input-norm"}
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
     base = base or TrainConfig()
-    return base.with_(
-        device=args.device, model=args.model, steps_per_round=args.steps, max_seconds_per_round=args.max_seconds,
-        crop=args.crop, batch_size=args.batch_size, axes=args.axes, mc_samples=args.mc_samples,
-        pretrained=args.pretrained, threads=args.threads, lr=getattr(args, "lr", None),
-        input_norm=getattr(args, "input_norm", None),
-    )
+    try:
+        return base.with_(
+            device=args.device, model=args.model, steps_per_round=args.steps, max_seconds_per_round=args.max_seconds,
+            crop=args.crop, batch_size=args.batch_size, axes=args.axes, mc_samples=args.mc_samples,
+            pretrained=args.pretrained, threads=args.threads, lr=getattr(args, "lr", None),
+            input_norm=getattr(args, "input_norm", None),
+        )
+    except InputError as exc:
+        field = str(exc).split(" ", 1)[0]
+        if field in _FLAGS:
+            raise InputError(f"{_FLAGS[field]}: {exc}") from None
+        raise
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    if cfg.pretrained is not None and not Path(cfg.pretrained).is_file():  # before the slow imports
+        raise InputError(f"--pretrained {cfg.pretrained!r}: no such file; give the path of a local weights file")
     worker = Worker(args.project, cfg, watch=args.watch, rounds=args.rounds, poll=args.poll, debounce=args.debounce)
 
     def on_term(signum, frame):  # noqa: ARG001
@@ -298,8 +346,6 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import AlAnnotatorError
-
     args = _parser().parse_args(argv)
     try:
         return run_from_args(args)
