@@ -640,7 +640,8 @@ def main() -> None:
             "Every importer fed truncated, bit-flipped, empty and garbage files, unusual dtypes and absurd shapes "
             f"(8x16x16 source volumes, {args.seeds} bit-flip seeds per damaged file). Each stage ends in a clear "
             "error naming the file, a correct volume, or (bit flips only, formats without checksums) a plausible "
-            "volume of the right shape with other values.\n\n"
+            "volume of the right shape with other values. `tried` counts judged stages: each input goes through "
+            "`read_volume` (whole array read) and `create_project`.\n\n"
             + summary + "\n\n" + table("format", dict(per_fmt)) + "\n" + table("kind", dict(per_kind))
             + ("\nFailures:\n\n" + fail_lines if failures else "")
         )
