@@ -129,3 +129,16 @@ def test_sigkill_never_loses_an_acknowledged_stroke(tmp_path):
     assert kills_mid_run == KILLS
     print(f"{KILLS} kills: {recovered} edits replayed into the labels on reopen, {torn} torn records set aside")
     assert len(set(acknowledged)) == len(acknowledged)
+
+
+def test_sigkill_with_two_writers_loses_nothing_and_labels_equal_the_log(tmp_path):
+    """Two processes paint the same slices; each is SIGKILLed at a random moment while the other
+    goes on (catching up with what the dead one left). After each round, reopened without
+    ``--repair``: every acknowledged stroke is in the log and the labels are the replayed log.
+    ``benchmarks/bench_faults.py`` runs the same harness for >= 100 kills."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    from bench_faults import run_two_writer_kills
+
+    stats = run_two_writer_kills(tmp_path / "p", rounds=4, seed=7)
+    assert stats["kills"] == 8 and stats["lost"] == 0 and stats["acknowledged"] > 8
+    assert stats["rounds_labels_equal_log"] == 4
