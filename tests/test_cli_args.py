@@ -185,3 +185,14 @@ def test_a_real_process_prints_no_traceback(project):
                          (["train", str(project), "--model", "bogus", "--device", "cpu"], "--model 'bogus'")):
         proc = subprocess.run([sys.executable, "-m", "al_annotator.cli", *argv], capture_output=True, text=True, timeout=120, env=env)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_predict_updates_the_published_entry(tmp_path, capsys):
+    """`al-annotator predict` rewrites the version's index entry and current.json through the models API."""
+    np.save(tmp_path / "vol.npy", np.random.default_rng(1).integers(0, 100, (6, 16, 16)).astype(np.uint16))
+    assert main(["init", str(tmp_path / "p"), "--volume", str(tmp_path / "vol.npy")]) == 0
+    _fake_checkpoint(tmp_path / "p")
+    assert main(["predict", str(tmp_path / "p"), "--axes", "z", "--device", "cpu"]) == 0
+    index = json.loads((tmp_path / "p" / "models" / "index.json").read_text())
+    current = json.loads((tmp_path / "p" / "models" / "current.json").read_text())
+    assert index["versions"][0]["predicted_axes"] == "z" == current["predicted_axes"] and current["version"] == 1

@@ -330,3 +330,19 @@ def test_odd_status_fields_do_not_raise(tmp_path):
     assert read_status(tmp_path)["alive"] is False
     _plant_status(tmp_path, pid=2**80)
     assert read_status(tmp_path)["alive"] is False
+
+
+def test_odd_but_valid_version_entries_do_not_crash_the_worker(two_versions):
+    """Valid JSON of a slightly wrong shape inside an entry (metrics not an object, no
+    trained_on_seq): the worker starts and treats the version as trained on nothing."""
+    from al_annotator.training import TrainConfig
+    from al_annotator.training.worker import Worker, _trained_on
+
+    index = json.loads((two_versions / "models" / "index.json").read_text())
+    index["versions"][0]["metrics"] = []
+    (two_versions / "models" / "index.json").write_text(json.dumps(index))
+    cur = dict(index["versions"][1], trained_on_seq="many")
+    (two_versions / "models" / "current.json").write_text(json.dumps(cur))
+    worker = Worker(str(two_versions), TrainConfig())
+    assert worker.status["history"][0] == {"version": 1}
+    assert _trained_on(store_models.current_model(worker.store)) == 0

@@ -51,6 +51,7 @@ __all__ = [
     "prediction_array",
     "publish_version",
     "read_scores",
+    "update_version_meta",
     "version_dir",
     "version_name",
 ]
@@ -315,6 +316,21 @@ def publish_version(store: Any, version: int, meta: dict[str, Any], *, keep: int
     _write(store, CURRENT_FILE, entry)
     protect = {version} | ({previous["version"]} if previous else set())
     _prune(root, index["versions"], max(1, int(keep)), protect)
+
+
+def update_version_meta(store: Any, version: int, meta: dict[str, Any]) -> None:
+    """Replace the index entry of a published ``version`` (and ``current.json`` when it names it),
+    e.g. after ``al-annotator predict`` added full-volume outputs."""
+    version = int(version)
+    index = _read_index(store)
+    if not any(v["version"] == version for v in index["versions"]):
+        raise InputError(f"model v{version} is not published in {store.backend.description}/{INDEX_FILE}")
+    entry = dict(meta, version=version)
+    index["versions"] = [entry if v["version"] == version else v for v in index["versions"]]
+    _write(store, INDEX_FILE, index)
+    cur = current_model(store)
+    if cur is not None and cur["version"] == version:
+        _write(store, CURRENT_FILE, entry)
 
 
 def _prune(root: Path, versions: list[dict[str, Any]], keep: int, protect: set[int]) -> None:

@@ -295,7 +295,7 @@ class TrainerClient:
                 cur = json.loads(cur_path.read_text())
                 if int(cur["version"]) >= version:
                     return cur
-            except (FileNotFoundError, json.JSONDecodeError):
+            except (OSError, ValueError, TypeError, KeyError):  # not there yet, or damaged (a trainer publish rewrites it)
                 pass
             if self.process is not None and self.process.poll() is not None:
                 raise AlAnnotatorError(f"the trainer exited with code {self.process.returncode}; see {self.log_path}:\n{self.log_tail()}")

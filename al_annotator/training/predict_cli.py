@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from ..errors import InputError
 from ..store import open_project
-from ..store.models import current_model, version_dir, version_name
+from ..store.models import current_model, update_version_meta, version_dir, version_name
 
 __all__ = ["predict_project"]
 
@@ -36,13 +36,9 @@ def predict_project(project: str, *, axes: str = "zyx", device: str = "auto", ba
     group = store.root.require_group(f"models/{version_name(cur['version'])}")
     t = time.perf_counter()
     result = predict_volume(store, model, axes=axes, device=dev, batch_size=batch_size, tile=tile, scratch=group, progress=progress,
-                            input_norm=cur.get("input_norm", "window"))
+                            input_norm=cur.get("input_norm") if cur.get("input_norm") in ("window", "slice") else "window")
     write_model_outputs(group, result.probabilities, store.image.chunks)
     meta = dict(cur, predicted_axes=axes, predict_seconds=time.perf_counter() - t)
-    index = store.backend.read_json("models/index.json")
-    index["versions"] = [meta if int(v["version"]) == int(cur["version"]) else v for v in index["versions"]]
-    store.backend.write_json("models/index.json", index)
-    if (current_model(store) or {}).get("version") == cur["version"]:
-        store.backend.write_json("models/current.json", meta)
+    update_version_meta(store, cur["version"], meta)
     store.close()
     return meta

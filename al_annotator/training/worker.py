@@ -57,7 +57,7 @@ class Worker:
             "state": "starting",
             "round": 0,
             "config": cfg.to_json(),
-            "history": [m.get("metrics", {}) | {"version": m["version"]} for m in list_model_versions(self.store)],
+            "history": [_metrics(m) | {"version": m["version"]} for m in list_model_versions(self.store)],
         }
         self._last_status_write = 0.0
         self.model = None
@@ -140,7 +140,7 @@ class Worker:
             self._write_status(force=True, state="stopped", error=str(exc), stopped=time.time())
             raise
         cur = current_model(self.store)
-        trained_on = int(cur.get("trained_on_seq", 0)) if cur else 0
+        trained_on = _trained_on(cur)
         done = 0
         self._write_status(force=True, state="idle", model=self.model.name)
         last_seq, last_change, committed = self.store.log.last_seq, 0.0, False
@@ -259,6 +259,17 @@ class Worker:
         self._write_status(force=True, state="idle", model_version=version, progress=1.0, last_round=metrics,
                            gpu_memory_bytes=gpu_mem, time_per_round=metrics["round_seconds"])
         return meta | {"version": version}
+
+
+def _metrics(entry: dict[str, Any]) -> dict[str, Any]:
+    m = entry.get("metrics")
+    return m if isinstance(m, dict) else {}
+
+
+def _trained_on(entry: dict[str, Any] | None) -> int:
+    """The edit-log position a model version was trained on (0, i.e. retrain, when unknown)."""
+    seq = entry.get("trained_on_seq") if entry else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
 
 
 def write_model_outputs(group: Any, probabilities: Any, chunks: tuple[int, int, int]) -> None:
