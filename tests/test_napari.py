@@ -248,7 +248,7 @@ def test_bridge_without_a_window(tmp_path, phantom):
         key = tuple(index if a == axis else slice(None) for a in range(3))
         assert layer.data.plane_cache.has(axis, index, session.store._applied_seq)
         assert np.array_equal(layer.data[key], disk[key])
-    records, _ = session.store.log.read_all()
+    records = session.store.log.read_all().records
     assert records[-1].meta.get("undo_of") == committed[0][0].seq
     layer.redo()
     assert int((_on_disk(tmp_path / "p") == 3).sum()) == 21
@@ -568,7 +568,7 @@ def test_mark_annotated_runs_off_the_gui_thread_after_its_strokes(dock, project,
     # on disk: the stroke, then the slice state (the order it was asked for)
     store = open_project(project)
     assert store.slice_state(ref).state == "annotated" and int((np.asarray(store.labels[6]) == 2).sum()) > 5
-    records, _ = store.log.read_all()
+    records = store.log.read_all().records
     kinds = [(r.kind, r.meta.get("axis"), r.meta.get("index")) for r in records]
     assert kinds.index(("state", "z", 6)) > max(i for i, k in enumerate(kinds) if k[0] == "edit")
 

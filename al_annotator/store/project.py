@@ -45,7 +45,7 @@ from ..types import AXES, EditAtom, SliceRef
 from .backend import LocalBackend, MemoryBackend
 from .editlog import EditLog, LogRecord, ScanResult, damaged_message, scan_records
 
-__all__ = ["ProjectStore", "create_project", "open_project", "set_aside_damaged_log", "SliceState", "DEFAULT_CHUNKS", "PROJECT_FILE"]
+__all__ = ["ProjectStore", "create_project", "open_project", "SliceState", "DEFAULT_CHUNKS", "PROJECT_FILE"]
 
 PROJECT_FILE = "project.json"
 STATE_FILE = "state.json"
@@ -1088,30 +1088,6 @@ def _build(backend, vol, lab_vol, config: ProjectConfig, chunks, progress) -> No
         STATE_FILE,
         {"applied_seq": applied.seq if applied else 0, "counts": counts.tolist(), "base_counts": counts.tolist(), "slices": {a: {} for a in AXES}},
     )
-
-
-def set_aside_damaged_log(path: str | os.PathLike) -> tuple[int, str] | None:
-    """Move the edit log from its first damaged record on into ``edits.log.damaged`` (kept, never
-    deleted), so the project opens with every record before the damage. Returns
-    ``(last_good_seq, where the tail went)``, or ``None`` when the log is intact."""
-    from ..errors import EditLogCorruptError
-    from .editlog import FileLogBackend
-
-    backend = LocalBackend(Path(path))
-    log = FileLogBackend(Path(path) / LocalBackend.LOG_NAME)
-    with backend.lock():
-        try:
-            with log.reader() as fh:
-                scan_records(fh, 0)
-            return None
-        except EditLogCorruptError as exc:
-            tail = log.truncate(exc.offset)
-            where = backend.keep_aside("edits.log.damaged", tail)
-            # the labels may hold edits of the set-aside records: rebuild them from the log on open
-            state = backend.read_json(STATE_FILE) or {}
-            state["applied_seq"] = 0
-            backend.write_json(STATE_FILE, state)
-            return exc.last_good_seq, where
 
 
 def open_project(path: str | os.PathLike, *, author: str | None = None, fsync: bool = True, session: str | None = None) -> ProjectStore:
