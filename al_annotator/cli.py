@@ -173,25 +173,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 @command("check")
 def cmd_check(args: argparse.Namespace) -> int:
-    from .errors import EditLogCorruptError
     from .store import open_project
     from .store.models import check_models, repair_models
-    from .store.project import set_aside_damaged_log
 
-    try:
-        store = open_project(args.project)
-    except EditLogCorruptError as exc:
-        if not args.repair:
-            raise
-        last, where = set_aside_damaged_log(args.project)
-        print(f"the edit log was damaged after record {last}: the damaged tail was moved to {where} (kept, not deleted)")
-        store = open_project(args.project)
+    store = open_project(args.project)  # opening sets torn tails aside and skips damaged records
     with store:
         if store.recovered:
             print(f"recovered {len(store.recovered)} edits from the log that the labels had missed")
-        if store.torn_tail is not None:
-            print(f"a torn record at byte {store.torn_tail} (an edit in flight when a writer died) was set aside as edits.log.torn")
-        problems = store.check(repair=args.repair)
+        found = store.problems_found_on_open()
+        problems = [f"found on open: {note}" for note in found] + store.check(repair=args.repair)
         model_problems = check_models(store)
         if model_problems and args.repair:
             for note in repair_models(store):

@@ -116,15 +116,19 @@ def test_check_repair_sets_a_damaged_log_aside(tmp_path, volume_file, capsys):
     data[second + 30] ^= 0xFF
     log.write_bytes(bytes(data))
     capsys.readouterr()
-    assert main(["check", str(tmp_path / "p")]) == 2
-    assert "damaged at byte" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "p")]) == 1
+    out = capsys.readouterr().out
+    assert "damaged bytes" in out and f"at byte {second}" in out and "after record 1" in out
     assert main(["check", str(tmp_path / "p"), "--repair"]) == 0
     out = capsys.readouterr().out
-    assert "after record 1" in out and "edits.log.damaged" in out
-    assert (tmp_path / "p" / "edits.log.damaged").read_bytes() == bytes(data[second:])
+    assert "repaired from the log" in out and "labels.before-repair.npz" in out
+    # the damaged record stays in the log (never rewritten) and a copy lies beside it
+    assert log.read_bytes() == bytes(data)
+    size = data.index(b"ALE1", second + 1) - second
+    assert (tmp_path / "p" / f"edits.log.damaged-{second}").read_bytes() == bytes(data[second : second + size])
     again = open_project(tmp_path / "p")
-    assert again.log.last_seq == 1 and again.check() == []
-    assert again.labelled_voxels()["bone"] == 10
+    assert sorted(again._records) == [1, 3, 4] and again.check() == []
+    assert again.labelled_voxels()["bone"] == 30
 
 
 def test_export_predictions(tmp_path, volume_file, capsys):
