@@ -37,10 +37,19 @@ Kernel -> browser
 ``ortho``     ``{client, cursor, planes: [{axis, index, h, w, step}] * 3, image}`` + buffers
               image z, labels z, image y, labels y, image x, labels x.
 ``thumbs``    ``{items: [{key, h, w}]}`` + one uint8 buffer per item (window/level applied).
+
+Validation
+----------
+Every numeric field is checked where the message is parsed (:func:`parse_int`,
+:func:`parse_number`): an index or a class value must be a finite integer in range (``8.0`` is
+8; ``inf``, ``NaN``, ``2.5``, ``"3"``, ``true`` and values beyond 2**53 are refused), flags must be
+``true``/``false``. The error reply names the field. ``req`` and ``seq`` are echoed back only when
+they are JSON a browser can parse, else as ``null``.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Sequence
 
@@ -50,21 +59,94 @@ from ..errors import InputError
 from ..types import AXES, SliceRef
 from ._imaging import MAX_STEP, MAX_TILE_PIXELS, Region
 
-__all__ = ["parse_ref", "parse_region", "parse_indices", "parse_int", "TOOLS", "HEX_COLOUR"]
+__all__ = ["parse_ref", "parse_region", "parse_indices", "parse_int", "parse_number", "parse_bool", "parse_optional_str",
+           "echo_value", "shown_value", "TOOLS", "HEX_COLOUR", "MAX_SAFE_INT"]
 
 TOOLS = ("brush", "eraser", "accept")
 HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+#: The largest integer a browser's JSON numbers hold exactly (2**53 - 1): the bound of a field without one.
+MAX_SAFE_INT = 2**53 - 1
+_MISSING = object()
 
 
-def parse_int(content: dict[str, Any], key: str, lo: int | None = None, hi: int | None = None) -> int:
-    """An integer field, with a message that names it when it is missing or out of range."""
+def shown_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_int(content: dict[str, Any], key: str, lo: int | None = None, hi: int | None = None, *,
+              default: Any = _MISSING) -> int:
+    """An integer field, with a message that names it when it is missing, not a finite integer
+    (``inf``, ``NaN``, ``1.5``, a string) or out of range; ``default`` when the field is absent.
+
+    Examples
+    --------
+    >>> parse_int({"index": 3.0}, "index", 0, 9)
+    3
+    >>> parse_int({"index": float("inf")}, "index", 0, 9)
+    Traceback (most recent call last):
+    ...
+    al_annotator.errors.InputError: message field 'index' must be a finite integer, got inf
+    """
+    if default is not _MISSING and content.get(key) is None:
+        return default
     value = content.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise InputError(f"message field {key!r} must be an integer, got {value!r}")
-    value = int(value)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise InputError(f"message field {key!r} = {value} is outside {lo}..{hi}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        what = "missing" if key not in content else f"got {shown_value(value)}"
+        raise InputError(f"message field {key!r} must be an integer, {what}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise InputError(f"message field {key!r} must be a finite integer, got {shown_value(value)}")
+        value = int(value)
+    lo_, hi_ = (-MAX_SAFE_INT if lo is None else lo), (MAX_SAFE_INT if hi is None else hi)
+    if not lo_ <= value <= hi_:
+        if lo is not None and hi is not None:
+            raise InputError(f"message field {key!r} = {shown_value(value)} is outside {lo}..{hi}")
+        raise InputError(f"message field {key!r} = {shown_value(value)} is outside {lo_}..{hi_}")
     return value
+
+
+def parse_number(content: dict[str, Any], key: str, *, default: Any = _MISSING) -> float:
+    """A finite number field (``default`` when absent or null)."""
+    if default is not _MISSING and content.get(key) is None:
+        return default
+    value = content.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > MAX_SAFE_INT:
+        what = "missing" if key not in content else f"got {shown_value(value)}"
+        raise InputError(f"message field {key!r} must be a finite number, {what}")
+    return value
+
+
+def parse_bool(content: dict[str, Any], key: str, default: bool) -> bool:
+    """A true/false field (``default`` when absent or null); ``"false"`` is not true."""
+    value = content.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InputError(f"message field {key!r} must be true or false, got {shown_value(value)}")
+    return value
+
+
+def parse_optional_str(content: dict[str, Any], key: str, max_len: int = 200) -> str | None:
+    """A string field or null (an empty string reads as null)."""
+    value = content.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise InputError(f"message field {key!r} must be a string of at most {max_len} characters or null, got {shown_value(value)}")
+    return value
+
+
+def echo_value(value: Any) -> Any:
+    """A field the kernel sends back as is (``req``, ``seq``): kept when it is a JSON scalar a
+    browser can parse, else ``None`` (``NaN`` would make the whole reply unreadable)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value if not isinstance(value, str) or len(value) <= 200 else None
+    if isinstance(value, int):
+        return value if abs(value) <= MAX_SAFE_INT else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return None
 
 
 def parse_ref(content: dict[str, Any], shape: tuple[int, int, int]) -> SliceRef:
@@ -79,6 +161,7 @@ def parse_ref(content: dict[str, Any], shape: tuple[int, int, int]) -> SliceRef:
 def parse_region(content: dict[str, Any], shape2d: tuple[int, int]) -> Region:
     """A requested region, clipped to the slice; refuses steps and sizes no canvas needs."""
     step = parse_int(content, "step", 1, MAX_STEP)
+    # r0..c1 beyond the slice are clipped (a view panned past the edge), only non-integers are refused
     region = Region(*(parse_int(content, k) for k in ("r0", "r1", "c0", "c1")), step).clamp(shape2d)
     h, w = region.shape
     if h * w > MAX_TILE_PIXELS:

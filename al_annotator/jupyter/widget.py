@@ -360,19 +360,23 @@ class Annotator(anywidget.AnyWidget):
             self._report(f"the widget got a message it cannot read: {str(content)[:100]!r}")
             return
         kind = content["type"]
-        handler = getattr(self, f"_msg_{kind}", None)
+        handler = getattr(self, f"_msg_{kind}", None) if isinstance(kind, str) else None
+        client = content.get("client")
+        client = client if isinstance(client, str) and len(client) <= 200 else str(P.echo_value(client) or "")
         if handler is None:
-            self._report(f"unknown widget message type {kind!r}", client=content.get("client"))
+            self._report(f"unknown widget message type {str(kind)[:60]!r}", client=client)
             return
+        # what is sent back as is must stay valid JSON (a NaN ``req`` would make the reply unreadable)
+        content = dict(content, client=client, **{k: P.echo_value(content[k]) for k in ("req", "seq") if k in content})
         try:
-            handler(str(content.get("client", "")), content, buffers or [])
+            handler(client, content, buffers or [])
         except Exception as exc:  # noqa: BLE001 - every failure is shown in the widget
-            client = str(content.get("client", ""))
             self._report(_describe(exc), exc, client=client, seq=content.get("seq"), req=content.get("req"))
             if kind in ("stroke", "fill"):
-                seq = content.get("seq")
-                if isinstance(seq, int) and not isinstance(seq, bool):  # the stroke is done with: not stored
-                    self._applied[client] = max(self._applied.get(client, 0), seq)
+                try:  # the stroke is done with (not stored); only a valid seq moves what the browser drops
+                    self._applied[client] = max(self._applied.get(client, 0), P.parse_int(content, "seq", 0))
+                except InputError:
+                    pass
                 self.send({"type": "ack", "client": client, "seq": content.get("seq"), "ok": False})
                 view = self._views.get(client)
                 if view is not None:
@@ -385,7 +389,8 @@ class Annotator(anywidget.AnyWidget):
         self._schedule_thumbs(resend=True)
 
     def _msg_ping(self, client: str, content: dict, buffers: list) -> None:
-        self.send({"type": "pong", "client": client, "t": content.get("t"), "te": content.get("te"), "tk": time.time() * 1000})
+        t, te = P.parse_number(content, "t", default=None), P.parse_number(content, "te", default=None)
+        self.send({"type": "pong", "client": client, "t": t, "te": te, "tk": time.time() * 1000})
 
     def _msg_view(self, client: str, content: dict, buffers: list) -> None:
         ref = P.parse_ref(content, self.session.shape)
@@ -589,18 +594,19 @@ class Annotator(anywidget.AnyWidget):
 
     def _msg_skip(self, client: str, content: dict, buffers: list) -> None:
         ref = P.parse_ref(content, self.session.shape) if "axis" in content else self.session.current
+        then_next = P.parse_bool(content, "then_next", False)
         self.session.skip(ref)
-        if content.get("then_next") and self.session.next_suggestion() is None:
+        if then_next and self.session.next_suggestion() is None:
             self._notice("no suggestion left: press Refresh (or train a model for better ones)")
 
     def _msg_annotated(self, client: str, content: dict, buffers: list) -> None:
-        annotated = bool(content.get("annotated", True))
+        annotated = P.parse_bool(content, "annotated", True)
         self.session.mark_annotated(self.session.current, annotated)
         if annotated:
             self.session.refresh_suggestions()
 
     def _msg_refresh(self, client: str, content: dict, buffers: list) -> None:
-        strategy = content.get("strategy") or None
+        strategy = P.parse_optional_str(content, "strategy")
         self.session.refresh_suggestions(strategy)
         self.strategy = self.session.strategy
 
@@ -775,13 +781,12 @@ class Annotator(anywidget.AnyWidget):
 
     def _class_value(self, content: dict, allow_zero: bool = False) -> int:
         n = self.session.store.config.n_classes
-        value = content.get("value")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or not (
-            (0 if allow_zero else 1) <= int(value) <= n
-        ):
+        try:
+            return P.parse_int(content, "value", 0 if allow_zero else 1, n)
+        except InputError:
             names = ", ".join(f"{i + 1}={c}" for i, c in enumerate(self.session.store.config.classes))
-            raise InputError(f"class value {value!r} is not a class of this project ({names})")
-        return int(value)
+            raise InputError(f"message field 'value': class value {P.shown_value(content.get('value'))} is not a class of this "
+                             f"project ({'0=unlabelled, ' if allow_zero else ''}{names})") from None
 
     def _update_edit_state(self) -> None:
         store = self.session.store
