@@ -74,8 +74,10 @@ def _read_doc(store: Any, name: str) -> Any | None:
     where = f"{store.backend.description}/{name}"
     try:
         return store.backend.read_json(name)
-    except StoreIntegrityError as exc:
-        raise StoreIntegrityError(f"{where} is damaged ({exc}); {_remedy(store)}") from exc
+    except StoreIntegrityError as exc:  # the backend's message names the file; ours names the models remedy
+        cause = exc.__cause__
+        why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        raise StoreIntegrityError(f"{where} is damaged ({why}); {_remedy(store)}") from exc
     except (ValueError, OSError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise StoreIntegrityError(f"{where} is damaged ({type(exc).__name__}: {exc}); {_remedy(store)}") from exc
 
@@ -268,7 +270,7 @@ def _rebuild_index(store: Any) -> list[dict[str, Any]]:
         entries.append(dict(meta if isinstance(meta, dict) else {}, version=int(m.group(1))))
     for name in (INDEX_FILE, CURRENT_FILE):
         path = root / name
-        if path.exists():
+        if path.exists() or path.is_symlink():
             aside = path.with_name(path.name + ".damaged")
             n = 0
             while aside.exists():
