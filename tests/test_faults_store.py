@@ -511,3 +511,13 @@ def test_replayed_undo_stacks_survive_bogus_undo_of(tmp_path):
     assert [q[0] for q in again.quarantined] == [2]
     assert again.undo() is not None and again.redo() is not None  # stacks still work
     again.close()
+
+
+@pytest.mark.parametrize("value", [256, -1, 2.5])
+def test_session_paint_with_an_out_of_range_value_is_a_label_error(tmp_path, value):
+    from al_annotator.core import Session
+
+    session = Session(_project(tmp_path))
+    with pytest.raises(LabelValueError, match="label values must be"):
+        session.paint(np.arange(3), value)
+    assert session.store.log.last_seq == 0

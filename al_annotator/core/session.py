@@ -179,8 +179,9 @@ class Session:
 
     def paint(self, indices: np.ndarray, value: int | str, *, ref: SliceRef | None = None, tool: str = "brush") -> EditAtom:
         """Set voxels (flat indices into the slice) to a class (name or label value; 0 erases)."""
-        label = self.store.config.label_value(value) if isinstance(value, str) else int(value)
-        return self.apply_edit(EditAtom(ref or self.current, np.asarray(indices), np.asarray([label], np.uint8), tool=tool))
+        label = self.store.config.label_value(value) if isinstance(value, str) else value
+        # no uint8 cast here: the store validates the value (300 or -1 is a LabelValueError, not an OverflowError)
+        return self.apply_edit(EditAtom(ref or self.current, np.asarray(indices), np.asarray([label]), tool=tool))
 
     def erase(self, indices: np.ndarray, *, ref: SliceRef | None = None) -> EditAtom:
         return self.paint(indices, 0, ref=ref, tool="eraser")
