@@ -38,6 +38,12 @@ Kernel -> browser
               image z, labels z, image y, labels y, image x, labels x.
 ``thumbs``    ``{items: [{key, h, w}]}`` + one uint8 buffer per item (window/level applied).
 
+Tools
+-----
+The toolbar is :data:`TOOLS` (name, label, shortcut key, tooltip, whether a drag sends a
+``stroke``): the kernel sends it as the synced trait ``tools`` and the browser draws its buttons
+and shortcut keys from it, so a tool is named once, here.
+
 Validation
 ----------
 Every numeric field is checked where the message is parsed (:func:`parse_int`,
@@ -49,6 +55,7 @@ they are JSON a browser can parse, else as ``null``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any, Sequence
@@ -60,9 +67,49 @@ from ..types import AXES, SliceRef
 from ._imaging import MAX_STEP, MAX_TILE_PIXELS, Region
 
 __all__ = ["parse_ref", "parse_region", "parse_indices", "parse_int", "parse_number", "parse_bool", "parse_optional_str",
-           "echo_value", "shown_value", "TOOLS", "HEX_COLOUR", "MAX_SAFE_INT"]
+           "echo_value", "shown_value", "Tool", "TOOLS", "TOOL_NAMES", "STROKE_TOOLS", "tool_table",
+           "HEX_COLOUR", "MAX_SAFE_INT"]
 
-TOOLS = ("brush", "eraser", "accept")
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tool:
+    """A tool of the widget's toolbar.
+
+    ``key`` is its keyboard shortcut (a letter, either case); ``stroke`` says whether a drag with
+    it is painted in the browser and sent as a ``stroke`` message (the others send ``fill`` or
+    move the view).
+    """
+
+    name: str
+    label: str
+    key: str
+    tooltip: str
+    stroke: bool
+
+
+#: The widget's tools, in toolbar order: the one list the kernel checks and the browser draws.
+TOOLS: tuple[Tool, ...] = (
+    Tool("brush", "Brush", "B", "paint the active class", stroke=True),
+    Tool("eraser", "Eraser", "E", "erase labels (0 also picks it)", stroke=True),
+    Tool("fill", "Fill", "F", "flood-fill the clicked region with the active class (in the kernel)", stroke=False),
+    Tool("accept", "Accept", "A", "copy the prediction into the labels inside the brush", stroke=True),
+    Tool("pan", "Pan", "H", "drag to pan; click to move the crosshair", stroke=False),
+)
+TOOL_NAMES: tuple[str, ...] = tuple(tool.name for tool in TOOLS)
+#: The tools a ``stroke`` message may name.
+STROKE_TOOLS: tuple[str, ...] = tuple(tool.name for tool in TOOLS if tool.stroke)
+
+
+def tool_table() -> list[dict[str, Any]]:
+    """:data:`TOOLS` as the JSON the browser reads (the ``tools`` trait).
+
+    Examples
+    --------
+    >>> tool_table()[0]
+    {'name': 'brush', 'label': 'Brush', 'key': 'B', 'tooltip': 'paint the active class', 'stroke': True}
+    """
+    return [dataclasses.asdict(tool) for tool in TOOLS]
+
 HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 #: The largest integer a browser's JSON numbers hold exactly (2**53 - 1): the bound of a field without one.
 MAX_SAFE_INT = 2**53 - 1

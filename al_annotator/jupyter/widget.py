@@ -191,6 +191,7 @@ class Annotator(anywidget.AnyWidget):
     # ---- display and tools (both ways)
     window = t.List(t.Float()).tag(sync=True)
     tool = t.Unicode("brush").tag(sync=True)
+    tools = t.List(t.Dict(), default_value=P.tool_table()).tag(sync=True)  # the toolbar: _protocol.TOOLS
     active_class = t.Int(1).tag(sync=True)
     brush_size = t.Int(5).tag(sync=True)
     opacity = t.Float(0.5).tag(sync=True)
@@ -548,8 +549,8 @@ class Annotator(anywidget.AnyWidget):
         seq = P.parse_int(content, "seq", 0)
         ref = P.parse_ref(content, self.session.shape)
         tool = content.get("tool")
-        if tool not in P.TOOLS:
-            raise InputError(f"unknown tool {tool!r}; the tools are {list(P.TOOLS)}")
+        if tool not in P.STROKE_TOOLS:
+            raise InputError(f"unknown tool {tool!r}; the tools are {list(P.STROKE_TOOLS)}")
         h, w = ref.shape_in(self.session.shape)
         value = 0 if tool != "brush" else self._class_value(content)
         idx = P.parse_indices(buffers, h * w)
@@ -977,7 +978,7 @@ class Annotator(anywidget.AnyWidget):
     @t.validate("tool")
     def _valid_tool(self, proposal: Any) -> str:
         value = proposal["value"]
-        return value if value in ("brush", "eraser", "fill", "accept", "pan") else "brush"
+        return value if value in P.TOOL_NAMES else "brush"
 
     @t.validate("brush_size")
     def _valid_brush(self, proposal: Any) -> int:
