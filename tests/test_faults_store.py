@@ -521,3 +521,30 @@ def test_session_paint_with_an_out_of_range_value_is_a_label_error(tmp_path, val
     with pytest.raises(LabelValueError, match="label values must be"):
         session.paint(np.arange(3), value)
     assert session.store.log.last_seq == 0
+
+
+def test_a_read_only_store_writes_nothing(tmp_path):
+    store = _project(tmp_path)
+    store.paint(SliceRef("z", 1), np.arange(10), "bone")
+    store.close()
+    proj = tmp_path / "p"
+    before = {p: p.read_bytes() for p in proj.rglob("*") if p.is_file() and p.name != ".lock"}
+    os.chmod(proj, 0o555)  # a viewer of a colleague's project may not be able to write at all
+    try:
+        viewer = open_project(proj, read_only=True)
+        assert viewer.labelled_voxels()["bone"] == 10
+        assert (viewer.read_slice(SliceRef("z", 1), "labels").reshape(-1)[:10] == 2).all()
+        with pytest.raises(InputError, match="read-only"):
+            viewer.paint(SliceRef("z", 2), np.arange(3), "bone")
+        with pytest.raises(InputError, match="read-only"):
+            viewer.undo()
+        viewer.info(), viewer.check(), viewer.refresh()
+        assert {p: p.read_bytes() for p in proj.rglob("*") if p.is_file() and p.name != ".lock"} == before
+        writer = open_project(proj) if os.geteuid() == 0 else None  # root ignores the mode bits
+        if writer is not None:
+            writer.paint(SliceRef("z", 3), np.arange(4), "implant")
+            assert [r.seq for r in viewer.refresh()] == [2] and viewer.labelled_voxels()["implant"] == 4
+            writer.close()
+        viewer.close()
+    finally:
+        os.chmod(proj, 0o755)

@@ -124,11 +124,14 @@ class ProjectStore:
     """
 
     def __init__(self, backend: LocalBackend | MemoryBackend, *, author: str | None = None, session: str | None = None,
-                 _replay: bool = True) -> None:
+                 read_only: bool = False, _replay: bool = True) -> None:
         import zarr
 
         self.backend = backend
         self.author = author or _default_author()
+        #: A read-only store (the napari reader, a viewer of someone else's project) writes nothing:
+        #: no lock, no recovery writes, no edits; labels a crash left behind the log read as they are.
+        self.read_only = bool(read_only)
         #: Undo and redo stacks belong to one open store (a kernel, a napari window): two sessions of
         #: the same user never undo each other's strokes. Pass an earlier ``session`` to resume its stacks.
         self.session = str(session) if session else uuid.uuid4().hex[:12]
@@ -148,7 +151,7 @@ class ProjectStore:
                 f"(a copy is kept as {PROJECT_FILE}.bak since this version)"
             ) from exc
         try:
-            self.root = zarr.open_group(store=backend.zarr_store(), mode="r+")
+            self.root = zarr.open_group(store=backend.zarr_store("r" if read_only else "r+"), mode="r" if read_only else "r+")
             # write_empty_chunks is a runtime setting that reopening drops: keep every chunk on disk
             # (an undo that empties a chunk must not delete it; a missing chunk means damage)
             self.image = self.root["image"].with_config({"write_empty_chunks": True})
@@ -184,7 +187,9 @@ class ProjectStore:
         self.torn_tail: int | None = None
         #: Records that passed the checksum but cannot be applied (set aside, reported, skipped).
         self.quarantined: list[tuple[int, int, str]] = []
-        if _replay:
+        if _replay and self.read_only:
+            self._load_read_only()
+        elif _replay:
             with self.backend.lock():
                 self._load_and_recover()
 
@@ -207,9 +212,12 @@ class ProjectStore:
                     f"{backend.description}/{PROJECT_FILE} is damaged ({problem}) and there is no intact {PROJECT_FILE}.bak. "
                     "It holds the class list and volume facts: restore it from a backup of the project"
                 )
-            with backend.lock():
-                backend.write_json(PROJECT_FILE, backup, fsync=True)
-            self.repairs.append(f"{PROJECT_FILE} was damaged ({problem}); restored from {PROJECT_FILE}.bak")
+            if self.read_only:
+                self.repairs.append(f"{PROJECT_FILE} is damaged ({problem}); read {PROJECT_FILE}.bak instead")
+            else:
+                with backend.lock():
+                    backend.write_json(PROJECT_FILE, backup, fsync=True)
+                self.repairs.append(f"{PROJECT_FILE} was damaged ({problem}); restored from {PROJECT_FILE}.bak")
             doc = backup
         if doc.get("schema_version", 0) > SCHEMA_VERSION:
             raise StoreIntegrityError(
@@ -314,7 +322,15 @@ class ProjectStore:
             raise InputError("an edit's meta cannot name undo_of/redo_of: call store.undo() or store.redo()")
         return self._apply_edit(atom, {})
 
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise InputError(
+                f"{self.backend.description} is open read-only (a viewer); open it for writing "
+                "(open_project / Session.open without read_only=True) to edit it"
+            )
+
     def _apply_edit(self, atom: EditAtom, inverse: dict[str, int]) -> EditAtom:
+        self._check_writable()
         ref, idx, new = self._validate_atom(atom)
         meta = self._edit_meta(atom, ref)
         meta.update(inverse)
@@ -418,6 +434,7 @@ class ProjectStore:
         >>> store.config.colours[1]
         '#00ff00'
         """
+        self._check_writable()
         names, colours = dict(names or {}), dict(colours or {})
         with self.backend.lock():
             self.reload_config()
@@ -437,6 +454,7 @@ class ProjectStore:
 
     def set_slice_state(self, ref: SliceRef, state: str, *, author: str | None = None) -> None:
         """Mark a slice ``"annotated"``, ``"in_progress"`` or ``"unlabelled"`` (durable, logged)."""
+        self._check_writable()
         ref = SliceRef(ref.axis, ref.index)
         ref.check(self.shape)
         if state not in SLICE_STATES:
@@ -451,6 +469,11 @@ class ProjectStore:
 
     def refresh(self) -> list[LogRecord]:
         """Pick up edits made by other processes since the last call; returns the new records."""
+        if self.read_only:
+            result = self.log.read_new()
+            for rec in result.records:
+                self._apply_record(rec, write_labels=False)
+            return result.records
         with self.backend.lock():
             return self._catch_up()
 
@@ -509,8 +532,12 @@ class ProjectStore:
         and that the per-class counts match. With ``repair=True`` the labels are rebuilt from the
         log when they differ (the log is the record of truth).
         """
+        if repair:
+            self._check_writable()
         problems = self.missing_chunks()
-        if full:
+        if full and self.read_only:
+            problems.append("a read-only store checks chunks only; open the project for writing for a full check")
+        elif full:
             with self.backend.lock():
                 self._catch_up()
                 expected = self.replay()
@@ -741,6 +768,7 @@ class ProjectStore:
     def _inverse(self, stacks: dict[tuple[str, str], list[int]], *, author: str, tag: str) -> EditAtom | None:
         """Invert the record on top of this session's ``author`` stack (undo or redo): write its old
         values back where the labels still hold its new values."""
+        self._check_writable()
         with self.backend.lock():
             self._catch_up()
             stack = stacks.get((author, self.session), [])
@@ -881,6 +909,30 @@ class ProjectStore:
         self._labels_seq = self._applied_seq
         if self.recovered or applied != self._applied_seq or not state:
             self._save_state_quietly()
+
+    def _load_read_only(self) -> None:
+        """Fold the log into memory without writing anything (no torn-tail cut, no relabel)."""
+        try:
+            state = self.backend.read_json(STATE_FILE)
+        except StoreIntegrityError:
+            state = None
+        state = state if isinstance(state, dict) else {}
+        try:
+            self._base_counts = np.asarray(state.get("base_counts", [0] * 256), np.int64).reshape(256)
+        except (TypeError, ValueError):
+            self._base_counts = np.zeros(256, np.int64)
+        self._counts = self._base_counts.copy()
+        result = self.log.read_all()
+        for rec in result.records:
+            self._apply_record(rec, write_labels=False)
+        try:
+            behind = int(state.get("applied_seq", 0)) < self._applied_seq
+        except (TypeError, ValueError):
+            behind = True
+        if behind:
+            self.repairs.append("the labels on disk are behind the edit log (a writer died); opening the project "
+                                "for writing rewrites them")
+        self._labels_seq = self._applied_seq
 
     def _save_state(self) -> None:
         self.backend.write_json(
@@ -1090,11 +1142,14 @@ def _build(backend, vol, lab_vol, config: ProjectConfig, chunks, progress) -> No
     )
 
 
-def open_project(path: str | os.PathLike, *, author: str | None = None, fsync: bool = True, session: str | None = None) -> ProjectStore:
-    """Open an existing project directory (recovering edits that a crash left out of the labels)."""
+def open_project(path: str | os.PathLike, *, author: str | None = None, fsync: bool = True, session: str | None = None,
+                 read_only: bool = False) -> ProjectStore:
+    """Open an existing project directory (recovering edits that a crash left out of the labels).
+
+    ``read_only=True`` writes nothing (for viewers: the napari reader); edits then raise."""
     root = Path(path).expanduser()
     if not root.exists():
         raise ProjectNotFoundError(f"{root} does not exist; create a project with `al-annotator init {root} --volume VOLUME`")
     if not (root / PROJECT_FILE).exists():
         raise ProjectNotFoundError(f"{root} is not an al_annotator project (no {PROJECT_FILE}); create one with `al-annotator init`")
-    return ProjectStore(LocalBackend(root, fsync=fsync), author=author, session=session)
+    return ProjectStore(LocalBackend(root, fsync=fsync), author=author, session=session, read_only=read_only)
