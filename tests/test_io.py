@@ -538,8 +538,9 @@ def test_register_reader(tmp_path, vol):
         with read_volume(tmp_path / "v.mine") as v:  # squeezed to (Z, Y, X) for it
             _check(v, vol, spacing=(1, 1, 1), fmt="mine")
     finally:
-        READERS.pop("mine")
-        SUFFIXES.pop(".mine")
+        READERS.pop("mine")  # unregisters the format: its suffix goes with it
+    assert ".mine" not in SUFFIXES and "mine" not in READERS
+    assert detect_format(tmp_path / "v.mine") == "npy"  # no suffix rule left: found by its content
 
 
 # ============================================================================ lazy views, channel rule
