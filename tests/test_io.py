@@ -22,6 +22,7 @@ from al_annotator.io import (
     write_volume,
 )
 from al_annotator.io._lazy import LazyView, PlaneStackArray
+from al_annotator.io.readers import formats
 
 SPACING = (2.0, 0.5, 0.25)  # (z, y, x), anisotropic so that any axis mix-up shows
 
@@ -541,6 +542,137 @@ def test_register_reader(tmp_path, vol):
         READERS.pop("mine")  # unregisters the format: its suffix goes with it
     assert ".mine" not in SUFFIXES and "mine" not in READERS
     assert detect_format(tmp_path / "v.mine") == "npy"  # no suffix rule left: found by its content
+
+
+# ============================================================================ every format round-trips
+def _dicom_multiframe(path, vol):
+    """One enhanced multi-frame DICOM file holding the whole volume."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = "1.2.3.5"
+    ds.Modality = "CT"
+    ds.NumberOfFrames = len(vol)
+    ds.Rows, ds.Columns = vol.shape[1:]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelSpacing = [SPACING[1], SPACING[2]]
+    ds.SpacingBetweenSlices = SPACING[0]
+    ds.PixelData = np.ascontiguousarray(vol).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _write_tiff(vol, path):
+    write_volume(vol, path, format="tiff", spacing=SPACING, spacing_unit="micrometer")
+    return SPACING
+
+
+def _write_hdf5(vol, path):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry/volume", data=vol, chunks=(2, 9, 11)).attrs["element_size_um"] = SPACING
+    return SPACING
+
+
+def _write_ome_zarr(vol, path):  # NGFF 0.4 (zarr v2) by name, 0.5 (zarr v3) for a store found by its metadata
+    write_volume(vol, path, format="ome-zarr", spacing=SPACING, ngff_version="0.4" if path.suffix else "0.5")
+    return SPACING
+
+
+def _write_nifti(vol, path):
+    write_volume(vol, path, format="nifti", spacing=SPACING)
+    return SPACING
+
+
+def _write_dicom(vol, path):  # a multi-frame file by name, a series folder by content
+    if path.suffix:
+        _dicom_multiframe(path, vol)
+    else:
+        _dicom_series(path, vol)
+    return SPACING
+
+
+def _write_slices(vol, path):
+    import tifffile
+
+    path.mkdir()
+    for i, plane in enumerate(vol):
+        tifffile.imwrite(path / f"z{i}.tif", plane)
+    return None
+
+
+def _write_npy(vol, path):
+    write_volume(vol, path, format="npy")
+    return None
+
+
+def _write_raw(vol, path):
+    vol.tofile(path)
+    return None
+
+
+#: How each registered format is written for the round trip; a new format must add its writer here.
+WRITE_AS = {
+    "tiff": _write_tiff, "hdf5": _write_hdf5, "ome-zarr": _write_ome_zarr, "nifti": _write_nifti,
+    "dicom": _write_dicom, "slices": _write_slices, "npy": _write_npy, "raw": _write_raw,
+}
+#: Formats detected by content: a folder's markers or a file's sniffer (files renamed to drop the suffix).
+BY_CONTENT = [f.name for f in formats() if f.sniff is not None or f.markers]
+
+
+def test_every_registered_format_has_a_round_trip():
+    assert set(WRITE_AS) == set(READERS)
+    assert set(SUFFIXES.values()) | set(BY_CONTENT) == set(READERS)  # each format is detectable somehow
+
+
+def _round_trip(path, fmt, vol):
+    spacing = WRITE_AS[fmt](vol, path)
+    assert detect_format(path) == fmt
+    layout = {"shape": vol.shape, "dtype": vol.dtype} if fmt == "raw" else {}
+    with read_volume(path, **layout) as v:  # no format=: detection picks the reader
+        _check(v, vol, spacing=spacing, fmt=fmt)
+    for alias in (fmt.upper(), *next(f.aliases for f in formats() if f.name == fmt)):  # format= by any registered name
+        with read_volume(path, format=alias, **layout) as v:
+            assert v.format == fmt and np.array_equal(np.asarray(v.array[...]), vol)
+
+
+@pytest.mark.parametrize("suffix,fmt", sorted(SUFFIXES.items()))
+def test_each_suffix_detects_its_format_and_round_trips(tmp_path, vol, suffix, fmt):
+    _round_trip(tmp_path / f"volume{suffix}", fmt, vol)
+
+
+@pytest.mark.parametrize("fmt", BY_CONTENT)
+def test_each_format_without_its_suffix_is_detected_by_content_and_round_trips(tmp_path, vol, fmt):
+    if fmt in ("ome-zarr", "dicom", "slices"):  # folder formats: a folder with no telling name
+        _round_trip(tmp_path / "volume", fmt, vol)
+        return
+    named = tmp_path / f"volume{next(s for s, f in SUFFIXES.items() if f == fmt)}"
+    WRITE_AS[fmt](vol, named)
+    plain = named.rename(tmp_path / "volume")
+    assert detect_format(plain) == fmt
+    with read_volume(plain) as v:
+        _check(v, vol, spacing=SPACING if fmt in ("tiff", "hdf5", "nifti") else None, fmt=fmt)
+
+
+def test_import_al_annotator_io_leaves_the_heavy_readers_unimported():
+    import subprocess
+    import sys
+
+    heavy = ("h5py", "nibabel", "pydicom", "tifffile", "imagecodecs", "zarr", "PIL")
+    code = f"import sys, al_annotator.io, al_annotator.io.readers; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 # ============================================================================ lazy views, channel rule
