@@ -22,7 +22,7 @@ from al_annotator.io import (
     write_volume,
 )
 from al_annotator.io._lazy import LazyView, PlaneStackArray
-from al_annotator.io.readers import formats
+from al_annotator.io.readers import formats, openable_suffixes
 
 SPACING = (2.0, 0.5, 0.25)  # (z, y, x), anisotropic so that any axis mix-up shows
 
@@ -673,6 +673,58 @@ def test_import_al_annotator_io_leaves_the_heavy_readers_unimported():
     code = f"import sys, al_annotator.io, al_annotator.io.readers; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+# ============================================================================ napari reader from the registry
+def _manifest():
+    from pathlib import Path
+
+    import yaml
+
+    import al_annotator.napari
+
+    return yaml.safe_load((Path(al_annotator.napari.__file__).parent / "napari.yaml").read_text())["contributions"]
+
+
+def test_napari_manifest_reader_patterns_are_the_registry_suffixes():
+    patterns = _manifest()["readers"][0]["filename_patterns"]
+    expected = [f"*{s}" for s in openable_suffixes()] + ["project.json"]
+    assert patterns == expected, (
+        "al_annotator/napari/napari.yaml's reader filename_patterns must list the reader registry's suffixes "
+        "(al_annotator.io.readers.openable_suffixes()); replace them with:\n"
+        + "\n".join(f'        - "{p}"' for p in expected)
+    )
+    assert ".raw" not in openable_suffixes() and "*.raw" not in patterns  # raw needs shape and dtype
+
+
+def test_napari_manifest_writer_extensions_are_the_labels_writer_suffixes():
+    from al_annotator.io import WRITERS
+    from al_annotator.napari._io import LABEL_SUFFIXES
+
+    assert sorted(_manifest()["writers"][0]["filename_extensions"]) == sorted(LABEL_SUFFIXES)
+    assert set(LABEL_SUFFIXES.values()) <= set(WRITERS)
+
+
+def test_napari_get_reader_asks_the_registry(tmp_path, vol):
+    from al_annotator.napari import _io
+
+    assert _io.VOLUME_SUFFIXES == openable_suffixes()
+    for suffix in openable_suffixes():
+        assert _io.get_reader(str(tmp_path / f"a{suffix.upper()}")) is _io.read_volume_layers, suffix
+    assert _io.get_reader(str(tmp_path / "a.raw")) is None  # a headerless file cannot be opened from its name
+    assert _io.get_reader(str(tmp_path / "notes.txt")) is None
+    for fmt in ("ome-zarr", "dicom", "slices"):  # folders by the registry's markers and sniffers
+        WRITE_AS[fmt](vol, tmp_path / fmt.replace("-", "_"))
+        assert _io.get_reader(str(tmp_path / fmt.replace("-", "_"))) is _io.read_volume_layers, fmt
+    (tmp_path / "empty").mkdir()
+    assert _io.get_reader(str(tmp_path / "empty")) is None
+
+    register_reader("mine", lambda path, options: None, suffixes=(".mine",))  # a format registered later
+    try:
+        assert ".mine" in _io.VOLUME_SUFFIXES and _io.get_reader(str(tmp_path / "v.mine")) is _io.read_volume_layers
+    finally:
+        READERS.pop("mine")
+    assert _io.get_reader(str(tmp_path / "v.mine")) is None
 
 
 # ============================================================================ lazy views, channel rule

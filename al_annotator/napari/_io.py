@@ -3,7 +3,10 @@
 * Reader: a project directory (a folder with ``project.json``) opens in the "AL Annotator" dock
   when napari has a window (the labels layer is then bound to a session); without a window it
   returns the image and a read-only labels layer. Volumes in the formats al_annotator imports
-  are read with :func:`al_annotator.io.read_volume` (lazily when large).
+  are read with :func:`al_annotator.io.read_volume` (lazily when large); which paths it accepts
+  comes from the reader registry (:data:`VOLUME_SUFFIXES` is
+  :func:`al_annotator.io.readers.openable_suffixes`, the manifest's ``filename_patterns`` list
+  the same endings: ``tests/test_io.py`` checks they agree).
 * Writer: a labels layer to TIFF, NIfTI (``.nii``, ``.nii.gz``) or OME-Zarr with
   :func:`al_annotator.io.write_volume`.
 * Sample data: the bundled real micro-CT scans (:func:`~al_annotator.datasets.load_demo`) and the
@@ -35,8 +38,6 @@ __all__ = [
     "LABEL_SUFFIXES",
 ]
 
-#: File name endings the reader offers to open (the formats al_annotator.io imports).
-VOLUME_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz", ".h5", ".hdf5", ".hdf", ".nxs", ".zarr", ".ome.zarr", ".npy", ".dcm")
 #: File name endings the labels writer produces, with the al_annotator.io format name.
 LABEL_SUFFIXES = {".ome.zarr": "ome-zarr", ".zarr": "ome-zarr", ".nii.gz": "nifti", ".nii": "nifti", ".tiff": "tiff", ".tif": "tiff"}
 #: Volumes up to this size are read into memory; larger ones stay lazy (read plane by plane).
@@ -61,9 +62,34 @@ def get_reader(path: str | list[str]) -> Callable[[Any], LayerData] | None:
         return read_project
     if _is_project(p):
         return read_project
-    if p.lower().endswith(VOLUME_SUFFIXES) or (Path(p).is_dir() and any(Path(p).glob("*.dcm"))):
-        return read_volume_layers
-    return None
+    return read_volume_layers if _opens_as_volume(Path(p)) else None
+
+
+def _opens_as_volume(path: Path) -> bool:
+    """Whether a reader of al_annotator.io's registry opens ``path`` with no options.
+
+    A file by its name ending (napari only offers files matching the manifest's patterns, which
+    are these endings); a folder by the registry's folder markers and sniffers (zarr store, DICOM
+    series, slice folder). Formats that need options (headerless ``raw``) are never offered.
+    """
+    from ..errors import InputError
+    from ..io.readers import detect_format, formats, openable_suffixes
+
+    if not path.is_dir():
+        return path.name.lower().endswith(openable_suffixes())
+    try:
+        name = detect_format(path)
+    except (InputError, OSError):
+        return False
+    return any(f.name == name and f.self_describing for f in formats())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "VOLUME_SUFFIXES":  # live: a reader registered later is offered too
+        from ..io.readers import openable_suffixes
+
+        return openable_suffixes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _one(path: Any) -> str:
