@@ -507,7 +507,9 @@ def test_poll_runs_off_the_gui_thread_and_results_arrive_by_signal(dock, project
     session = w.session
     ran_on = []
     release = threading.Event()
-    status = {"state": "training", "round": 7, "step": 3, "progress": 0.25, "alive": True}
+    from al_annotator.core import TrainerStatus
+
+    status = TrainerStatus(state="training", round=7, step=3, progress=0.25, alive=True)
 
     def slow_poll():  # a poll stuck on a slow filesystem (the trainer writing its outputs)
         ran_on.append(threading.current_thread())

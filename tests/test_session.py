@@ -96,6 +96,7 @@ def _fake_version(session, version, refs_scores):
 
 
 def test_queue_follows_new_scores_and_flags_stale(session):
+    session.auto_rerank = False  # the manual policy: a new version marks the queue stale
     assert session.refresh_suggestions("entropy", n=3)  # cold start works without a model
     _fake_version(session, 1, [(SliceRef("z", i), s) for i, s in enumerate([0.1, 0.9, 0.5, 0.7])])
     versions = []
@@ -121,6 +122,21 @@ def test_queue_follows_new_scores_and_flags_stale(session):
     assert SliceRef("z", 3) not in [i.ref for i in session.refresh_suggestions("entropy", n=4)]
 
 
+def test_the_default_policy_reranks_on_a_new_version_and_after_annotated(session):
+    assert session.auto_rerank
+    session.refresh_suggestions("entropy", n=2)
+    _fake_version(session, 1, [(SliceRef("z", i), s) for i, s in enumerate([0.1, 0.9, 0.5, 0.7])])
+    queues = []
+    session.suggestions_changed.connect(queues.append)
+    session.poll()
+    assert [item.ref for item in session.queue] == [SliceRef("z", 1), SliceRef("z", 3)]
+    assert queues and not any(item.stale for item in session.queue)
+    session.goto(SliceRef("z", 1))
+    session.paint(np.arange(4), "bone")
+    session.mark_annotated()  # re-ranked at once: the annotated slice is out, the next one in
+    assert [item.ref for item in session.queue] == [SliceRef("z", 3), SliceRef("z", 2)]
+
+
 def test_poll_sees_edits_of_another_process(tmp_path, session):
     seen = []
     session.labels_changed.connect(seen.append)
@@ -140,7 +156,7 @@ def test_in_memory_session():
     s = Session(create_project(None, np.zeros((4, 8, 8), np.uint8), classes="a,b"))
     s.paint(np.arange(4), "b")
     assert int(s.labels().sum()) == 8
-    assert s.trainer_status()["alive"] is False
+    assert s.trainer_status().alive is False and "in-memory" in s.trainer_status().summary()
 
 
 def test_palette_edits_are_saved_and_reach_another_session(tmp_path):
@@ -169,3 +185,88 @@ def test_palette_edits_are_saved_and_reach_another_session(tmp_path):
     # the labels kept their value: the painted voxels are still class 2
     assert int((reopened.labels(SliceRef("z", 2)) == 2).sum()) == 10
     assert not b.poll().get("classes")
+
+
+# ---------------------------------------------------------------------- the one door
+def _fake_outputs(session, version, value):
+    grp = session.store.root.require_group(f"models/v{version:04d}")
+    shape = session.shape
+    grp.create_array("prediction", shape=shape, dtype=np.uint8, chunks=(8, 8, 8), overwrite=True)[...] = value
+    grp.create_array("confidence", shape=shape, dtype=np.uint8, chunks=(8, 8, 8), overwrite=True)[...] = 204
+
+
+def test_volume_facts_and_planes_on_every_axis_and_level(session):
+    facts = session.volume
+    assert facts.shape == (16, 24, 32) and facts.dtype == np.uint16 and facts.persistent and facts.name == "p"
+    assert facts.display_window[0] < facts.display_window[1] and facts.spacing == (1.0, 1.0, 1.0)
+    assert facts.chunks_in("z") == 1
+    for axis, shape in (("z", (24, 32)), ("y", (16, 32)), ("x", (16, 24))):
+        ref = SliceRef(axis, 3)
+        np.testing.assert_array_equal(session.plane("image", ref), session.store.read_slice(ref, "image"))
+        assert session.plane("image", ref, level=1).shape == tuple((n + 1) // 2 for n in shape)
+        assert session.plane("prediction", ref) is None and session.plane("uncertainty", ref) is None
+    with pytest.raises(InputError, match="what must be"):
+        session.plane("bogus")
+    with pytest.raises(TypeError, match="read-only"):
+        session.labels_array[0, 0, 0] = 1
+    assert session.image_array.shape == facts.shape and session.image_array[2].shape == (24, 32)
+
+
+def test_label_planes_carry_the_log_position(session):
+    ref = SliceRef("y", 4)
+    plane, seq = session.label_plane(ref)
+    assert seq == 0 and not plane.any()
+    session.paint(np.arange(5), "bone", ref=ref)
+    plane, seq = session.label_plane(ref)
+    assert seq == session.labels_seq == 1 and plane.reshape(-1)[:5].tolist() == [2] * 5
+    assert session.can_undo and not session.can_redo
+    session.undo()
+    assert not session.can_undo and session.can_redo and session.labels_seq == 2
+
+
+def test_model_outputs_history_and_pins(session):
+    from al_annotator.store.models import pinned_versions
+
+    assert session.model_outputs() is None and session.history() == []
+    _fake_outputs(session, 1, 3)
+    _fake_version(session, 1, [(SliceRef("z", 0), 0.5)])
+    session.poll()
+    out = session.model_outputs()
+    assert out.version == 1 and out.prediction[0, 0, 0] == 3 and out.probabilities is None
+    assert [v["version"] for v in session.history()] == [1]
+    assert float(session.plane("uncertainty")[0, 0]) == pytest.approx(0.2)
+    assert pinned_versions(session.store) == {1}  # shown here: a trainer's pruning keeps it
+    for v in (2, 3, 4):  # keep=3 would drop v1's outputs, but v1 is pinned by this session
+        _fake_outputs(session, v, v)
+        _fake_version(session, v, [(SliceRef("z", 0), 0.5)])
+    assert "models/v0001/prediction" in session.store.root
+    session.close()
+    assert pinned_versions(open_project(session.store.path)) == set()
+
+
+def test_read_only_session(tmp_path, session):
+    session.paint(np.arange(3), "bone")
+    viewer = Session.open(tmp_path / "p", read_only=True)
+    assert viewer.read_only and not viewer.can_undo
+    assert viewer.labels().reshape(-1)[:3].tolist() == [2, 2, 2]
+    with pytest.raises(InputError, match="read-only"):
+        viewer.paint(np.arange(2), "bone")
+    session.paint(np.arange(3, 6), "implant")
+    assert viewer.poll()["labels"] and viewer.labels().reshape(-1)[3:6].tolist() == [3, 3, 3]
+
+
+def test_trainer_status_is_typed_and_phrased_once(tmp_path, session):
+    import json
+
+    from al_annotator.core import TrainerStatus
+
+    assert session.trainer_status().state == "not started" and not session.trainer_status().running
+    (tmp_path / "p" / "trainer").mkdir()
+    (tmp_path / "p" / "trainer" / "status.json").write_text(json.dumps(
+        {"state": "training", "round": 2, "step": 7, "loss": float("nan"), "n_val": 0, "heartbeat": 0, "pid": 1, "host": "elsewhere"}))
+    st = session.trainer_status()
+    assert isinstance(st, TrainerStatus) and st.loss is None and st.stalled
+    assert st.summary().startswith("training (not running) · round 2 · step 7 · val Dice: none yet")
+    assert json.loads(json.dumps(st.to_json(), allow_nan=False))["summary"] == st.summary()
+    assert TrainerStatus.from_json({"state": "failed", "error": "RuntimeError: boom"}).summary() == "failed · error: RuntimeError: boom"
+    assert "hybrid" in Session.strategies()

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .session import QueueItem, Session
+from .values import ModelOutputs, ReadOnlyArray, TrainerStatus, VolumeFacts
 
-__all__ = ["QueueItem", "Session"]
+__all__ = ["ModelOutputs", "QueueItem", "ReadOnlyArray", "Session", "TrainerStatus", "VolumeFacts"]

@@ -19,9 +19,11 @@ from psygnal import Signal
 
 from ..errors import InputError
 from ..store import ProjectStore, create_project, open_project
+from ..store import models as _models
 from ..store.models import current_model
-from ..store.project import PROJECT_FILE
+from ..store.project import PROJECT_FILE, SliceState
 from ..types import AXES, EditAtom, SliceRef
+from .values import ModelOutputs, ReadOnlyArray, TrainerStatus, VolumeFacts
 
 __all__ = ["Session", "QueueItem"]
 
@@ -82,7 +84,7 @@ class Session:
     slice_state_changed = Signal(object)  # SliceState
     suggestions_changed = Signal(list)  # list[QueueItem]
     model_version_changed = Signal(dict)  # current.json of the new version
-    trainer_status_changed = Signal(dict)
+    trainer_status_changed = Signal(object)  # TrainerStatus
     classes_changed = Signal(list)  # [{"value", "name", "colour"}, ...] after a palette edit here or elsewhere
 
     def __init__(
@@ -93,6 +95,8 @@ class Session:
         author: str | None = None,
         strategy: str = "hybrid",
         n_suggestions: int = 8,
+        read_only: bool = False,
+        auto_rerank: bool = True,
         **create_kw: Any,
     ) -> None:
         if isinstance(project, ProjectStore):
@@ -100,20 +104,39 @@ class Session:
         elif volume is not None and not (Path(project) / PROJECT_FILE).exists():
             self.store = create_project(project, volume, author=author, **create_kw)
         else:
-            self.store = open_project(project, author=author)
+            self.store = open_project(project, author=author, read_only=read_only)
         if author:
             self.store.author = author
         self.author = self.store.author
         self.strategy = strategy
         self.n_suggestions = n_suggestions
+        #: Policy, the same in every front end: re-rank the queue when a new model version lands
+        #: (``True``), or keep it and mark it stale until :meth:`refresh_suggestions` (``False``).
+        self.auto_rerank = bool(auto_rerank)
         self.current = SliceRef("z", self.store.shape[0] // 2)
         self.queue: list[QueueItem] = []
         self._skipped: set[SliceRef] = set()
         self._model = current_model(self.store)
         self._trainer = None
-        self._trainer_status: dict[str, Any] = {}
+        self._trainer_status = TrainerStatus()
         self._prediction_cache: tuple[int, Any] | None = None
         self._classes_seen = self._project_file_stamp()  # project.json as last read (palette edits)
+        self._pinned: tuple[int | None, float] = (None, 0.0)
+        self._pin_current()
+
+    @classmethod
+    def open(cls, project: str | os.PathLike, *, read_only: bool = False, **kw: Any) -> "Session":
+        """Open an existing project; ``read_only=True`` for viewers (nothing is written, edits raise)."""
+        return cls(project, read_only=read_only, **kw)
+
+    @property
+    def read_only(self) -> bool:
+        return self.store.read_only
+
+    @property
+    def session_id(self) -> str:
+        """This session's id: its undo stack and the model version it pins for display."""
+        return self.store.session
 
     # ------------------------------------------------------------------ navigation
     @property
@@ -127,6 +150,117 @@ class Session:
     @property
     def model_version(self) -> int | None:
         return None if self._model is None else int(self._model["version"])
+
+    # ------------------------------------------------------------------ the one door: reads
+    @property
+    def volume(self) -> VolumeFacts:
+        """Shape, dtype, chunks, spacing, display window and where the project lives."""
+        st = self.store
+        info = st.volume_info
+        lo, hi = st.display_window
+        path = st.path
+        return VolumeFacts(
+            shape=tuple(st.shape), dtype=st.dtype, chunks=tuple(st.image.chunks), spacing=tuple(st.config.spacing),
+            spacing_unit=st.config.spacing_unit, display_window=(lo, hi),
+            value_range=(float(info.get("min", lo)), float(info.get("max", hi))),
+            name=path.name if path is not None else "(in memory)", path=None if path is None else str(path),
+            source=str(info.get("source", "")),
+        )
+
+    @property
+    def image_array(self) -> ReadOnlyArray:
+        """The whole image, read lazily (for lazy layers and slab caches); never written."""
+        return ReadOnlyArray(self.store.image)
+
+    @property
+    def labels_array(self) -> ReadOnlyArray:
+        """The saved labels, read lazily; pair a cache with :attr:`labels_seq`. Edits go through
+        :meth:`apply_edit`."""
+        return ReadOnlyArray(self.store.labels)
+
+    @property
+    def labels_seq(self) -> int:
+        """The edit-log position the labels read now reflect: the one cache key for label planes in
+        every front end (it grows with every edit, here or in another process once :meth:`poll`
+        picked it up)."""
+        return self.store.applied_seq
+
+    def plane(self, what: str, ref: SliceRef | None = None, *, level: int = 0) -> np.ndarray | None:
+        """One 2D plane of ``what`` ("image", "labels", "prediction", "confidence", "uncertainty")
+        on any axis, at pyramid ``level`` (every 2**level-th voxel). Model outputs are ``None``
+        before a model (or when the served version has no volume outputs)."""
+        ref = ref or self.current
+        ref.check(self.store.shape)
+        if what in ("image", "labels"):
+            plane = self.store.read_slice(ref, what)
+        elif what == "prediction":
+            plane = self.prediction(ref)
+        elif what == "confidence":
+            plane = self.confidence(ref)
+        elif what == "uncertainty":
+            plane = self.uncertainty(ref)
+        else:
+            raise InputError(f"what must be image, labels, prediction, confidence or uncertainty, got {what!r}")
+        if plane is None or not level:
+            return plane
+        if not isinstance(level, int) or level < 0:
+            raise InputError(f"level must be a non-negative integer, got {level!r}")
+        step = 2 ** level
+        return np.ascontiguousarray(plane[::step, ::step])
+
+    def label_plane(self, ref: SliceRef | None = None) -> tuple[np.ndarray, int]:
+        """The labels of a slice with the log position they reflect (read the position first, so a
+        cache never stores a plane newer than its key)."""
+        seq = self.labels_seq
+        return self.store.read_slice(ref or self.current, "labels"), seq
+
+    def slice_state(self, ref: SliceRef | None = None) -> SliceState:
+        return self.store.slice_state(ref or self.current)
+
+    def slice_states(self, axis: str | None = None) -> list[SliceState]:
+        return self.store.slice_states(axis)
+
+    @property
+    def can_undo(self) -> bool:
+        return not self.read_only and self.store.can_undo(self.author)
+
+    @property
+    def can_redo(self) -> bool:
+        return not self.read_only and self.store.can_redo(self.author)
+
+    def history(self) -> list[dict[str, Any]]:
+        """Published model versions, oldest first (version, created, metrics, ...)."""
+        if self.store.path is None:
+            return []
+        return _models.list_model_versions(self.store)
+
+    def model_outputs(self, version: int | None = None) -> ModelOutputs | None:
+        """The served (default: current) model version's volume outputs, lazily readable; ``None``
+        before the first version."""
+        if version is None:
+            if self._model is None:
+                return None
+            version, meta = int(self._model["version"]), dict(self._model)
+        else:
+            meta = next((v for v in self.history() if int(v["version"]) == int(version)), {"version": int(version)})
+        arrays = _models.model_outputs(self.store, int(version)) if self.store.path is not None or self._model else {}
+        return ModelOutputs(int(version), **{k: ReadOnlyArray(a) for k, a in arrays.items()}, meta=meta)
+
+    @staticmethod
+    def strategies() -> list[str]:
+        """The acquisition strategies the queue can rank by."""
+        from ..acquisition import STRATEGIES
+
+        return sorted(STRATEGIES)
+
+    def class_value(self, value: int | str) -> int:
+        """A class's stored label value from its name or value (raises naming the classes)."""
+        value = self._class_value(value)
+        n = self.store.config.n_classes
+        if not 0 <= value <= n:
+            names = ", ".join(f"{i + 1}={c}" for i, c in enumerate(self.store.config.classes))
+            raise InputError(f"class value {value} is outside 0..{n} ({names})")
+        return value
 
     def goto(self, ref_or_axis: SliceRef | str, index: int | None = None) -> SliceRef:
         """Move to a slice: ``goto(SliceRef("y", 4))`` or ``goto("y", 4)``."""
@@ -158,14 +292,27 @@ class Session:
         arr = self._prediction_array("confidence")
         return None if arr is None else np.asarray(arr[(ref or self.current).selection()]).astype(np.float32) / 255.0
 
+    def uncertainty(self, ref: SliceRef | None = None) -> np.ndarray | None:
+        """1 - confidence of the current model on a slice (what the uncertainty overlay shows)."""
+        conf = self.confidence(ref)
+        return None if conf is None else 1.0 - conf
+
     def _prediction_array(self, name: str) -> Any:
         if self._model is None:
             return None
-        key = f"models/v{int(self._model['version']):04d}/{name}"
-        try:
-            return self.store.root[key]
-        except KeyError:
-            return None
+        return _models.model_outputs(self.store, int(self._model["version"])).get(name)
+
+    def _pin_current(self) -> None:
+        """Pin the served model version so a trainer's pruning keeps its outputs while shown."""
+        version = self.model_version
+        if self.read_only or self.store.path is None:
+            return
+        if version != self._pinned[0] or time.time() - self._pinned[1] > 3600:
+            try:
+                _models.pin_version(self.store, self.session_id, version)
+                self._pinned = (version, time.time())
+            except OSError:
+                pass  # a full disk: pruning may then drop it, the views show "no prediction"
 
     # ------------------------------------------------------------------ editing
     def apply_edit(self, atom: EditAtom) -> EditAtom:
@@ -224,7 +371,11 @@ class Session:
         ref = ref or self.current
         self.store.set_slice_state(ref, "annotated" if annotated else "in_progress", author=self.author)
         self._emit_state(ref)
-        if annotated and any(item.ref == ref for item in self.queue):
+        if not annotated:
+            return
+        if self.auto_rerank:  # policy: a newly annotated slice changes what is most informative next
+            self.refresh_suggestions()
+        elif any(item.ref == ref for item in self.queue):
             self.queue = [item for item in self.queue if item.ref != ref]
             self.suggestions_changed.emit(list(self.queue))
 
@@ -237,7 +388,7 @@ class Session:
         from ..acquisition.project import suggest_for_project
 
         self.strategy = strategy or self.strategy
-        n = n or self.n_suggestions
+        self.n_suggestions = n = n or self.n_suggestions  # the policy's re-ranks keep this length
         suggestions = suggest_for_project(self.store, strategy=self.strategy, n=n + len(self._skipped), seed=seed)
         items = [QueueItem(s) for s in suggestions if SliceRef(s.axis, s.index) not in self._skipped][:n]
         self.queue = items
@@ -277,12 +428,13 @@ class Session:
     def stop_trainer(self, timeout: float = 30.0) -> bool:
         return self.trainer.stop(timeout=timeout)
 
-    def trainer_status(self) -> dict[str, Any]:
+    def trainer_status(self) -> TrainerStatus:
+        """The trainer as a typed value; ``.summary()`` is what front ends show."""
         if self.store.path is None:
-            return {"state": "not available (in-memory project)", "alive": False}
+            return TrainerStatus(state="unknown", warning="an in-memory project has no trainer (give a project directory)")
         from ..training.client import read_status
 
-        return read_status(self.store.path)
+        return TrainerStatus.from_json(read_status(self.store.path))
 
     # ------------------------------------------------------------------ the class palette
     def class_table(self) -> list[dict[str, Any]]:
@@ -344,22 +496,37 @@ class Session:
         if cur is not None and (self._model is None or int(cur["version"]) != int(self._model["version"])):
             self._model = cur
             changed["model"] = True
-            for item in self.queue:
-                item.stale = item.suggestion.model_version != cur["version"]
+            self._pin_current()
             self.model_version_changed.emit(dict(cur))
-            if self.queue:
-                self.suggestions_changed.emit(list(self.queue))
+            if self.auto_rerank:  # policy: rank with the new model's scores at once
+                self.refresh_suggestions()
+            else:
+                for item in self.queue:
+                    item.stale = self.is_stale(item)
+                if self.queue:
+                    self.suggestions_changed.emit(list(self.queue))
+        else:
+            self._pin_current()  # hourly re-pin while shown
         if self.store.path is not None:
             status = self.trainer_status()
-            key = (status.get("state"), status.get("round"), status.get("step"), status.get("model_version"), status.get("alive"))
             old = self._trainer_status
-            if key != (old.get("state"), old.get("round"), old.get("step"), old.get("model_version"), old.get("alive")):
+            key = lambda st: (st.state, st.round, st.step, st.model_version, st.alive, st.progress, st.phase, st.error)  # noqa: E731
+            if key(status) != key(old):
                 self._trainer_status = status
                 changed["trainer"] = True
                 self.trainer_status_changed.emit(status)
         return changed
 
+    def is_stale(self, item: QueueItem) -> bool:
+        """A suggestion is stale when it was ranked with another model version than the served one."""
+        return self.model_version is not None and item.suggestion.model_version != self.model_version
+
     def close(self) -> None:
+        if not self.read_only and self.store.path is not None:
+            try:
+                _models.pin_version(self.store, self.session_id, None)
+            except OSError:
+                pass
         self.store.close()
 
     def __repr__(self) -> str:

@@ -32,7 +32,7 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from ..core import Session
+from ..core import Session, TrainerStatus
 from ..errors import AlAnnotatorError, InputError
 from ..store import ProjectStore, create_project
 from ..types import AXES, EditAtom, SliceRef
@@ -49,11 +49,6 @@ ORTHO_PX = 160
 THUMB_PX = 56
 #: Thumbnails are drawn only for slices that read at most this many chunks (or are in memory).
 THUMB_MAX_CHUNKS = 256
-#: Trainer status fields shown in the widget.
-_STATUS_KEYS = ("state", "alive", "device", "model", "round", "step", "loss", "val_dice", "progress", "phase",
-                "model_version", "version_in_progress", "n_train", "n_val", "time_per_round", "error", "heartbeat_age")
-
-
 #: Move what the kernel holds when the first widget opens out of the garbage collector's reach
 #: (``gc.freeze()``, once per process). Measured (``benchmarks/bench_widget.py``): the only kernel
 #: pause over 50 ms while the trainer ran was a full (generation 2) collection, 205 ms, walking the
@@ -203,6 +198,8 @@ class Annotator(anywidget.AnyWidget):
     suggestions = t.List(t.Dict()).tag(sync=True)
     strategy = t.Unicode("hybrid").tag(sync=True)
     strategies = t.List(t.Unicode()).tag(sync=True)
+    #: Re-rank when a new model version lands (the Session's policy; else suggestions turn stale).
+    auto_rerank = t.Bool(True).tag(sync=True)
     model_version = t.Int(None, allow_none=True).tag(sync=True)
     trainer = t.Dict().tag(sync=True)
     history = t.List(t.Dict()).tag(sync=True)
@@ -229,6 +226,7 @@ class Annotator(anywidget.AnyWidget):
         self.session, self._owns_session = _open_session(source, project=project, volume=volume, classes=classes,
                                                          author=author, strategy=strategy, n_suggestions=n_suggestions)
         s = self.session
+        s.auto_rerank = self.auto_rerank
         store = s.store
         self.trainer_options = dict(trainer_options or {})
         self.poll_interval = poll_interval
@@ -322,12 +320,7 @@ class Annotator(anywidget.AnyWidget):
 
     def _poll(self) -> dict[str, bool]:
         try:
-            changed = self.session.poll()
-            status = self.trainer
-            if status.get("state") in ("training", "predicting") and self.session.store.path is not None:
-                fresh = self.session.trainer_status()
-                if fresh.get("progress") != status.get("progress") or fresh.get("phase") != status.get("phase"):
-                    self._on_trainer_status(fresh)
+            changed = self.session.poll()  # emits trainer_status_changed on progress and phase too
         except Exception as exc:  # noqa: BLE001 - a poll failure is shown, never raised on the timer
             msg = f"could not read the project: {_describe(exc)}"
             if msg != self._poll_error:
@@ -772,8 +765,14 @@ class Annotator(anywidget.AnyWidget):
                     lambda _: [self._send_overlays(client, view) for client, view in views if self._views.get(client) == view],
                     delay=0.0, pool="view")
 
-    def _on_trainer_status(self, status: dict) -> None:
-        self.trainer = _json_safe({k: status[k] for k in _STATUS_KEYS if k in status})
+    @t.observe("auto_rerank")
+    def _auto_rerank_changed(self, change: dict) -> None:
+        session = getattr(self, "session", None)
+        if session is not None:
+            session.auto_rerank = bool(change["new"])
+
+    def _on_trainer_status(self, status: TrainerStatus) -> None:
+        self.trainer = _json_safe(status.to_json())
 
     # ================================================================== helpers
     def _class_list(self) -> list[dict[str, Any]]:

@@ -51,6 +51,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.values import TrainerStatus
 from ..errors import AlAnnotatorError
 from ..types import AXES, SliceRef
 from ._arrays import ZerosArray, read_only
@@ -232,6 +233,7 @@ class AnnotatorWidget(QWidget):
         self.auto_refresh_check = QCheckBox("auto")
         self.auto_refresh_check.setChecked(True)
         self.auto_refresh_check.setToolTip("Re-rank as soon as a new model version lands (else the queue is marked stale)")
+        self.auto_refresh_check.toggled.connect(self._on_auto_rerank)
         row.addWidget(self.strategy_combo, 1)
         row.addWidget(self.auto_refresh_check)
         row.addWidget(self.refresh_button)
@@ -389,6 +391,7 @@ class AnnotatorWidget(QWidget):
     def _attach(self, session: Any) -> None:
         self.close_project()
         self.session = session
+        session.auto_rerank = self.auto_refresh_check.isChecked()
         store = session.store
         name = Path(store.path).name if store.path else "project"
         names = layer_names(name)
@@ -426,7 +429,7 @@ class AnnotatorWidget(QWidget):
         self.viewer.reset_view()
         self._update_info()
         self._update_slice_label()
-        self._on_trainer_status({"state": "…", "alive": True})
+        self._on_trainer_status(TrainerStatus(state="loading", alive=True))
         self.poll(wait=False)  # the trainer's status
         self.refresh_suggestions()  # before the first model: the cold start reads a few hundred chunks
 
@@ -599,9 +602,11 @@ class AnnotatorWidget(QWidget):
             i = self.viewer.layers.index(labels)
             if i != len(self.viewer.layers) - 1:
                 self.viewer.layers.move(i, len(self.viewer.layers))
-        self._update_info()
-        if self.auto_refresh_check.isChecked():
-            self._guard(self.refresh_suggestions)
+        self._update_info()  # re-ranking on a new version is the Session's policy (session.auto_rerank)
+
+    def _on_auto_rerank(self, checked: bool) -> None:
+        if self.session is not None:
+            self.session.auto_rerank = bool(checked)
 
     # ================================================================== navigation
     def displayed_slice(self) -> SliceRef | None:
@@ -853,26 +858,15 @@ class AnnotatorWidget(QWidget):
         self._started_trainer = False
         self.trainer_label.setText("stopping…")
 
-    def _on_trainer_status(self, status: dict) -> None:
-        state = str(status.get("state", "unknown"))
-        parts = [f"<b>{html.escape(state)}</b>"]
-        if not status.get("alive", False) and state not in ("not started", "stopped"):
-            parts[0] += " (not running)"
-        for key, fmt in (("round", "round {}"), ("step", "step {}"), ("loss", "loss {:.3f}"), ("val_dice", "val Dice {:.3f}"),
-                         ("device", "{}"), ("model_version", "model v{}")):
-            v = status.get(key)
-            if v is not None:
-                try:
-                    parts.append(fmt.format(v))
-                except (ValueError, TypeError):
-                    parts.append(f"{key} {v}")
-        if status.get("error"):
-            parts.append(f"<span style='color:#ff8080'>{html.escape(str(status['error']))}</span>")
+    def _on_trainer_status(self, status: TrainerStatus) -> None:
+        parts = [html.escape(p) for p in status.parts()]  # the same phrasing as the notebook widget
+        parts[0] = f"<b>{parts[0]}</b>"
+        if status.error:
+            parts[-1] = f"<span style='color:#ff8080'>{parts[-1]}</span>"
         self.trainer_label.setText(" · ".join(parts))
-        progress = status.get("progress")
-        running = progress is not None and state in ("training", "predicting", "idle")
-        self.progress.setValue(int(round(100 * float(progress))) if running else 0)
-        self.progress.setFormat(f"{state} %p%" if running else state)
+        running = status.progress is not None and status.state in ("training", "predicting", "idle")
+        self.progress.setValue(int(round(100 * status.progress)) if running else 0)
+        self.progress.setFormat(f"{status.state} %p%" if running else status.state)
 
     # ================================================================== background work
     def _submit(self, name: str, fn: Any, on_done: Any = None) -> _Task:

@@ -47,6 +47,9 @@ __all__ = [
     "clean_unpublished",
     "current_model",
     "list_model_versions",
+    "model_outputs",
+    "pin_version",
+    "pinned_versions",
     "next_version",
     "prediction_array",
     "publish_version",
@@ -316,8 +319,77 @@ def publish_version(store: Any, version: int, meta: dict[str, Any], *, keep: int
     index["versions"] = [v for v in versions if v["version"] != version] + [entry]
     _write(store, INDEX_FILE, index)
     _write(store, CURRENT_FILE, entry)
-    protect = {version} | ({previous["version"]} if previous else set())
+    protect = {version} | ({previous["version"]} if previous else set()) | pinned_versions(store)
     _prune(root, index["versions"], max(1, int(keep)), protect)
+
+
+# ---------------------------------------------------------------------- pins
+#: A pin older than this is ignored (its front end died without unpinning); live ones re-pin hourly.
+PIN_STALE_S = 24 * 3600.0
+PINS_DIR = "models/pins"
+
+
+def pin_version(store: Any, holder: str, version: int | None) -> None:
+    """Record that ``holder`` (a session id) displays ``version``, so pruning keeps its outputs.
+    ``version=None`` removes the pin. In-memory and read-only stores keep no pins."""
+    import socket
+    import time
+
+    if store.backend.root is None or getattr(store, "read_only", False):
+        return
+    holder = "".join(c for c in str(holder) if c.isalnum() or c in "-_")[:64] or "anonymous"
+    path = store.backend.root / PINS_DIR / f"{holder}.json"
+    if version is None:
+        path.unlink(missing_ok=True)
+        return
+    store.backend.write_json(f"{PINS_DIR}/{holder}.json",
+                             {"version": int(version), "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()})
+
+
+def pinned_versions(store: Any) -> set[int]:
+    """Versions some live front end displays (fresh pins whose process, on this host, still runs)."""
+    import socket
+    import time
+
+    root = store.backend.root
+    if root is None or not (root / PINS_DIR).is_dir():
+        return set()
+    out, now, host = set(), time.time(), socket.gethostname()
+    for path in (root / PINS_DIR).glob("*.json"):
+        try:
+            pin = store.backend.read_json(f"{PINS_DIR}/{path.name}")
+            version, when = int(pin["version"]), float(pin["time"])
+        except (StoreIntegrityError, KeyError, TypeError, ValueError):
+            continue  # a damaged pin protects nothing
+        if now - when > PIN_STALE_S:
+            continue
+        if pin.get("host") == host and isinstance(pin.get("pid"), int):
+            try:
+                os.kill(pin["pid"], 0)
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                pass
+        out.add(version)
+    return out
+
+
+def model_outputs(store: Any, version: int) -> dict[str, Any]:
+    """The volume outputs a published version has, by name (``prediction``, ``confidence``,
+    ``probabilities``): zarr arrays, read lazily. Missing ones are left out. The one reader of the
+    ``data.zarr/models/vNNNN`` layout that :class:`VersionWriter` writes."""
+    out = {}
+    for name in ("prediction", "confidence", "probabilities"):
+        try:
+            out[name] = store.root[f"models/{version_name(version)}/{name}"]
+        except KeyError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - damaged zarr metadata
+            raise StoreIntegrityError(
+                f"the {name} of model v{version} in {store.backend.description}/data.zarr cannot be opened "
+                f"({exc.__class__.__name__}: {exc}); {_remedy(store)}"
+            ) from exc
+    return out
 
 
 def update_version_meta(store: Any, version: int, meta: dict[str, Any]) -> None:

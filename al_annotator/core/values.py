@@ -1,0 +1,205 @@
+"""Typed values the Session hands to front ends: volume facts, trainer status, model outputs.
+
+Front ends format these; they never read the project files these come from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ModelOutputs", "ReadOnlyArray", "TrainerStatus", "VolumeFacts", "TRAINER_STATES"]
+
+#: The states a trainer reports, in the order of a round.
+TRAINER_STATES = ("not started", "loading", "idle", "training", "predicting", "stopped", "failed", "unknown")
+
+
+class ReadOnlyArray:
+    """A lazily indexed view of a project array that cannot be written through (napari layers,
+    slab caches). Indexing reads from disk; ``__setitem__`` raises."""
+
+    __slots__ = ("_arr",)
+
+    def __init__(self, arr: Any) -> None:
+        self._arr = arr
+
+    shape = property(lambda self: tuple(self._arr.shape))
+    dtype = property(lambda self: np.dtype(self._arr.dtype))
+    chunks = property(lambda self: tuple(getattr(self._arr, "chunks", self._arr.shape)))
+    ndim = property(lambda self: len(self._arr.shape))
+    size = property(lambda self: int(np.prod(self._arr.shape)))
+
+    def __len__(self) -> int:
+        return int(self._arr.shape[0])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self._arr[key])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError("a project array seen through the Session is read-only: edit labels with Session.paint/apply_edit")
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self._arr[...])
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyArray(shape={self.shape}, dtype={self.dtype})"
+
+
+@dataclass(frozen=True)
+class VolumeFacts:
+    """What a front end needs to know about the volume to lay out its views."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    chunks: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    spacing_unit: str
+    display_window: tuple[float, float]
+    value_range: tuple[float, float]
+    name: str
+    path: str | None
+    source: str
+
+    @property
+    def persistent(self) -> bool:
+        return self.path is not None
+
+    def chunks_in(self, axis: str | int, index: int | None = None) -> int:
+        """How many image chunks a whole plane of ``axis`` touches (what a cold read costs)."""
+        from ..types import axis_number
+
+        n = axis_number(axis)
+        count = 1
+        for a, (size, chunk) in enumerate(zip(self.shape, self.chunks)):
+            if a != n:
+                count *= math.ceil(size / chunk)
+        return count
+
+
+def _num(value: Any, kind: type = float) -> Any:
+    try:
+        if value is None or isinstance(value, bool):
+            return None
+        out = kind(value)
+        return out if not (isinstance(out, float) and not math.isfinite(out)) else None
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class TrainerStatus:
+    """The trainer of a project as a typed value, with the one phrasing both front ends show."""
+
+    state: str = "not started"
+    alive: bool = False
+    round: int | None = None
+    step: int | None = None
+    loss: float | None = None
+    val_dice: float | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    progress: float | None = None
+    phase: str | None = None
+    device: str | None = None
+    model: str | None = None
+    model_version: int | None = None
+    version_in_progress: int | None = None
+    time_per_round: float | None = None
+    heartbeat_age: float | None = None
+    host: str | None = None
+    pid: int | None = None
+    error: str | None = None
+    warning: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any] | None) -> "TrainerStatus":
+        doc = dict(doc or {})
+        state = str(doc.get("state", "not started"))
+        return cls(
+            state=state if state in TRAINER_STATES else "unknown",
+            alive=bool(doc.get("alive", False)),
+            round=_num(doc.get("round"), int),
+            step=_num(doc.get("step"), int),
+            loss=_num(doc.get("loss")),
+            val_dice=_num(doc.get("val_dice")),
+            n_train=_num(doc.get("n_train"), int),
+            n_val=_num(doc.get("n_val"), int),
+            progress=_num(doc.get("progress")),
+            phase=None if doc.get("phase") is None else str(doc["phase"]),
+            device=None if doc.get("device") is None else str(doc["device"]),
+            model=None if doc.get("model") is None else str(doc["model"]),
+            model_version=_num(doc.get("model_version"), int),
+            version_in_progress=_num(doc.get("version_in_progress"), int),
+            time_per_round=_num(doc.get("time_per_round")),
+            heartbeat_age=_num(doc.get("heartbeat_age")),
+            host=None if doc.get("host") is None else str(doc["host"]),
+            pid=_num(doc.get("pid"), int),
+            error=None if not doc.get("error") else str(doc["error"]),
+            warning=None if not doc.get("warning") else str(doc["warning"]),
+            raw=doc,
+        )
+
+    @property
+    def running(self) -> bool:
+        """A live worker in a state that does work (what a progress bar follows)."""
+        return self.alive and self.state in ("loading", "idle", "training", "predicting")
+
+    @property
+    def stalled(self) -> bool:
+        """The status names a working state but no live process is behind it."""
+        return not self.alive and self.state not in ("not started", "stopped", "failed", "unknown")
+
+    def val_dice_text(self) -> str:
+        """Why validation Dice is blank, or its value."""
+        if self.val_dice is not None:
+            return f"val Dice {self.val_dice:.3f}"
+        if self.n_val == 0:
+            return "val Dice: none yet (about 1 in 5 slices marked annotated is held out, from 5 on)"
+        return ""
+
+    def parts(self) -> list[str]:
+        """The status as short phrases, state first: what both front ends show."""
+        out = [self.state + (" (not running)" if self.stalled else "")]
+        if self.round is not None:
+            out.append(f"round {self.round}")
+        if self.step is not None:
+            out.append(f"step {self.step}")
+        if self.loss is not None:
+            out.append(f"loss {self.loss:.3f}")
+        vd = self.val_dice_text()
+        if vd and self.state not in ("not started",):
+            out.append(vd)
+        if self.device:
+            out.append(self.device)
+        if self.model_version is not None:
+            out.append(f"model v{self.model_version}")
+        if self.error:
+            out.append(f"error: {self.error}")
+        elif self.warning:
+            out.append(self.warning)
+        return out
+
+    def summary(self) -> str:
+        return " · ".join(self.parts())
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe fields (no NaN: unknown numbers are None), plus ``summary`` and ``running``, for the notebook widget."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "raw"}
+        out["summary"], out["running"] = self.summary(), self.running
+        return out
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """The volume outputs of one published model version (read-only, lazy); any may be ``None``."""
+
+    version: int
+    prediction: ReadOnlyArray | None = None
+    confidence: ReadOnlyArray | None = None
+    probabilities: ReadOnlyArray | None = None
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
