@@ -273,9 +273,12 @@ for item in session.refresh_suggestions("hybrid", n=5):
     s = item.suggestion
     print(f"{s.axis}={s.index:<4} {s.reason}")""", ()),
     ("markdown", """Start the trainer from here if you prefer (on this machine's CPU it uses `hrnet_w18_small`; a round takes
-tens of seconds). `session.trainer_status()` tells what it is doing; `session.stop_trainer()` stops it.""", ()),
-    ("code", """session.start_trainer()
-session.trainer_status()""", ("skip-execution",)),
+tens of seconds): set `START_TRAINER = True` and run the cell. Run All leaves it off, so no trainer starts
+behind your back. `session.trainer_status()` tells what it is doing; `session.stop_trainer()` stops it.""", ()),
+    ("code", """START_TRAINER = False  # True starts the background trainer process for this project
+if START_TRAINER:
+    session.start_trainer()
+print(session.trainer_status().summary())""", ()),
     ("markdown", """## Next
 
 * `active_learning_simulation.ipynb`: how many annotated slices each strategy needs, on a phantom with ground truth.

@@ -205,7 +205,10 @@ def test_strategy_contract(name, cold):
     idx3, scores3, reasons = func(None, pool, 4, seed=3, return_reasons=True)
     assert len(reasons) == 4 and all(isinstance(r, str) and r for r in reasons)
     if cold and name not in ("random", "foreground_random"):
-        assert np.all(scores == scores[0])  # uniform scores at cold start
+        # cold start: the score is the slice's foreground fraction, as the reason says
+        fg = np.asarray(pool.foreground_fraction, np.float64) if pool.foreground_fraction is not None else None
+        if fg is not None:
+            np.testing.assert_allclose(scores, np.nan_to_num(fg[idx], nan=0.0))
         assert all(r.startswith("cold start") and "foreground" in r for r in reasons)
     if name == "random":
         assert np.all(scores == scores[0])

@@ -115,3 +115,11 @@ def test_active_learning_simulation_notebook(tmp_path):
     assert set(results["summary"]) >= {"entropy", "random"}
     assert "final Dice" in texts(nb)[2]
     shutil.rmtree(tmp_path / "simulation", ignore_errors=True)
+
+
+def test_quickstart_is_safe_under_run_all():
+    """JupyterLab's Run All ignores cell tags: no cell of the quickstart may start a trainer unasked."""
+    nb = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "start_trainer(" in cell.source:
+            assert "if START_TRAINER:" in cell.source and "START_TRAINER = False" in cell.source, cell.source

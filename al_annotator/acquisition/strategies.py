@@ -248,12 +248,20 @@ def _random_pick(ctx: _Context, n: int, seed: Any, weighted: bool) -> tuple[np.n
 
 
 def _cold_start(ctx: _Context, n: int, seed: Any, return_reasons: bool, why: str = "cold start (no model yet)") -> tuple:
+    """Before a model there is nothing to be uncertain about: a random pick weighted toward slices
+    with foreground (an empty slice teaches little). The score is that weight, the slice's estimated
+    foreground fraction (0..1), so the queue's numbers mean something; without foreground
+    information it is the uniform pick probability ``1/N``. The picked set is listed by score."""
     idx, _, fg = _random_pick(ctx, n, seed, weighted=True)
-    scores = np.full(idx.size, 1.0 / max(ctx.n_available, 1))
     if fg is not None:
-        reasons = [f"{why}: foreground-weighted random pick, foreground {fg[i]:.0%}" for i in idx]
+        scores = np.nan_to_num(fg[idx].astype(np.float64), nan=0.0)
+        order = np.lexsort((idx, -scores))  # the picked set, best (most foreground) first
+        idx, scores = idx[order], scores[order]
+        reasons = [f"{why}: picked at random, weighted by foreground (score = foreground fraction, {fg[i]:.0%} here)"
+                   for i in idx]
     else:
-        reasons = [f"{why}: random pick" for _ in idx]
+        scores = np.full(idx.size, 1.0 / max(ctx.n_available, 1))
+        reasons = [f"{why}: random pick (score = 1/candidates)" for _ in idx]
     return _result(idx, scores, reasons, return_reasons)
 
 
