@@ -124,3 +124,81 @@ def test_a_bad_request_shows_an_error_in_the_widget(widget, e2e_tools):
     msg.wait_for(state="visible", timeout=30_000)
     assert "class value 9" in msg.inner_text()
     assert np.array_equal(e2e_tools.disk_labels(widget.project, widget.ref), before)
+
+
+def _show_z(widget, e2e_tools, index: int) -> None:
+    """Move the widget to z slice ``index`` (one nobody painted) and wait until it is drawn."""
+    widget.page.evaluate(f"() => globalThis.__alAnnotator.widgets.at(-1).navigate('z', {index})")
+    e2e_tools.wait_until(lambda: widget.ref == SliceRef("z", index), 60, f"z = {index} to be shown")
+    assert not e2e_tools.disk_labels(widget.project, widget.ref).any()
+
+
+def _distance_to_path(rows, cols, path) -> np.ndarray:
+    """Distance of each pixel centre to a polyline of (row, col) pixel centres."""
+    p = np.stack([rows + 0.5, cols + 0.5], axis=1)
+    best = np.full(len(p), np.inf)
+    for (r0, c0), (r1, c1) in zip(path, path[1:]):
+        a, b = np.array([r0 + 0.5, c0 + 0.5]), np.array([r1 + 0.5, c1 + 0.5])
+        u = np.clip(((p - a) @ (b - a)) / max((b - a) @ (b - a), 1e-9), 0, 1)
+        best = np.minimum(best, np.hypot(*(a + u[:, None] * (b - a) - p).T))
+    return best
+
+
+def test_a_touch_stroke_lands_on_disk_at_the_right_voxels(widget, e2e_tools):
+    """A finger drags an L (right, then down): trusted touch input from Chromium's DevTools protocol,
+    which the page sees as pointer events of type "touch"; the corner shows that the moves, not only
+    the ends, are painted."""
+    _show_z(widget, e2e_tools, 4)
+    ref, page = widget.ref, widget.page
+    widget.canvas.click(position={"x": 2, "y": 2}, button="right")  # focus the widget without painting
+    page.keyboard.press("1")  # class 1 = background
+    e2e_tools.wait_until(lambda: widget.data("active-class") == "1", 30, "the 1 key to pick class 1")
+    page.evaluate("""() => { const c = document.querySelector('.al-annotator canvas.al-canvas'); window.__alPointerTypes = [];
+        c.addEventListener('pointerdown', (e) => window.__alPointerTypes.push(e.pointerType)); }""")
+    path = [(40, 8), (40, 40), (56, 40)]
+    cdp = page.context.new_cdp_session(page)
+    touch = lambda kind, pts: cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": pts})  # noqa: E731
+    x, y = widget.page_xy(*path[0])
+    touch("touchStart", [{"x": x, "y": y, "id": 1}])
+    for (r0, c0), (r1, c1) in zip(path, path[1:]):
+        for i in range(1, 21):
+            x, y = widget.page_xy(r0 + (r1 - r0) * i / 20, c0 + (c1 - c0) * i / 20)
+            touch("touchMove", [{"x": x, "y": y, "id": 1}])
+    touch("touchEnd", [])
+    cdp.detach()
+    assert page.evaluate("() => window.__alPointerTypes") == ["touch"]
+
+    def painted():
+        labels = e2e_tools.disk_labels(widget.project, ref)
+        return [labels] if labels.any() else None
+
+    (lab,) = e2e_tools.wait_until(painted, what="the touch stroke on disk")
+    rows, cols = np.nonzero(lab)
+    assert set(np.unique(lab[rows, cols]).tolist()) == {1}
+    assert (lab[40, 8:41] == 1).all() and (lab[40:57, 40] == 1).all(), (rows, cols)  # both legs of the L
+    assert _distance_to_path(rows, cols, path).max() <= 1.5 + 1.0, (rows, cols)  # brush 3; 1 px for rounding
+    assert not lab[50, 20:30].any()  # a stroke straight from start to end would cross here
+    e2e_tools.wait_until(lambda: widget.data("pending") == "0", 30, "the browser to drop its pending stroke")
+    assert not widget.errors, widget.errors
+
+
+def test_the_canvas_follows_the_cell_width_and_paints_right_at_any_size(widget, e2e_tools):
+    page, canvas = widget.page, widget.canvas
+    css_width = lambda: canvas.evaluate("c => c.getBoundingClientRect().width")  # noqa: E731
+    backing = lambda: canvas.evaluate("c => [c.width, Math.round(c.getBoundingClientRect().width * devicePixelRatio)]")  # noqa: E731
+    wide = css_width()
+    assert wide == 512  # the cell has room: canvas_size=512 is the most it takes
+    try:
+        page.set_viewport_size({"width": 700, "height": 1000})
+        narrow = e2e_tools.wait_until(lambda: (w := css_width()) < wide - 50 and w, 30, "the canvas to shrink with the cell")
+        box = canvas.bounding_box()
+        assert box["height"] == box["width"] and box["x"] + box["width"] <= 700  # square, inside the page
+        assert backing()[0] == backing()[1]  # redrawn at the new size (one canvas pixel per device pixel)
+        _show_z(widget, e2e_tools, 12)
+        e2e_tools.paint_and_check_stroke(widget, value=2, row=30, c0=6, c1=50, brush=3)
+        page.screenshot(path=str(widget.artifacts / "e2e_narrow.png"))
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+    e2e_tools.wait_until(lambda: css_width() == wide, 30, f"the canvas to grow back from {narrow} px")
+    assert backing()[0] == backing()[1]
+    assert not widget.errors, widget.errors
