@@ -15,12 +15,15 @@ MIN_TILE = 64
 
 
 def register(sub: Any, command: Callable) -> None:
-    from ..cli import int_arg
+    from ..cli import float_arg, int_arg
     from .worker import add_train_options
 
     p = sub.add_parser("train", help="run the trainer (a round per new annotation with --watch)")
     p.add_argument("project")
     add_train_options(p)
+    p.add_argument("--stop", action="store_true",
+                   help="stop this project's running trainer (started here or elsewhere) instead of starting one")
+    p.add_argument("--stop-timeout", type=float_arg(0), default=30.0, help="with --stop: seconds to wait for it to end")
 
     p = sub.add_parser("predict", help="predict the whole volume with the current model, soft-voting over axes")
     p.add_argument("project")
@@ -43,9 +46,33 @@ def register(sub: Any, command: Callable) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .worker import run_from_args
+    if args.stop:
+        return _stop(args)
+    from .worker import LOG_FILE, run_from_args
 
-    return run_from_args(args)
+    from ..errors import AlAnnotatorError
+
+    try:
+        return run_from_args(args)
+    except (AlAnnotatorError, KeyboardInterrupt):
+        raise
+    except Exception:  # the main CLI prints it in one line; say where the whole story is
+        print(f"the trainer failed; status in {args.project}/trainer/status.json, traceback in {args.project}/{LOG_FILE}",
+              file=sys.stderr)
+        raise
+
+
+def _stop(args: argparse.Namespace) -> int:
+    """``train PROJECT --stop``: the stop request, and SIGTERM where this host can verify the trainer."""
+    from .client import TrainerClient
+
+    client = TrainerClient(args.project)
+    gone = client.stop(timeout=args.stop_timeout)
+    print(client.stop_report)
+    if not gone:
+        print(f"the trainer has not ended within {args.stop_timeout:g} s; it stops at its next check between two steps "
+              f"({args.project}/trainer/status.json says when), or run this again", file=sys.stderr)
+    return 0 if gone else 1
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -3,6 +3,12 @@
 The notebook widget and the napari dock use :class:`TrainerClient`; it talks to the worker only
 through the project directory (``trainer/status.json``, ``trainer/stop``) and signals.
 
+Only one trainer per project runs: the worker holds :class:`TrainerLock` (an ``flock`` on
+``trainer/.lock``) for its whole life, and the kernel drops it when the process ends, however it
+ends (SIGKILL included), so the lock is never stale. Where ``flock`` does not reach across hosts
+(NFS mounted with ``local_lock``, Lustre ``localflock``) or is missing, ``trainer/status.json``
+(host, pid, heartbeat) is the second line: :meth:`TrainerClient.start` checks it first.
+
 Examples
 --------
 >>> client = TrainerClient("my_project")            # doctest: +SKIP
@@ -14,23 +20,33 @@ Examples
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import AlAnnotatorError, InputError
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock, status.json is the only line
+    fcntl = None  # type: ignore[assignment]
 
-__all__ = ["TrainerClient", "read_status", "process_identity", "STATUS_FILE", "STOP_FILE", "HEARTBEAT_STALE_S"]
+from ..errors import AlAnnotatorError, InputError, ProjectNotFoundError, StoreIntegrityError, StoreWriteError
+
+__all__ = ["TrainerClient", "TrainerLock", "TrainerRunningError", "read_status", "process_identity", "STATUS_FILE",
+           "STOP_FILE", "LOCK_FILE", "HEARTBEAT_STALE_S"]
 
 STATUS_FILE = "trainer/status.json"
 STOP_FILE = "trainer/stop"
+#: The trainer lock: whoever holds an ``flock`` on it is this project's one trainer.
+LOCK_FILE = "trainer/.lock"
 #: A status whose heartbeat is older than this (seconds) belongs to a worker that is gone.
 HEARTBEAT_STALE_S = 30.0
 
@@ -160,8 +176,189 @@ def read_status(project: str | os.PathLike) -> dict[str, Any]:
         pid_ok = _pid_alive(pid) and _same_process(status) is not False  # a reused pid is not our worker
     else:
         pid_ok = True  # another host (or no pid): only the heartbeat can tell
-    status["alive"] = status.get("state") not in ("stopped",) and pid_ok and (age < HEARTBEAT_STALE_S or status.get("state") == "loading")
+    status["alive"] = status.get("state") not in ("stopped", "failed") and pid_ok and (age < HEARTBEAT_STALE_S or status.get("state") == "loading")
     return status
+
+
+class TrainerRunningError(AlAnnotatorError):
+    """Another trainer holds this project's trainer lock; the message names it (pid, host) and the
+    way on. ``holder`` is what is known of it (``pid``, ``host``, ``state``...)."""
+
+    def __init__(self, message: str, holder: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.holder = dict(holder or {})
+
+
+#: flock errors that mean "this filesystem has no (working) flock", not "someone holds it".
+_FLOCK_UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+
+
+def _try_flock(fd: int) -> bool:
+    """Take the exclusive lock without waiting: True when taken, False when another holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _describe_holder(project: Path, recorded: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Who holds the lock, in words: what the holder wrote into the lock file, and
+    ``trainer/status.json`` where it names the same process (or when the lock file names none)."""
+    status = read_status(project)
+    holder = {k: recorded.get(k) for k in ("pid", "host") if recorded.get(k) is not None}
+    same = holder.get("pid") is None or (status.get("pid") == holder.get("pid") and status.get("host") == holder.get("host"))
+    if same and _status_pid(status) is not None:
+        holder.setdefault("pid", status["pid"])
+        holder.setdefault("host", status.get("host"))
+        holder["state"] = status.get("state")
+        holder["heartbeat_age"] = status.get("heartbeat_age")
+    if holder.get("pid") is None:
+        return "a trainer that has not recorded its pid yet (it is starting)", holder
+    words = f"pid {holder['pid']} on host {holder.get('host') or 'unknown'}"
+    if holder.get("state"):
+        age = holder.get("heartbeat_age")
+        beat = f", heartbeat {age:.0f} s ago" if isinstance(age, (int, float)) and age == age and age != float("inf") else ""
+        words += f" (state {holder['state']}{beat})"
+    else:
+        words += " (starting: it has not written trainer/status.json yet)"
+    return words, holder
+
+
+class TrainerLock:
+    """The exclusive lock of a project's one trainer: an ``flock`` on ``PROJECT/trainer/.lock``.
+
+    The worker takes it before it touches anything and holds it for its whole life; the kernel
+    drops it when the process ends, however it ends (a SIGKILL included), so a lock is never stale.
+    :meth:`TrainerClient.start` takes it before spawning and hands the open file to the worker
+    (``--lock-fd``), so two starts cannot both spawn a worker. The file is opened with
+    ``O_NOFOLLOW`` (a planted link is refused) and records who holds it (pid, host), which is what
+    a refused start names.
+
+    ``held`` is False where the filesystem has no working ``flock`` (``note`` says why); then
+    ``trainer/status.json`` (host, pid, heartbeat) is the only line, as it is across hosts on a
+    shared filesystem whose locks are local to each host.
+
+    Examples
+    --------
+    >>> lock = TrainerLock.acquire("my_project")    # doctest: +SKIP
+    >>> TrainerLock.acquire("my_project")           # doctest: +SKIP
+    Traceback (most recent call last):
+    TrainerRunningError: another trainer is running on my_project: pid 4242 on host node1 ...
+    >>> lock.close()                                # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path, fd: int, *, held: bool, note: str | None = None) -> None:
+        self.path = path
+        self.fd: int | None = fd
+        self.held = held
+        self.note = note
+
+    @classmethod
+    def acquire(cls, project: str | os.PathLike, *, inherited_fd: int | None = None) -> TrainerLock:
+        """Take the lock of ``project`` without waiting (or adopt ``inherited_fd``, the lock a
+        :class:`TrainerClient` took and passed on); raises :class:`TrainerRunningError` naming
+        the trainer that holds it."""
+        root = Path(project).expanduser()
+        if not (root / "project.json").is_file():
+            raise ProjectNotFoundError(f"{root} is not an al_annotator project (no project.json); create one with `al-annotator init`")
+        path = root / LOCK_FILE
+        if inherited_fd is not None:
+            adopted = cls._adopt(path, inherited_fd)
+            if adopted is not None:
+                return adopted
+        if fcntl is None:  # pragma: no cover
+            return cls(path, -1, held=False, note="no flock on this platform: trainer/status.json is the only guard")
+        fd = _open_lock_file(path)
+        try:
+            taken = _try_flock(fd)
+        except OSError as exc:
+            if exc.errno in _FLOCK_UNSUPPORTED:
+                note = (f"flock on {path} is not supported here ({exc.strerror}); only trainer/status.json "
+                        "(host, pid, heartbeat) guards against a second trainer")
+                _log.warning(note)
+                return cls(path, fd, held=False, note=note)
+            os.close(fd)
+            raise StoreWriteError(f"cannot lock {path} ({type(exc).__name__}: {exc}); the trainer needs a writable project") from None
+        if not taken:
+            try:
+                recorded = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except (OSError, ValueError):
+                recorded = {}
+            finally:
+                os.close(fd)
+            words, holder = _describe_holder(root, recorded if isinstance(recorded, dict) else {})
+            raise TrainerRunningError(
+                f"another trainer is running on {root}: {words}. Only one trainer per project can run: stop it with "
+                f"`al-annotator train {root} --stop` or the trainer's Stop button, or wait for it to finish", holder)
+        os.ftruncate(fd, 0)  # whoever held it before is gone
+        return cls(path, fd, held=True)
+
+    @classmethod
+    def _adopt(cls, path: Path, fd: int) -> TrainerLock | None:
+        """The lock a client passed on, if ``fd`` really is this project's lock file (a worker
+        that a wrapper ran on another host has no such descriptor: it takes the lock itself)."""
+        if fcntl is None:  # pragma: no cover
+            return None
+        try:
+            mine, there = os.fstat(fd), os.stat(path, follow_symlinks=False)
+        except OSError:
+            return None
+        if not stat.S_ISREG(mine.st_mode) or (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+            return None
+        os.set_inheritable(fd, False)
+        try:
+            taken = _try_flock(fd)  # the same open file: succeeds when the client's lock came along
+        except OSError:
+            return None
+        if not taken:
+            return None  # not a lock this process was given; acquire() says who holds it
+        return cls(path, fd, held=True)
+
+    def record(self, identity: dict[str, Any]) -> None:
+        """Write who holds the lock (``process_identity()``) into the lock file."""
+        if self.fd is None or self.fd < 0 or not self.held:
+            return
+        data = json.dumps(identity).encode()
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, data, 0)
+        except OSError as exc:  # only the message of a refused start loses its pid
+            _log.warning("could not record the trainer in %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Close this process's handle; the lock goes when the last process holding it closes it
+        (never ``LOCK_UN``: that would also drop the lock of a worker it was handed to)."""
+        if self.fd is not None and self.fd >= 0:
+            os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> TrainerLock:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _open_lock_file(path: Path) -> int:
+    path.parent.mkdir(exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StoreIntegrityError(f"{path} is a symbolic link, not the trainer lock; remove it (`rm {path}`) and start again") from None
+        if exc.errno == errno.EISDIR:
+            raise StoreIntegrityError(f"{path} is a directory, not the trainer lock; remove it and start again") from None
+        raise StoreWriteError(f"cannot open the trainer lock {path} ({type(exc).__name__}: {exc}); "
+                              "the trainer needs a writable project") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreIntegrityError(f"{path} is not a plain file, so it cannot be the trainer lock; remove it and start again")
+    return fd
 
 
 class TrainerClient:
@@ -195,7 +392,15 @@ class TrainerClient:
         """Start the worker (a no-op if one is alive); returns its pid.
 
         ``options`` map to the worker's flags: ``device="cpu"``, ``steps=40``, ``axes="z"``...
+
+        A trainer this client started, or one whose ``trainer/status.json`` is alive, is returned
+        as is. Otherwise the trainer lock (:class:`TrainerLock`) is taken before spawning and
+        handed to the worker, so two starts from two kernels cannot both run one; when another
+        process holds it (a trainer still starting, or one whose status this host cannot see),
+        :class:`TrainerRunningError` names it and the way on.
         """
+        if self.process is not None and self.process.poll() is None:
+            return self.process.pid
         status = read_status(self.project)
         if status.get("alive") and _status_pid(status) is not None:
             return int(status["pid"])
@@ -209,19 +414,34 @@ class TrainerClient:
                 args += [f"--{key.replace('_', '-')}", str(value)]
         args += list(extra_args or [])
         (self.project / "trainer").mkdir(exist_ok=True)
-        stop = self.project / STOP_FILE
-        if stop.exists():
-            stop.unlink()
-        log = open(self.log_path, "ab")
-        nice = self.nice
+        lock = TrainerLock.acquire(self.project)  # TrainerRunningError: another trainer holds it
+        try:
+            # The open lock goes to the worker (the same open file, so the same lock): no gap in
+            # which a second start could spawn one. Not through a wrapper (srun...): the worker then
+            # runs on another node and takes the lock there, and a wrapper holding it would block it.
+            hand_off = lock.held and os.path.realpath(self.python) == os.path.realpath(sys.executable)
+            if hand_off:
+                args += ["--lock-fd", str(lock.fd)]
+            stop = self.project / STOP_FILE
+            if stop.exists():
+                stop.unlink()
+            log = open(self.log_path, "ab")
+            nice = self.nice
 
-        def preexec() -> None:  # pragma: no cover - runs in the child
-            if nice:
-                os.nice(nice)
+            def preexec() -> None:  # pragma: no cover - runs in the child
+                if nice:
+                    os.nice(nice)
 
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        preexec_fn=preexec, start_new_session=True)
-        log.close()
+            try:
+                self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                preexec_fn=preexec, start_new_session=True,
+                                                pass_fds=(lock.fd,) if hand_off else ())
+            finally:
+                log.close()
+            if hand_off:
+                lock.record(process_identity(self.process.pid))  # the worker rewrites it; a refused start names it meanwhile
+        finally:
+            lock.close()  # the worker holds the lock now (or, without a hand-off, takes it itself)
         return self.process.pid
 
     def status(self) -> dict[str, Any]:

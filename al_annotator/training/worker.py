@@ -10,15 +10,27 @@ soft-vote, score every slice, write a new model version and publish it atomicall
 The worker never takes the label writers' lock for longer than a log read, so it never blocks an
 annotator. SIGTERM or a stop request (``trainer/stop``) ends it cleanly between two steps; a
 SIGKILL loses only the unpublished round, which the next start cleans up.
+
+One trainer per project: before it touches anything the worker takes the trainer lock
+(:class:`~al_annotator.training.client.TrainerLock`, ``trainer/.lock``) and holds it until it
+exits; a second worker exits at once (status 2) naming the running one and how to stop it, and
+leaves the project as it was.
+
+How it ends, in ``trainer/status.json``: ``stopped`` (rounds done, a stop request, SIGTERM or
+Ctrl-C; with ``error`` when it refused a bad option at start-up), or ``failed`` when it died of an
+exception anywhere (start-up, model build, data loading, a round, publishing): ``error`` is
+``"<Type>: <message>"``, the traceback is in ``trainer/worker.log``, and the exit status is non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +39,28 @@ import numpy as np
 from ..errors import AlAnnotatorError, InputError, StoreIntegrityError
 from ..store import open_project
 from ..store.models import begin_version, clean_unpublished, current_model, list_model_versions, version_dir
-from .client import STATUS_FILE, STOP_FILE, process_identity
+from ..store.backend import atomic_write_json
+from .client import STATUS_FILE, STOP_FILE, TrainerLock, process_identity
 from .config import TrainConfig
 
 __all__ = ["Worker", "main", "write_model_outputs"]
 
 #: The smallest training crop (the networks downsample 32x; smaller crops are padded anyway).
 MIN_CROP = 32
+LOG_FILE = "trainer/worker.log"
+#: How much of a traceback goes into worker.log (its last lines: where it failed).
+TRACEBACK_TAIL_CHARS = 8000
 
 
 class Worker:
-    """Runs rounds on one project. Use :meth:`run` (the process entry point does)."""
+    """Runs rounds on one project. Use :meth:`run` (the process entry point does), then :meth:`close`.
+
+    The trainer lock is taken first (``lock_fd``: the one a :class:`TrainerClient` passed on);
+    :class:`~al_annotator.training.client.TrainerRunningError` when another trainer holds it.
+    """
 
     def __init__(self, project: str, cfg: TrainConfig, *, watch: bool = False, rounds: int | None = None, poll: float = 1.0,
-                 debounce: float = 2.0) -> None:
+                 debounce: float = 2.0, lock_fd: int | None = None) -> None:
         self.project = project
         self.debounce = debounce
         self.cfg = cfg
@@ -48,20 +68,32 @@ class Worker:
         self.rounds = rounds
         self.poll = poll
         self.stop_requested = False
-        self.store = open_project(project, author="trainer")
-        self.status: dict[str, Any] = {
-            # pid + host + boot + start time: what lets a client tell this process from a reused pid
-            **process_identity(),
-            "project": str(self.store.backend.root.resolve()) if self.store.backend.root is not None else None,
-            "started": time.time(),
-            "state": "starting",
-            "round": 0,
-            "config": cfg.to_json(),
-            "history": [_metrics(m) | {"version": m["version"]} for m in list_model_versions(self.store)],
-        }
+        self.root = Path(project).expanduser()
+        self.lock = TrainerLock.acquire(self.root, inherited_fd=lock_fd)  # before anything else touches the project
+        identity = process_identity()  # pid + host + boot + start time: what tells this process from a reused pid
+        self.lock.record(identity)
+        self.status: dict[str, Any] = {**identity, "project": str(self.root.resolve()), "started": time.time(), "state": "starting",
+                                       "round": 0, "config": cfg.to_json()}
+        if not self.lock.held:
+            self.status["lock"] = self.lock.note
         self._last_status_write = 0.0
         self.model = None
         self.optimizer = None
+        self.store = None
+        try:
+            self.store = open_project(project, author="trainer")
+            self.status["history"] = [_metrics(m) | {"version": m["version"]} for m in list_model_versions(self.store)]
+        except Exception as exc:
+            self._record_failure(exc)
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the project and let go of the trainer lock."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self.lock.close()
 
     # ---------------------------------------------------------------- status
     def _write_status(self, force: bool = False, **updates: Any) -> None:
@@ -69,13 +101,28 @@ class Worker:
         now = time.time()
         self.status["heartbeat"] = now
         if force or now - self._last_status_write > 0.5:
-            self.store.backend.write_json(STATUS_FILE, self.status)
+            atomic_write_json(self.root / STATUS_FILE, self.status)
             self._last_status_write = now
+
+    def _record_failure(self, exc: BaseException) -> None:
+        """``failed`` with the error into status.json and the traceback's tail into worker.log,
+        as far as the disk lets (the exception itself still propagates)."""
+        error = f"{type(exc).__name__}: {exc}"
+        log = self.root / LOG_FILE
+        tail = "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL_CHARS:]
+        try:
+            _append_to_log(log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} trainer pid {os.getpid()} failed: {error}\n{tail}")
+        except OSError as log_exc:
+            print(f"could not write {log}: {log_exc}", file=sys.stderr)
+        try:
+            self._write_status(force=True, state="failed", error=error, failed=time.time(), traceback_in=str(log))
+        except Exception as status_exc:  # noqa: BLE001 - a full disk must not hide the first error
+            print(f"could not write {self.root / STATUS_FILE}: {type(status_exc).__name__}: {status_exc}", file=sys.stderr)
 
     def _should_stop(self) -> bool:
         if self.stop_requested:
             return True
-        if self.store.backend.root is not None and (self.store.backend.root / STOP_FILE).exists():
+        if (self.root / STOP_FILE).exists():
             self.stop_requested = True
         return self.stop_requested
 
@@ -122,6 +169,28 @@ class Worker:
 
     # ---------------------------------------------------------------- loop
     def run(self) -> int:
+        """Train until done or stopped; 0, or 2 when there is nothing to train on.
+
+        Any exception leaves ``failed`` with the error in status.json (the traceback in
+        worker.log) and propagates; a bad option refused at start-up leaves ``stopped`` with the
+        error; Ctrl-C leaves ``stopped``.
+        """
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            self._write_status(force=True, state="stopped", stopped=time.time())
+            raise
+        except InputError as exc:
+            if self.status.get("state") in ("starting", "loading"):  # refused an option (--device, --model...) before any work
+                self._write_status(force=True, state="stopped", error=str(exc), stopped=time.time())
+            else:
+                self._record_failure(exc)
+            raise
+        except Exception as exc:
+            self._record_failure(exc)
+            raise
+
+    def _run(self) -> int:
         import torch
 
         from .fit import resolve_device
@@ -130,15 +199,11 @@ class Worker:
             torch.set_num_threads(self.cfg.threads)
         device = resolve_device(self.cfg.device)
         removed = clean_unpublished(self.store)
-        stop_file = self.store.backend.root / STOP_FILE
+        stop_file = self.root / STOP_FILE
         if stop_file.exists():
             stop_file.unlink()
         self._write_status(force=True, state="loading", device=str(device), cleaned=removed)
-        try:
-            self._load_model(device)
-        except AlAnnotatorError as exc:
-            self._write_status(force=True, state="stopped", error=str(exc), stopped=time.time())
-            raise
+        self._load_model(device)
         cur = current_model(self.store)
         trained_on = _trained_on(cur)
         done = 0
@@ -261,6 +326,22 @@ class Worker:
         return meta | {"version": version}
 
 
+def _append_to_log(path: Path, text: str) -> None:
+    """Append to worker.log, unless this process's stderr already is that file (a worker a
+    :class:`TrainerClient` started): then print it there, once."""
+    try:
+        err, there = os.fstat(sys.stderr.fileno()), os.stat(path)
+        if (err.st_dev, err.st_ino) == (there.st_dev, there.st_ino):
+            print(text, file=sys.stderr, end="" if text.endswith("\n") else "\n", flush=True)
+            return
+    except (OSError, ValueError, AttributeError):  # no such log yet, or stderr is not a file
+        pass
+    path.parent.mkdir(exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "a") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+
+
 def _metrics(entry: dict[str, Any]) -> dict[str, Any]:
     m = entry.get("metrics")
     return m if isinstance(m, dict) else {}
@@ -293,6 +374,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m al_annotator.training.worker", description=__doc__.split("\n\n")[0])
     p.add_argument("project")
     add_train_options(p)
+    p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the trainer lock a TrainerClient took and passed on
     return p
 
 
@@ -346,23 +428,34 @@ def run_from_args(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if cfg.pretrained is not None and not Path(cfg.pretrained).is_file():  # before the slow imports
         raise InputError(f"--pretrained {cfg.pretrained!r}: no such file; give the path of a local weights file")
-    worker = Worker(args.project, cfg, watch=args.watch, rounds=args.rounds, poll=args.poll, debounce=args.debounce)
+    worker = Worker(args.project, cfg, watch=args.watch, rounds=args.rounds, poll=args.poll, debounce=args.debounce,
+                    lock_fd=getattr(args, "lock_fd", None))
 
     def on_term(signum, frame):  # noqa: ARG001
         worker.stop_requested = True
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    return worker.run()
+    try:
+        return worker.run()
+    finally:
+        worker.close()
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The process entry point: 0 done, 2 refused (bad input, another trainer runs), 1 failed."""
     args = _parser().parse_args(argv)
     try:
         return run_from_args(args)
     except AlAnnotatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - already in status.json ("failed") and worker.log
+        print(f"error: the trainer failed: {type(exc).__name__}: {exc} (traceback in {Path(args.project) / LOG_FILE})",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
