@@ -243,7 +243,7 @@ class Session:
             version, meta = int(self._model["version"]), dict(self._model)
         else:
             meta = next((v for v in self.history() if int(v["version"]) == int(version)), {"version": int(version)})
-        arrays = _models.model_outputs(self.store, int(version)) if self.store.path is not None or self._model else {}
+        arrays = _models.model_outputs(self.store, int(version))
         return ModelOutputs(int(version), **{k: ReadOnlyArray(a) for k, a in arrays.items()}, meta=meta)
 
     @staticmethod

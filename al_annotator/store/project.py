@@ -337,18 +337,17 @@ class ProjectStore:
         with self.backend.lock():
             self._catch_up()
             region = self._read_region(ref, idx)  # read once: old values now, modified block later
-            original = region[1].copy()
             old = region[1][region[2], region[3]].astype(np.uint8) if idx.size else np.zeros(0, np.uint8)
             record = self.log.append(meta, {"idx": idx, "old": old, "new": new})
             try:
                 self._apply_record(record, write_labels=True, region=region)
             except Exception as exc:
-                self._labels_write_failed(record, ref, idx, region[0], original, exc)
+                self._labels_write_failed(record, ref, idx, region, old, exc)
             self._labels_seq = record.seq
             self._save_state_quietly()
         return EditAtom(ref, idx, new, old, meta["author"], meta["time"], atom.tool, record.seq, dict(atom.meta))
 
-    def _labels_write_failed(self, record: LogRecord, ref: SliceRef, idx: np.ndarray, sel: tuple, original: np.ndarray,
+    def _labels_write_failed(self, record: LogRecord, ref: SliceRef, idx: np.ndarray, region: tuple, old: np.ndarray,
                              exc: BaseException) -> None:
         """The log holds ``record`` but its labels write failed: put the labels back and take the
         record out of the log (the edit was not saved), or, if the labels cannot be put back either,
@@ -359,8 +358,10 @@ class ProjectStore:
         what = "the disk is full" if full else f"{exc.__class__.__name__}: {exc}"
         cls = DiskFullError if full else StoreWriteError
         try:
-            if idx.size:
-                self.labels[sel] = original
+            if idx.size:  # the block as read: the stroke's voxels back to their old values
+                sel, block, rr, cc = region
+                block[rr, cc] = old
+                self.labels[sel] = block
             self.log.drop_last(record)
         except Exception:  # noqa: BLE001 - keep the record: the labels are rewritten from it later
             self._apply_record(record, write_labels=False)  # fold it; _labels_seq stays behind it
