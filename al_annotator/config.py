@@ -21,10 +21,12 @@ SCHEMA_VERSION = 1
 #: The DESY/Hereon magnesium-implant classes.
 DEFAULT_CLASSES: tuple[str, ...] = ("background", "bone", "implant", "degradation")
 
-#: Colour-blind-friendly palette (Okabe-Ito first, then Tableau), one per class in order.
+#: Colour-blind-friendly palette (Okabe-Ito first, then Tableau), one per class in order. Every
+#: colour is saturated (chroma >= 60/255): a grey class colour (the first one was #7f7f7f) vanishes
+#: on grey CT, where background is the class painted most.
 DEFAULT_COLOURS: tuple[str, ...] = (
-    "#7f7f7f", "#e69f00", "#56b4e9", "#d55e00", "#009e73", "#f0e442", "#0072b2", "#cc79a7",
-    "#17becf", "#bcbd22", "#8c564b", "#9467bd",
+    "#cc79a7", "#e69f00", "#56b4e9", "#d55e00", "#009e73", "#f0e442", "#0072b2", "#17becf",
+    "#bcbd22", "#9467bd", "#8c564b", "#e377c2",
 )
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")

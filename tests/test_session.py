@@ -270,3 +270,102 @@ def test_trainer_status_is_typed_and_phrased_once(tmp_path, session):
     assert json.loads(json.dumps(st.to_json(), allow_nan=False))["summary"] == st.summary()
     assert TrainerStatus.from_json({"state": "failed", "error": "RuntimeError: boom"}).summary() == "failed · error: RuntimeError: boom"
     assert "hybrid" in Session.strategies()
+
+
+# ---------------------------------------------------------------------------- the one door, more
+def test_create_in_memory_or_on_disk_and_refuse_an_existing_project(tmp_path):
+    vol = np.zeros((4, 8, 8), np.uint8)
+    mem = Session.create(None, vol, classes="a,b")
+    assert mem.volume.path is None and not mem.volume.persistent and mem.n_classes == 2 and mem.history() == []
+    disk = Session.create(tmp_path / "q", vol, classes="a,b,c")
+    assert disk.volume.persistent and disk.classes == ("a", "b", "c") and len(disk.colours) == 3
+    with pytest.raises(InputError, match="Session.open"):
+        Session.create(tmp_path / "q", vol)
+    with pytest.raises(InputError, match="volume="):
+        Session(None)
+
+
+def test_class_values_by_name_or_number_and_clear_errors(session):
+    assert session.class_value("bone") == 2 and session.class_value(0) == 0 and session.class_value(4) == 4
+    with pytest.raises(InputError, match="outside 0..4 .*1=background"):
+        session.class_value(5)
+    with pytest.raises(InputError, match="bogus"):
+        session.class_value("bogus")
+
+
+def test_default_colours_are_visible_on_grey(session):
+    """A class colour near the grey axis vanishes on grey CT (the background class was #7f7f7f)."""
+    from al_annotator.config import DEFAULT_COLOURS
+
+    for colour in DEFAULT_COLOURS:
+        rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+        assert max(rgb) - min(rgb) >= 60, colour
+    assert session.class_table()[0]["colour"] != "#7f7f7f"
+
+
+def test_a_slice_annotated_elsewhere_reranks_this_queue(tmp_path, session):
+    """The policy of mark_annotated holds for a commit made in another process too."""
+    _fake_version(session, 1, [(SliceRef("z", i), s) for i, s in enumerate([0.1, 0.9, 0.5, 0.7])])
+    session.poll()
+    session.refresh_suggestions("entropy", n=2)
+    assert [i.ref for i in session.queue] == [SliceRef("z", 1), SliceRef("z", 3)]
+    labels_seen, states_seen = [], []
+    session.labels_changed.connect(labels_seen.append)
+    session.slice_state_changed.connect(states_seen.append)
+    other = Session.open(tmp_path / "p", author="ben")
+    other.goto(SliceRef("z", 1))
+    other.paint(np.arange(4), "bone")
+    other.mark_annotated()
+    changed = session.poll()
+    assert changed["labels"] and changed["states"]
+    assert labels_seen == [[SliceRef("z", 1)]]  # a state record is not a labels change
+    assert [(s.ref, s.state) for s in states_seen][-1] == (SliceRef("z", 1), "annotated")
+    assert [i.ref for i in session.queue] == [SliceRef("z", 3), SliceRef("z", 2)]
+
+
+def test_without_auto_rerank_a_slice_annotated_elsewhere_only_leaves_the_queue(tmp_path, session):
+    _fake_version(session, 1, [(SliceRef("z", i), s) for i, s in enumerate([0.1, 0.9, 0.5, 0.7])])
+    session.poll()
+    session.auto_rerank = False
+    session.refresh_suggestions("entropy", n=3)
+    other = Session.open(tmp_path / "p", author="ben")
+    other.mark_annotated(SliceRef("z", 3))
+    session.poll()
+    assert [i.ref for i in session.queue] == [SliceRef("z", 1), SliceRef("z", 2)]
+    _fake_version(session, 2, [(SliceRef("z", i), s) for i, s in enumerate([0.9, 0.1, 0.5, 0.7])])
+    session.poll()
+    assert all(session.is_stale(i) and i.stale for i in session.queue)
+
+
+def test_next_suggestion_skips_annotated_and_skipped_slices(session):
+    _fake_version(session, 1, [(SliceRef("z", i), s) for i, s in enumerate([0.1, 0.9, 0.5, 0.7])])
+    session.poll()
+    session.refresh_suggestions("entropy", n=3)
+    session.skip(SliceRef("z", 1))
+    assert session.next_suggestion().ref == SliceRef("z", 3)
+    session.mark_annotated()
+    assert session.next_suggestion().ref == SliceRef("z", 2)
+    assert SliceRef("z", 1) not in [i.ref for i in session.refresh_suggestions(n=4)]  # skipped stays out
+
+
+def test_undo_redo_availability_follows_this_session_only(tmp_path, session):
+    other = Session.open(tmp_path / "p", author="ana")  # same user, another session
+    other.paint(np.arange(3), "bone")
+    session.poll()
+    assert not session.can_undo and other.can_undo  # an undo never reverts another session's stroke
+    session.paint(np.arange(3, 6), "implant")
+    assert session.can_undo
+    assert session.undo() is not None and session.can_redo
+    assert session.redo() is not None and not session.can_redo
+    assert session.labels().reshape(-1)[:6].tolist() == [2, 2, 2, 3, 3, 3]
+
+
+def test_palette_poll_reports_classes_and_updates_the_table(tmp_path, session):
+    tables = []
+    session.classes_changed.connect(tables.append)
+    other = Session.open(tmp_path / "p", author="ben")
+    other.set_class_colour("implant", "#112233")
+    assert session.poll().get("classes")
+    assert session.class_table()[2] == {"value": 3, "name": "implant", "colour": "#112233"}
+    assert tables and tables[-1] == session.class_table()
+    assert not session.poll().get("classes")  # once

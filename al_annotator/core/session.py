@@ -89,7 +89,7 @@ class Session:
 
     def __init__(
         self,
-        project: str | os.PathLike | ProjectStore,
+        project: str | os.PathLike | ProjectStore | None,
         *,
         volume: Any = None,
         author: str | None = None,
@@ -101,6 +101,10 @@ class Session:
     ) -> None:
         if isinstance(project, ProjectStore):
             self.store = project
+        elif project is None:
+            if volume is None:
+                raise InputError("Session needs a project directory, or volume=... to create one (in memory with project=None)")
+            self.store = create_project(None, volume, author=author, **create_kw)
         elif volume is not None and not (Path(project) / PROJECT_FILE).exists():
             self.store = create_project(project, volume, author=author, **create_kw)
         else:
@@ -129,6 +133,14 @@ class Session:
         """Open an existing project; ``read_only=True`` for viewers (nothing is written, edits raise)."""
         return cls(project, read_only=read_only, **kw)
 
+    @classmethod
+    def create(cls, project: str | os.PathLike | None, volume: Any, **kw: Any) -> "Session":
+        """Create a project from ``volume`` (an array or a volume file) at ``project`` and open it;
+        ``project=None`` keeps it in memory (nothing is saved, no trainer can run)."""
+        if project is not None and (Path(project) / PROJECT_FILE).exists():
+            raise InputError(f"{project} is a project already: open it with Session.open({str(project)!r})")
+        return cls(project, volume=volume, **kw)
+
     @property
     def read_only(self) -> bool:
         return self.store.read_only
@@ -146,6 +158,14 @@ class Session:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.store.config.classes
+
+    @property
+    def n_classes(self) -> int:
+        return self.store.config.n_classes
+
+    @property
+    def colours(self) -> tuple[str, ...]:
+        return tuple(self.store.config.colours)
 
     @property
     def model_version(self) -> int | None:
@@ -371,12 +391,16 @@ class Session:
         ref = ref or self.current
         self.store.set_slice_state(ref, "annotated" if annotated else "in_progress", author=self.author)
         self._emit_state(ref)
-        if not annotated:
-            return
-        if self.auto_rerank:  # policy: a newly annotated slice changes what is most informative next
+        if annotated:
+            self._after_annotated({ref})
+
+    def _after_annotated(self, refs: set[SliceRef]) -> None:
+        """Policy, one place: a newly annotated slice (here or in another process) changes what is
+        most informative next: re-rank (``auto_rerank``), else drop it from the queue."""
+        if self.auto_rerank:
             self.refresh_suggestions()
-        elif any(item.ref == ref for item in self.queue):
-            self.queue = [item for item in self.queue if item.ref != ref]
+        elif any(item.ref in refs for item in self.queue):
+            self.queue = [item for item in self.queue if item.ref not in refs]
             self.suggestions_changed.emit(list(self.queue))
 
     def _emit_state(self, ref: SliceRef) -> None:
@@ -482,16 +506,32 @@ class Session:
     def poll(self) -> dict[str, bool]:
         """Pick up what other processes did; emit signals. Call it on the UI's own timer.
 
-        Returns which things changed: ``{"labels", "model", "trainer"}``.
+        Returns which things changed: ``{"labels", "model", "trainer"}``, plus ``"classes"`` after a
+        palette edit elsewhere and ``"states"`` after a slice state set elsewhere (an annotated slice
+        re-ranks the queue, as :meth:`mark_annotated` does here).
         """
         changed = {"labels": False, "model": False, "trainer": False}
         if self._reload_classes():
             changed["classes"] = True
         new = self.store.refresh()
         if new:
-            refs = sorted({SliceRef(r.meta["axis"], r.meta["index"]) for r in new if "axis" in r.meta})
-            changed["labels"] = True
-            self.labels_changed.emit(refs)
+            edits = [r for r in new if r.meta.get("type") != "state"]
+            states = [r for r in new if r.meta.get("type") == "state" and "axis" in r.meta]
+            if edits:
+                refs = sorted({SliceRef(r.meta["axis"], r.meta["index"]) for r in edits if "axis" in r.meta})
+                changed["labels"] = True
+                self.labels_changed.emit(refs)
+            if states:
+                changed["states"] = True
+                annotated = set()
+                for ref in dict.fromkeys(SliceRef(r.meta["axis"], r.meta["index"]) for r in states):
+                    state = self.store.slice_state(ref)
+                    self.slice_state_changed.emit(state)
+                    if state.state == "annotated":
+                        annotated.add(ref)
+                # the same policy as mark_annotated here: another front end's commit re-ranks this queue too
+                if annotated:
+                    self._after_annotated(annotated)
         cur = current_model(self.store)
         if cur is not None and (self._model is None or int(cur["version"]) != int(self._model["version"])):
             self._model = cur

@@ -16,15 +16,15 @@ def plot_learning_curves(results: dict[str, Any], path: str | Path, title: str |
     Each strategy: mean over seeds with a band of +/- one standard deviation; the random-forest
     peer as a black dotted curve; full supervision as a dashed horizontal line.
     """
+    # A Figure of its own (no pyplot): the user's backend and open figures are left alone.
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     summary = results["summary"]
     full = results.get("full_supervision") or {}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
-    cmap = plt.get_cmap("tab10")
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    cmap = matplotlib.colormaps["tab10"]
     names = [n for n in summary if not n.startswith("peer:")] + [n for n in summary if n.startswith("peer:")]
     for k, name in enumerate(names):
         curve = [p for p in summary[name]["curve"] if p["mean_dice"] is not None]
@@ -61,5 +61,4 @@ def plot_learning_curves(results: dict[str, Any], path: str | Path, title: str |
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
