@@ -482,7 +482,7 @@ def test_cached_labels_stay_equal_to_the_store_under_edits_on_every_axis(project
     shape = (16, 64, 64)
     views = [SliceRef("z", 8), SliceRef("y", 30), SliceRef("x", 12)]
     for ref in views:  # fill the caches (z: one 16-slice slab; y, x: their 64-slice slabs)
-        w._labels_of(ref)
+        w._planes.labels_of(ref)
     for seq in range(1, 31):
         axis = "zyx"[seq % 3]
         ref = SliceRef(axis, int(rng.integers(0, shape["zyx".index(axis)])))
@@ -492,7 +492,7 @@ def test_cached_labels_stay_equal_to_the_store_under_edits_on_every_axis(project
             c.deliver({"type": "undo"})
     store = open_project(project)
     for ref in views + [SliceRef("y", 0), SliceRef("x", 63), SliceRef("z", 15)]:
-        np.testing.assert_array_equal(w._labels_of(ref), store.read_slice(ref, "labels"), err_msg=str(ref))
+        np.testing.assert_array_equal(w._planes.labels_of(ref), store.read_slice(ref, "labels"), err_msg=str(ref))
     w.close()
 
 
@@ -587,8 +587,8 @@ def _tiled_widget(tmp_path, fake_comm, shape=(20, 96, 80)):
     path = tmp_path / "big"
     create_project(path, vol, classes=CLASSES).close()
     w, c = make_widget(path, fake_comm)
-    w._images.max_slab_bytes = 0  # every slab "too large": single slices, or tiles
-    w._labels.max_slab_bytes = 0
+    w._planes.images.max_slab_bytes = 0  # every slab "too large": single slices, or tiles
+    w._planes.labels.max_slab_bytes = 0
     return w, c, path, vol
 
 
@@ -597,7 +597,7 @@ def test_tiled_views_equal_the_per_tile_reduction_and_neighbours_need_no_read(tm
     w, c, path, vol = _tiled_widget(tmp_path, fake_comm)
     a = "zyx".index(axis)
     shape2d = tuple(n for i, n in enumerate(vol.shape) if i != a)
-    q = Quantiser(np.dtype("uint16"), (0, 4000), w.session.store.display_window)
+    q = Quantiser(np.dtype("uint16"), (0, 4000), w.session.volume.display_window)
     for step, region in ((3, None), (1, (10, 40, 6, 37)), (2, (4, shape2d[0], 0, 31))):
         for k, index in enumerate((5, 6, 4)):
             content, bufs = view(c, axis, index, shape2d, step=step, region=region, req=10 * step + k)
@@ -611,7 +611,7 @@ def test_tiled_views_equal_the_per_tile_reduction_and_neighbours_need_no_read(tm
             else:  # a cell cut by the region's edge is averaged over the whole cell: the inner cells agree
                 np.testing.assert_array_equal(got[:-1, :-1], expected[:-1, :-1])
             assert not np.frombuffer(bufs[1], np.uint8).any()
-        assert w._tiles.reads <= 3 * 2  # the three neighbours came from one entry per step (two depth-16 blocks at most)
+        assert w._planes.tiles.reads <= 3 * 2  # the three neighbours came from one entry per step (two depth-16 blocks at most)
     assert not w.errors
     w.close()
 
@@ -653,17 +653,17 @@ def test_a_tile_read_overtaken_by_an_edit_replays_it(tmp_path, fake_comm):
     """A tile read in the background while a stroke lands must not hide the stroke."""
     w, c, path, vol = _tiled_widget(tmp_path, fake_comm)
     ref, region = SliceRef("z", 3), Region(0, 96, 0, 80, 2)
-    entry = w._tiles.key(ref, region)
-    got = w._read_tile_entry(entry)  # the read finished before the stroke ...
+    entry = w._planes.tiles.key(ref, region)
+    got = w._planes.read_tile_entry(entry)  # the read finished before the stroke ...
     stroke(c, [0, 2, 4], value=4, seq=1, axis="z", index=3)
-    w._install_tiles(entry, *got)  # ... and is installed after it
-    labels = w._tiles.get_labels(ref, region)
+    w._planes.install_tiles(entry, *got)  # ... and is installed after it
+    labels = w._planes.tiles.get_labels(ref, region)
     assert labels.reshape(-1)[[0, 1, 2]].tolist() == [4, 4, 4]
     # an edit by another process in between cannot be replayed: the labels are not kept
-    got = w._read_tile_entry(entry)
-    w._on_labels_changed([ref])
-    w._install_tiles(entry, *got)
-    assert w._tiles.get_labels(ref, region) is None and w._tiles.image_cached(entry)
+    got = w._planes.read_tile_entry(entry)
+    w._controller.on_labels_changed([ref])
+    w._planes.install_tiles(entry, *got)
+    assert w._planes.tiles.get_labels(ref, region) is None and w._planes.tiles.image_cached(entry)
     w.close()
 
 
@@ -672,7 +672,7 @@ def test_tiled_switches_on_the_kernel_loop_prefetch_the_next_slices(tmp_path, fa
 
     async def scenario():
         w, c, path, vol = _tiled_widget(tmp_path, fake_comm, shape=(40, 64, 64))
-        w._tiles.depth = 8
+        w._planes.tiles.depth = 8
 
         async def until(check, what):
             for _ in range(400):
@@ -685,11 +685,11 @@ def test_tiled_switches_on_the_kernel_loop_prefetch_the_next_slices(tmp_path, fa
             c.deliver({"type": "view", "client": "c1", "req": req, "axis": "z", "index": index, "r0": 0, "r1": 64, "c0": 0, "c1": 64, "step": 2})
             await until(lambda: any(m["req"] == req for m, _ in c.custom("slice")), f"slice {index}")
         # stepping up: the next block (z 8..15) is read in the background
-        await until(lambda: w._tiles.has(SliceRef("z", 9), Region(0, 64, 0, 64, 2)), "the prefetch")
-        reads = w._tiles.reads
+        await until(lambda: w._planes.tiles.has(SliceRef("z", 9), Region(0, 64, 0, 64, 2)), "the prefetch")
+        reads = w._planes.tiles.reads
         c.deliver({"type": "view", "client": "c1", "req": 9, "axis": "z", "index": 8, "r0": 0, "r1": 64, "c0": 0, "c1": 64, "step": 2})
         assert any(m["req"] == 9 for m, _ in c.custom("slice"))  # served at once, from memory
-        assert w._tiles.reads == reads
+        assert w._planes.tiles.reads == reads
         w.close()
         return True
 
@@ -698,15 +698,15 @@ def test_tiled_switches_on_the_kernel_loop_prefetch_the_next_slices(tmp_path, fa
 
 def test_tiled_orthogonal_views_equal_the_reduction(tmp_path, fake_comm):
     from al_annotator.jupyter._imaging import fit_step, sample
-    from al_annotator.jupyter.widget import ORTHO_PX
+    from al_annotator.jupyter._planes import ORTHO_PX
 
     w, c, path, vol = _tiled_widget(tmp_path, fake_comm, shape=(20, 400, 336))
     w.session.paint(np.arange(0, 400 * 336, 7), "bone", ref=SliceRef("z", 9))
     c.clear()
     w.cursor = [9, 100, 50]
-    w._schedule_ortho(full=True)
+    w._controller.schedule_ortho(full=True)
     msg, bufs = c.custom("ortho")[-1]
-    q = Quantiser(np.dtype("uint16"), (0, 4000), w.session.store.display_window)
+    q = Quantiser(np.dtype("uint16"), (0, 4000), w.session.volume.display_window)
     store = open_project(path)
     for k, plane in enumerate(msg["planes"]):
         ref = SliceRef(plane["axis"], plane["index"])
@@ -721,11 +721,11 @@ def test_tiled_orthogonal_views_equal_the_reduction(tmp_path, fake_comm):
         assert plane["step"] == main.step * k >= region.step
         np.testing.assert_array_equal(got_img, q.encode(block_mean(img, main))[::k, ::k])
         np.testing.assert_array_equal(got_lab, sample(labels, main)[::k, ::k])
-    assert w._tiles.reads >= 1  # the z plane came from the tile cache
-    reads = w._tiles.reads
+    assert w._planes.tiles.reads >= 1  # the z plane came from the tile cache
+    reads = w._planes.tiles.reads
     view(c, "z", 9, (400, 336), step=1)  # the main view at the canvas's resolution: the same entry
     view(c, "z", 10, (400, 336), step=1, req=2)
-    assert w._tiles.reads == reads
+    assert w._planes.tiles.reads == reads
     w.close()
 
 
@@ -739,7 +739,7 @@ def test_tiled_views_carry_the_prediction_from_memory(tmp_path, fake_comm):
     assert (ov["h"], ov["w"]) == (32, 32)
     p = np.frombuffer(pred, np.uint8).reshape(32, 32)
     assert (p[:, :16] == 2).all() and (p[:, 16:] == 3).all() and set(np.frombuffer(conf, np.uint8)) == {200}
-    preds = w._prediction_tiles()
+    preds = w._planes.prediction_tiles()
     assert preds is not None and preds.reads == 1
     for req, index in enumerate((9, 10, 7), start=2):  # neighbours: prediction from the same entry
         content, bufs = view(c, "z", index, (64, 64), step=2, req=req)
@@ -747,22 +747,3 @@ def test_tiled_views_carry_the_prediction_from_memory(tmp_path, fake_comm):
         np.testing.assert_array_equal(np.frombuffer(bufs[2], np.uint8).reshape(32, 32), p)
     assert preds.reads == 1
     w.close()
-
-
-def test_the_first_widget_freezes_what_the_kernel_holds_for_the_collector(project, fake_comm, monkeypatch):
-    import gc
-
-    from al_annotator.jupyter import widget as W
-
-    monkeypatch.setattr(W, "_gc_frozen", False)
-    calls = []
-    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
-    w, c = make_widget(project, fake_comm)
-    w2, _ = make_widget(project, fake_comm)
-    assert calls == ["freeze"]  # once per process
-    w.close(); w2.close()
-    monkeypatch.setattr(W, "_gc_frozen", False)
-    monkeypatch.setattr(W, "FREEZE_GC", False)
-    w3, _ = make_widget(project, fake_comm)
-    assert calls == ["freeze"]
-    w3.close()

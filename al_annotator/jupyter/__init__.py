@@ -1,6 +1,6 @@
 """The notebook front end: :class:`Annotator`, one anywidget for JupyterLab, Notebook 7 and Voila.
 
-Painting happens in the browser (a canvas in plain ES-module JavaScript, no build step): a
+Painting happens in the browser (a canvas in ES-module JavaScript, bundled from ``js/src``): a
 painted move costs 1.5-2.5 ms client-side, measured here, against ~40 ms for a kernel round
 trip per move with ipycanvas. Each stroke reaches the kernel once, on mouse-up, as one binary
 message, and is on disk (``Session.paint``) when the kernel has handled it.
@@ -13,6 +13,18 @@ Examples
 
 from __future__ import annotations
 
-from .widget import Annotator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .widget import Annotator
 
 __all__ = ["Annotator"]
+
+
+def __getattr__(name: str) -> Any:
+    # lazy: the controller and the plane server (``_controller``, ``_planes``) load without anywidget
+    if name == "Annotator":
+        from .widget import Annotator
+
+        return Annotator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
