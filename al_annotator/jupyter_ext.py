@@ -59,8 +59,6 @@ LABEXTENSION_NAME = "al-annotator"
 DEMO_PROJECT = "al_annotator_demo"
 #: The quickstart notebook :func:`launch_demo` writes next to the demo project.
 QUICKSTART_NAME = "al_annotator_quickstart.ipynb"
-#: Volume file suffixes the extension offers to open (lower case); ``.zarr`` directories too.
-VOLUME_SUFFIXES = (".ome.tiff", ".ome.tif", ".nii.gz", ".tiff", ".tif", ".hdf5", ".h5", ".nxs", ".nii", ".npy", ".ome.zarr", ".zarr")
 
 _HERE = Path(__file__).resolve().parent
 
@@ -146,11 +144,26 @@ def _notebook(cells: list[dict[str, Any]], **metadata: Any) -> dict[str, Any]:
     return {"cells": cells, "metadata": meta, "nbformat": 4, "nbformat_minor": 5}
 
 
+def __getattr__(name: str) -> Any:
+    if name == "VOLUME_SUFFIXES":  # live, from the reader registry: a reader registered later is offered too
+        return _volume_suffixes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _volume_suffixes() -> tuple[str, ...]:
+    """Volume file suffixes (lower case) that open from the path alone, longest first (``.nii.gz`` before ``.nii``)."""
+    from .io.readers import openable_suffixes
+
+    return tuple(sorted({s.lower() for s in openable_suffixes()}, key=len, reverse=True))
+
+
 def _stem(name: str) -> str:
     lower = name.lower()
-    for suffix in VOLUME_SUFFIXES:
+    for suffix in _volume_suffixes():
         if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
+            stem = name[: -len(suffix)]
+            # OME-TIFF and OME-Zarr: ``scan.ome.tif`` is ``scan``
+            return stem[:-4] if stem.lower().endswith(".ome") and len(stem) > 4 else stem
     return name
 
 
@@ -346,6 +359,19 @@ def lab_command(
     return cmd
 
 
+def _create_demo_project(path: Path, name: str) -> None:
+    """Create (or reuse) the demo project at ``path``, as ``al-annotator demo`` does (in a child
+    process: this module reaches the project only through the CLI and the Session)."""
+    import subprocess
+
+    from .errors import InputError
+
+    done = subprocess.run([sys.executable, "-m", "al_annotator.cli", "demo", "--dir", str(path), "--name", name],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise InputError(f"could not create the demo project at {path}: {(done.stderr or done.stdout).strip()[-2000:]}")
+
+
 def launch_demo(
     open_browser: bool = True,
     port: int | None = None,
@@ -368,12 +394,9 @@ def launch_demo(
     >>> cmd[1:4], "--no-browser" in cmd
     (['-m', 'jupyterlab', 'al_annotator_quickstart.ipynb'], True)
     """
-    from .datasets import create_demo_project
-
     root = Path(directory).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    store = create_demo_project(root / DEMO_PROJECT, name=name)
-    store.close()
+    _create_demo_project(root / DEMO_PROJECT, name)
     notebook = root / QUICKSTART_NAME
     if not notebook.exists():
         write_notebook(quickstart_notebook(), notebook)
@@ -397,8 +420,8 @@ def slurm_trainer_client(project: str | os.PathLike, python: str | None = None):
     the project directory. ``client.start(device="cuda")`` starts it; ``client.stop()`` stops it (stop
     file, seen across nodes).
     """
+    from .core import Session
     from .errors import InputError
-    from .training import TrainerClient
 
     wrapper = python or os.environ.get("AL_ANNOTATOR_TRAINER_PYTHON")
     if not wrapper:
@@ -406,7 +429,13 @@ def slurm_trainer_client(project: str | os.PathLike, python: str | None = None):
             "no SLURM trainer wrapper: use the 'al_annotator (trainer on SLURM GPU)' kernel (kernels/README.md) "
             "or pass python='/path/to/srun-python'"
         )
-    return TrainerClient(project, python=wrapper, nice=0)
+    session = Session.open(project, read_only=True)  # the project's trainer client, through the one door
+    try:
+        client = session.trainer
+    finally:
+        session.close()
+    client.python, client.nice = wrapper, 0  # the worker runs through the srun wrapper, not niced
+    return client
 
 
 # ------------------------------------------------------------------------------------------------
