@@ -416,6 +416,19 @@ def test_trainer_status_reaches_the_widget(project, fake_comm):
     w.poll()
     assert w.trainer["state"] == "training" and w.trainer["round"] == 2 and w.trainer["progress"] == 0.25
     assert w.trainer["loss"] is None  # NaN would break the browser's JSON
+    # the browser shows the Session's phrasing of the status, not its own
+    assert w.trainer["summary"] == w.session.trainer_status().summary() and "round 2" in w.trainer["summary"]
+    w.close()
+
+
+def test_the_auto_checkbox_sets_the_sessions_rerank_policy(project, fake_comm):
+    w, c = make_widget(project, fake_comm)
+    assert w.auto_rerank and w.session.auto_rerank
+    w.auto_rerank = False  # what the browser's "auto" checkbox sets
+    assert w.session.auto_rerank is False
+    _publish_fake_model(project)
+    w.poll()
+    assert w.suggestions and all(s["stale"] for s in w.suggestions)  # kept, marked stale: not re-ranked
     w.close()
 
 

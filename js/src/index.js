@@ -203,6 +203,7 @@ function render({ model, el }) {
     ["change:cursor", () => view.present()],
     ["change:canvas_size", () => { if (lastWidth > 0) layout(lastWidth); else view.fitWidth(get("canvas_size")); view.fitView(); requestView(true); }],
     ["change:strategy change:strategies", panels.renderStrategies],
+    ["change:auto_rerank", panels.syncPolicyUI],
     ["msg:custom", onCustom],
   ];
   for (const [ev, fn] of handlers) model.on(ev, fn);
@@ -210,7 +211,7 @@ function render({ model, el }) {
   // ------------------------------------------------------------------ start
   panels.title.textContent = get("project_name");
   view.rebuildColours(); view.sizeCanvas(); panels.renderStrategies(); panels.renderTools();
-  panels.syncSliceUI(); panels.syncOverlayUI(); panels.syncWindowUI(); panels.syncStateUI(); panels.renderSuggestions(); panels.renderTraining();
+  panels.syncSliceUI(); panels.syncOverlayUI(); panels.syncWindowUI(); panels.syncStateUI(); panels.syncPolicyUI(); panels.renderSuggestions(); panels.renderTraining();
   view.fitView(); view.present(); view.updateStatus(null);
   send({ type: "hello" });
   requestView(true);

@@ -53,6 +53,9 @@ export function createPanels(app) {
   const skipBtn = h("button", { class: "al-skip", text: "Skip", title: "drop this suggestion and go to the next", onclick: () => skip() });
   const refreshBtn = h("button", { class: "al-refresh", text: "Refresh", title: "rank the slices again with the current model",
     onclick: () => send({ type: "refresh", strategy: strategySel.value }) });
+  // the Session's policy (auto_rerank): re-rank when a new model version lands, else mark the queue stale
+  const [autoRerank, autoRerankL] = check("auto_rerank", "auto", "re-rank the suggestions whenever a new model version lands (off: keep them, marked stale, until Refresh)");
+  autoRerankL.classList.add("al-auto");
   const startBtn = h("button", { class: "al-start", text: "Start", title: "start the background trainer process", onclick: () => send({ type: "trainer", action: "start" }) });
   const stopBtn = h("button", { class: "al-stop", text: "Stop", title: "stop the trainer", onclick: () => send({ type: "trainer", action: "stop" }) });
   const trainStatus = h("div", { class: "al-train-status" });
@@ -73,7 +76,7 @@ export function createPanels(app) {
   const side = h("div", { class: "al-side" },
     h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Planes"), h("div", { class: "al-ortho" }, ...app.ortho.canvases)),
     h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Classes"), palette),
-    h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Suggestions", strategySel, refreshBtn), suggList,
+    h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Suggestions", strategySel, refreshBtn, autoRerankL), suggList,
       h("div", { class: "al-row" }, nextBtn, skipBtn)),
     h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Training", startBtn, stopBtn), trainStatus, progress, curve));
 
@@ -141,17 +144,10 @@ export function createPanels(app) {
   }
 
   function renderTraining() {
+    // the trainer line is the Session's (TrainerStatus.summary(), the same words napari shows)
     const tr = get("trainer") || {}, persistent = get("persistent");
     const state = tr.state || "not started";
-    const parts = [state];
-    if (tr.device) parts.push(tr.device);
-    if (tr.round) parts.push(`round ${tr.round}`);
-    if (state === "training" && tr.step !== undefined) parts.push(`step ${tr.step}` + (tr.loss !== undefined && tr.loss !== null ? ` (loss ${fmt(tr.loss)})` : ""));
-    const mv = get("model_version"), hist = get("history") || [], last = hist[hist.length - 1];
-    if (mv === null || mv === undefined) parts.push("no model yet");
-    else parts.push(`model v${mv}` + (last && last.version === mv ? `: loss ${fmt(last.loss)}, val Dice ${fmt(last.val_dice)}` : ""));
-    trainStatus.textContent = persistent ? parts.join(" · ") : "in-memory project: no trainer (give a project directory)";
-    if (tr.error) trainStatus.append(h("div", { class: "al-small al-err-text", text: tr.error }));
+    trainStatus.textContent = persistent ? (tr.summary || state) : "in-memory project: no trainer (give a project directory)";
     app.root.dataset.trainer = state;
     const busy = state === "training" || state === "predicting";
     progress.hidden = !busy;
@@ -207,6 +203,8 @@ export function createPanels(app) {
     renderPalette();
   }
 
+  function syncPolicyUI() { autoRerank.checked = !!get("auto_rerank"); }
+
   function syncOverlayUI() {
     showLab.checked = get("show_labels"); showPred.checked = get("show_prediction"); showUnc.checked = get("show_uncertainty");
     opacity.value = String(get("opacity"));
@@ -245,7 +243,7 @@ export function createPanels(app) {
   return {
     bars, side, msgBox, title,
     renderTools, renderPalette, renderSuggestions, renderTraining, renderStrategies,
-    syncSliceUI, syncToolUI, syncOverlayUI, syncWindowUI, syncStateUI,
+    syncSliceUI, syncToolUI, syncOverlayUI, syncWindowUI, syncStateUI, syncPolicyUI,
     showMsg, showError: (text) => showMsg(text, "error"), hideMsg,
     detach: () => clearTimeout(msgTimer),
   };

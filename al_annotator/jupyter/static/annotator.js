@@ -777,6 +777,8 @@ function createPanels(app) {
     title: "rank the slices again with the current model",
     onclick: () => send({ type: "refresh", strategy: strategySel.value })
   });
+  const [autoRerank, autoRerankL] = check("auto_rerank", "auto", "re-rank the suggestions whenever a new model version lands (off: keep them, marked stale, until Refresh)");
+  autoRerankL.classList.add("al-auto");
   const startBtn = h("button", { class: "al-start", text: "Start", title: "start the background trainer process", onclick: () => send({ type: "trainer", action: "start" }) });
   const stopBtn = h("button", { class: "al-stop", text: "Stop", title: "stop the trainer", onclick: () => send({ type: "trainer", action: "stop" }) });
   const trainStatus = h("div", { class: "al-train-status" });
@@ -813,7 +815,7 @@ function createPanels(app) {
     h(
       "div",
       { class: "al-section" },
-      h("div", { class: "al-h" }, "Suggestions", strategySel, refreshBtn),
+      h("div", { class: "al-h" }, "Suggestions", strategySel, refreshBtn, autoRerankL),
       suggList,
       h("div", { class: "al-row" }, nextBtn, skipBtn)
     ),
@@ -933,15 +935,7 @@ function createPanels(app) {
   function renderTraining() {
     const tr = get("trainer") || {}, persistent = get("persistent");
     const state = tr.state || "not started";
-    const parts = [state];
-    if (tr.device) parts.push(tr.device);
-    if (tr.round) parts.push(`round ${tr.round}`);
-    if (state === "training" && tr.step !== void 0) parts.push(`step ${tr.step}` + (tr.loss !== void 0 && tr.loss !== null ? ` (loss ${fmt(tr.loss)})` : ""));
-    const mv = get("model_version"), hist = get("history") || [], last = hist[hist.length - 1];
-    if (mv === null || mv === void 0) parts.push("no model yet");
-    else parts.push(`model v${mv}` + (last && last.version === mv ? `: loss ${fmt(last.loss)}, val Dice ${fmt(last.val_dice)}` : ""));
-    trainStatus.textContent = persistent ? parts.join(" · ") : "in-memory project: no trainer (give a project directory)";
-    if (tr.error) trainStatus.append(h("div", { class: "al-small al-err-text", text: tr.error }));
+    trainStatus.textContent = persistent ? tr.summary || state : "in-memory project: no trainer (give a project directory)";
     app.root.dataset.trainer = state;
     const busy = state === "training" || state === "predicting";
     progress.hidden = !busy;
@@ -1033,6 +1027,9 @@ function createPanels(app) {
     app.view.canvas.style.cursor = tool === "pan" ? "grab" : tool === "fill" ? "cell" : "crosshair";
     renderPalette();
   }
+  function syncPolicyUI() {
+    autoRerank.checked = !!get("auto_rerank");
+  }
   function syncOverlayUI() {
     showLab.checked = get("show_labels");
     showPred.checked = get("show_prediction");
@@ -1093,6 +1090,7 @@ function createPanels(app) {
     syncOverlayUI,
     syncWindowUI,
     syncStateUI,
+    syncPolicyUI,
     showMsg,
     showError: (text) => showMsg(text, "error"),
     hideMsg,
@@ -1469,6 +1467,7 @@ function render({ model, el }) {
       requestView(true);
     }],
     ["change:strategy change:strategies", panels.renderStrategies],
+    ["change:auto_rerank", panels.syncPolicyUI],
     ["msg:custom", onCustom]
   ];
   for (const [ev, fn] of handlers) model.on(ev, fn);
@@ -1481,6 +1480,7 @@ function render({ model, el }) {
   panels.syncOverlayUI();
   panels.syncWindowUI();
   panels.syncStateUI();
+  panels.syncPolicyUI();
   panels.renderSuggestions();
   panels.renderTraining();
   view.fitView();
