@@ -501,11 +501,10 @@ def markdown(r: dict) -> str:
             "",
             "Garbage-collector pauses over 20 ms in the kernel during this run: "
             + (", ".join(f"generation {g[0]}, {g[1] * 1000:.0f} ms" for g in t.get("gc", [])) or "none")
-            + ". The widget moves what the kernel holds when it opens out of the collector's reach "
-            "(`gc.freeze()`, once per process; `al_annotator.jupyter.widget.FREEZE_GC = False` turns it off): "
-            "in a run before that, the only pause over 50 ms while the trainer ran (195 ms) was a full "
-            "generation-2 collection taking 205 ms, while the control process's worst lateness was 22 ms "
-            "(load average ~8.7). A new model version's prediction is read on a reader thread, not on the loop.",
+            + ". The widget leaves the user's collector alone (no `gc.freeze()`: a library must not change "
+            "how the kernel collects); a full generation-2 collection walks every module the kernel imported "
+            "(205 ms in an earlier run, while the control process's worst lateness was 22 ms at load average ~8.7). "
+            "A new model version's prediction is read on a reader thread, not on the loop.",
         ]
     return "\n".join(lines)
 
