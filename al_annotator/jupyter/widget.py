@@ -35,7 +35,7 @@ import traitlets as t
 
 from ..core import Session
 from ..errors import InputError
-from ..types import AXES, SliceRef
+from ..types import SliceRef
 from . import _protocol as P
 from ._controller import Controller
 from ._planes import ORTHO_PX, THUMB_PX, PlaneServer, running_loop  # noqa: F401 - ORTHO_PX, THUMB_PX: as before
