@@ -100,7 +100,7 @@ def test_worker_picks_up_labels_survives_sigkill_and_resumes(tmp_path, phantom):
     paint_strokes(store, phantom.labels, SliceRef("z", 10), 100, 1)
     store.set_slice_state(SliceRef("z", 10), "annotated")
     client = TrainerClient(path, nice=0)
-    client.start(watch=True, steps=8, crop=48, axes="zx", threads=1, poll=0.2)
+    client.start(watch=True, steps=8, crop=48, axes="zx", threads=1, poll=0.2, continuous=False)
     try:
         first = client.wait_for_version(1, timeout=240)
         assert first["trained_on_seq"] >= store.log.last_seq
@@ -127,7 +127,7 @@ def test_worker_picks_up_labels_survives_sigkill_and_resumes(tmp_path, phantom):
     assert again.check() == []
     # restart: it cleans the unpublished round, resumes from v2's checkpoint and trains on the new labels
     client2 = TrainerClient(path, nice=0)
-    client2.start(watch=True, steps=8, crop=48, axes="z", threads=1, poll=0.2)
+    client2.start(watch=True, steps=8, crop=48, axes="z", threads=1, poll=0.2, continuous=False)
     try:
         third = client2.wait_for_version(3, timeout=240)
         assert third["trained_on_seq"] == again.log.last_seq

@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ["ModelOutputs", "ReadOnlyArray", "TrainerStatus", "VolumeFacts", "TRAINER_STATES"]
 
 #: The states a trainer reports, in the order of a round.
-TRAINER_STATES = ("not started", "loading", "idle", "training", "predicting", "stopped", "failed", "unknown")
+TRAINER_STATES = ("not started", "loading", "idle", "waiting", "training", "predicting", "converged", "stopped", "failed", "unknown")
 
 
 class ReadOnlyArray:
@@ -114,6 +114,9 @@ class TrainerStatus:
     pid: int | None = None
     error: str | None = None
     warning: str | None = None
+    heldout_dice: float | None = None
+    best_heldout_dice: float | None = None
+    continuing: bool = False
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -141,13 +144,16 @@ class TrainerStatus:
             pid=_num(doc.get("pid"), int),
             error=None if not doc.get("error") else str(doc["error"]),
             warning=None if not doc.get("warning") else str(doc["warning"]),
+            heldout_dice=_num(doc.get("heldout_dice")),
+            best_heldout_dice=_num(doc.get("best_heldout_dice")),
+            continuing=bool(doc.get("continuing", False)),
             raw=doc,
         )
 
     @property
     def running(self) -> bool:
         """A live worker in a state that does work (what a progress bar follows)."""
-        return self.alive and self.state in ("loading", "idle", "training", "predicting")
+        return self.alive and self.state in ("loading", "idle", "waiting", "training", "predicting", "converged")
 
     @property
     def stalled(self) -> bool:
@@ -164,13 +170,19 @@ class TrainerStatus:
 
     def parts(self) -> list[str]:
         """The status as short phrases, state first: what both front ends show."""
-        out = [self.state + (" (not running)" if self.stalled else "")]
+        state = "training on (no new labels)" if self.state == "training" and self.continuing else self.state
+        if self.state == "converged":
+            state = "converged (waiting for new labels)"
+        out = [state + (" (not running)" if self.stalled else "")]
         if self.round is not None:
             out.append(f"round {self.round}")
         if self.step is not None:
             out.append(f"step {self.step}")
         if self.loss is not None:
             out.append(f"loss {self.loss:.3f}")
+        held = self.heldout_dice if self.heldout_dice is not None else self.best_heldout_dice
+        if held is not None:
+            out.append(f"held-out Dice {held:.3f}")
         vd = self.val_dice_text()
         if vd and self.state not in ("not started",):
             out.append(vd)

@@ -410,8 +410,11 @@ class TrainerClient:
         if rounds is not None:
             args += ["--rounds", str(rounds)]
         for key, value in options.items():
-            if value is not None:
-                args += [f"--{key.replace('_', '-')}", str(value)]
+            flag = key.replace("_", "-")
+            if isinstance(value, bool):  # switches: continuous=False -> --no-continuous
+                args.append(f"--{flag}" if value else f"--no-{flag}")
+            elif value is not None:
+                args += [f"--{flag}", str(value)]
         args += list(extra_args or [])
         (self.project / "trainer").mkdir(exist_ok=True)
         lock = TrainerLock.acquire(self.project)  # TrainerRunningError: another trainer holds it

@@ -53,6 +53,15 @@ class TrainConfig:
         ``"window"``: the display window mapped to [0, 1]; ``"slice"``: then every slice
         standardised on its own mean and spread (for stacks whose sections differ in brightness,
         such as serial-section EM; see ``al_annotator.training.data.normalise``).
+    continuous
+        Watch mode: when no new labels came in, keep training on the ones there are (a round with
+        no prediction) instead of idling while the expert paints, and publish a version only when
+        its held-out score improved by ``min_improvement`` (or after ``publish_every`` seconds
+        when there is no held-out score); after ``patience`` such rounds without improvement the
+        trainer waits for new labels ("converged").
+    holdout_fraction
+        Share of labelled voxels held out (in 16-pixel blocks, stable; ``training.holdout``) to
+        score each round and choose what to publish; 0 turns it off.
     """
 
     model: str | None = None
@@ -77,6 +86,11 @@ class TrainConfig:
     amp: bool = True
     pretrained: str | None = None
     input_norm: str = "window"
+    continuous: bool = True
+    holdout_fraction: float = 0.1
+    min_improvement: float = 0.005
+    publish_every: float = 600.0
+    patience: int = 4
 
     def __post_init__(self) -> None:
         def is_int(v: Any) -> bool:
@@ -85,7 +99,7 @@ class TrainConfig:
         def is_real(v: Any) -> bool:
             return isinstance(v, (int, float, np_floating(), np_integer())) and not isinstance(v, bool) and math.isfinite(v)
 
-        for name in ("steps_per_round", "batch_size", "crop", "predict_batch", "keep_versions", "val_every"):
+        for name in ("steps_per_round", "batch_size", "crop", "predict_batch", "keep_versions", "val_every", "patience"):
             v = getattr(self, name)
             if not is_int(v) or v < 1:
                 raise InputError(f"{name} must be an integer >= 1, got {v!r}")
@@ -102,6 +116,14 @@ class TrainConfig:
             if not is_real(v) or v <= 0:
                 raise InputError(f"{name} must be a finite number > 0, got {v!r}")
         for name in ("weight_decay", "dice_weight", "ce_weight"):
+            v = getattr(self, name)
+            if not is_real(v) or v < 0:
+                raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not isinstance(self.continuous, bool):
+            raise InputError(f"continuous must be true or false, got {self.continuous!r}")
+        if not is_real(self.holdout_fraction) or not 0 <= self.holdout_fraction <= 0.5:
+            raise InputError(f"holdout_fraction must be a number from 0 to 0.5, got {self.holdout_fraction!r}")
+        for name in ("min_improvement", "publish_every"):
             v = getattr(self, name)
             if not is_real(v) or v < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {v!r}")

@@ -80,6 +80,8 @@ class Worker:
         self.model = None
         self.optimizer = None
         self.store = None
+        self._best: float | None = None  # held-out Dice of the last version published on these labels
+        self._last_publish = time.monotonic()
         try:
             self.store = open_project(project, author="trainer")
             self.status["history"] = [_metrics(m) | {"version": m["version"]} for m in list_model_versions(self.store)]
@@ -209,6 +211,9 @@ class Worker:
         done = 0
         self._write_status(force=True, state="idle", model=self.model.name)
         last_seq, last_change, committed = self.store.log.last_seq, 0.0, False
+        self._best = _heldout_score(cur)
+        self._last_publish = time.monotonic()
+        unimproved = 0  # continuation rounds since the last improvement (continuous watch mode)
         while not self._should_stop():
             new = self.store.refresh()
             if new:
@@ -221,6 +226,8 @@ class Worker:
             if labelled and ((fresh and settled) or not self.watch):
                 seq = self.store.log.last_seq
                 committed = False
+                unimproved = 0
+                self._best = None  # new labels: the held-out set changed, scores are not comparable
                 meta = self.run_round(device, seq)
                 if meta is None:  # stopped mid-round
                     break
@@ -231,6 +238,21 @@ class Worker:
                     break
                 if not self.watch and self.rounds is None:
                     break
+            elif self.watch and labelled and not fresh and self.cfg.continuous and unimproved < self.cfg.patience:
+                # Nothing new to learn from, but the model has not converged on what there is: keep
+                # training while the expert paints, instead of idling. New strokes interrupt.
+                meta = self.run_round(device, trained_on, continuation=True)
+                if meta is None:
+                    break
+                if meta.get("interrupted"):
+                    continue
+                if meta.get("published"):
+                    cur, unimproved = meta, 0
+                else:
+                    unimproved += 1
+                    if unimproved >= self.cfg.patience:
+                        self._write_status(force=True, state="converged", progress=1.0,
+                                           best_heldout_dice=self._best, rounds_without_gain=unimproved)
             elif not self.watch:
                 if not labelled:
                     self._write_status(force=True, state="stopped", error="no labelled slices yet: paint some strokes first")
@@ -238,17 +260,24 @@ class Worker:
                     return 2
                 break
             else:
-                self._write_status(state="waiting")
+                if self.status.get("state") != "converged":
+                    self._write_status(state="waiting")
                 time.sleep(self.poll)
         self._write_status(force=True, state="stopped", stopped=time.time())
         return 0
 
-    def run_round(self, device, seq: int | None = None) -> dict[str, Any] | None:
-        """One round; ``seq`` is the edit-log position the collected labels reflect."""
+    def run_round(self, device, seq: int | None = None, *, continuation: bool = False) -> dict[str, Any] | None:
+        """One round; ``seq`` is the edit-log position the collected labels reflect.
+
+        ``continuation``: more training on the same labels; the round predicts and publishes only
+        when the held-out score improved (see ``TrainConfig.continuous``), and new labels in the log
+        interrupt it (returns ``{"interrupted": True}``). Returns ``None`` when stopped.
+        """
         import torch
 
         from .data import collect_labelled_slices, split_validation
         from .fit import evaluate_dice, train_round
+        from .holdout import split_voxels
         from .predict import SCORES_FILE, predict_volume
 
         store = self.store
@@ -257,18 +286,50 @@ class Worker:
         seq = store.log.last_seq if seq is None else seq
         samples = collect_labelled_slices(store, self.cfg.input_norm)
         train, val = split_validation(samples, self.cfg.val_every)
-        self._write_status(force=True, state="training", round=rnd, progress=0.0, n_train=len(train), n_val=len(val))
+        train, heldout = split_voxels(train, fraction=self.cfg.holdout_fraction, seed=self.cfg.seed)
+        self._write_status(force=True, state="training", round=rnd, progress=0.0, n_train=len(train), n_val=len(val),
+                           continuing=continuation, heldout_voxels=int(sum((h.target >= 0).sum() for h in heldout)))
 
         def on_step(step: int, total: int, loss: float) -> None:
             self._write_status(progress=0.7 * step / total, step=step, loss=loss)
 
+        interrupted = False
+        last_check = [0.0]  # the first check at once
+
+        def should_stop() -> bool:
+            nonlocal interrupted
+            if self._should_stop():
+                return True
+            if continuation and time.monotonic() - last_check[0] > 1.0:  # new labels beat more of the same
+                last_check[0] = time.monotonic()
+                if store.refresh() or store.log.last_seq > seq:
+                    interrupted = True
+                    return True
+            return False
+
         result, self.optimizer = train_round(
             self.model, train, self.cfg, device=device, optimizer=self.optimizer, seed=self.cfg.seed + rnd,
-            should_stop=self._should_stop, progress=on_step,
+            should_stop=should_stop, progress=on_step,
         )
+        if interrupted and not self._should_stop():
+            self.status["round"] = rnd
+            return {"interrupted": True}
         if result.stopped:
             return None
         val_dice = evaluate_dice(self.model, val, device=device) if val else {"mean": None, "per_class": []}
+        held = evaluate_dice(self.model, heldout, device=device) if heldout else {"mean": None, "per_class": []}
+        score = held["mean"] if held["mean"] is not None else val_dice["mean"]
+        if continuation:
+            best = self._best
+            improved = score is not None and (best is None or score > best + self.cfg.min_improvement)
+            clock = score is None and time.monotonic() - self._last_publish >= self.cfg.publish_every
+            if not (improved or clock):
+                self.status["round"] = rnd
+                self._write_status(force=True, state="training", progress=1.0, loss=result.loss, heldout_dice=score,
+                                   best_heldout_dice=best, continuing=True)
+                return {"published": False, "heldout_dice": score}
+        self._best = score if score is not None else self._best
+        self._last_publish = time.monotonic()
         from ..models import save_checkpoint
 
         # One writer: files go into vNNNN.partial and the zarr group; published on a normal exit of
@@ -304,6 +365,10 @@ class Worker:
                 "round_seconds": time.perf_counter() - t_round,
                 "val_dice": val_dice["mean"],
                 "val_dice_per_class": val_dice["per_class"],
+                "heldout_dice": held["mean"],
+                "heldout_dice_per_class": held["per_class"],
+                "heldout_voxels": int(sum((h.target >= 0).sum() for h in heldout)),
+                "continuation": continuation,
                 "n_train_slices": len(train),
                 "n_val_slices": len(val),
                 "labelled_voxels": int(sum(store.labelled_voxels().values())),
@@ -323,7 +388,7 @@ class Worker:
         self.status.setdefault("history", []).append(metrics | {"version": version})
         self._write_status(force=True, state="idle", model_version=version, progress=1.0, last_round=metrics,
                            gpu_memory_bytes=gpu_mem, time_per_round=metrics["round_seconds"])
-        return meta | {"version": version}
+        return meta | {"version": version, "published": True}
 
 
 def _append_to_log(path: Path, text: str) -> None:
@@ -345,6 +410,14 @@ def _append_to_log(path: Path, text: str) -> None:
 def _metrics(entry: dict[str, Any]) -> dict[str, Any]:
     m = entry.get("metrics")
     return m if isinstance(m, dict) else {}
+
+
+def _heldout_score(entry: dict[str, Any] | None) -> float | None:
+    """The held-out Dice a published version scored (``None`` when it had none)."""
+    metrics = _metrics(entry or {})
+    value = metrics.get("heldout_dice")
+    value = metrics.get("val_dice") if value is None else value
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _trained_on(entry: dict[str, Any] | None) -> int:
@@ -397,6 +470,12 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-norm", choices=("window", "slice"),
                    help="network input: the display window (default), or every slice standardised on its own mean and spread")
     p.add_argument("--threads", type=int_arg(1), help="torch CPU threads")
+    p.add_argument("--continuous", dest="continuous", action="store_true", default=None,
+                   help="watch mode: train on while no new labels come in, publish when the held-out score improves (default)")
+    p.add_argument("--no-continuous", dest="continuous", action="store_false", default=None,
+                   help="watch mode: idle between rounds instead of training on while no new labels come in")
+    p.add_argument("--holdout", type=float_arg(0, 0.5), dest="holdout_fraction",
+                   help="share of labelled voxels held out to score rounds (default 0.1; 0 = off)")
     p.add_argument("--poll", type=float_arg(0, lo_open=True), default=1.0, help="seconds between checks for new labels")
     p.add_argument("--debounce", type=float_arg(0), default=2.0,
                    help="watch mode: start a round this long after the last stroke (at once when a slice is committed)")
@@ -405,7 +484,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 #: TrainConfig fields and the flags that set them (so an error names what the user typed).
 _FLAGS = {"model": "--model", "device": "--device", "steps_per_round": "--steps", "max_seconds_per_round": "--max-seconds",
           "crop": "--crop", "batch_size": "--batch-size", "axes": "--axes", "mc_samples": "--mc-samples",
-          "pretrained": "--pretrained", "threads": "--threads", "lr": "--lr", "input_norm": "--input-norm"}
+          "pretrained": "--pretrained", "threads": "--threads", "lr": "--lr", "input_norm": "--input-norm",
+          "holdout_fraction": "--holdout", "continuous": "--no-continuous"}
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
@@ -415,7 +495,8 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
             device=args.device, model=args.model, steps_per_round=args.steps, max_seconds_per_round=args.max_seconds,
             crop=args.crop, batch_size=args.batch_size, axes=args.axes, mc_samples=args.mc_samples,
             pretrained=args.pretrained, threads=args.threads, lr=getattr(args, "lr", None),
-            input_norm=getattr(args, "input_norm", None),
+            input_norm=getattr(args, "input_norm", None), continuous=getattr(args, "continuous", None),
+            holdout_fraction=getattr(args, "holdout_fraction", None),
         )
     except InputError as exc:
         field = str(exc).split(" ", 1)[0]
