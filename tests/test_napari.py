@@ -225,7 +225,7 @@ def test_bridge_without_a_window(tmp_path, phantom):
     from al_annotator.napari._layers import labels_array
 
     session = Session(tmp_path / "p", volume=phantom.image, classes=CLASSES, author="ana")
-    layer = Labels(labels_array(session.store))
+    layer = Labels(labels_array(session))
     bridge = LabelsBridge(session, layer, current_slice=lambda: SliceRef("z", 10))
     committed = []
     bridge.stroke_committed.connect(committed.append)
@@ -236,7 +236,7 @@ def test_bridge_without_a_window(tmp_path, phantom):
     disk = _on_disk(tmp_path / "p")
     for axis, index in ((0, 10), (1, 20), (2, 21)):  # the commit wrote the stroke into them
         key = tuple(index if a == axis else slice(None) for a in range(3))
-        assert layer.data.plane_cache.has(axis, index, session.store._applied_seq)
+        assert layer.data.plane_cache.has(axis, index, session.labels_seq)
         assert np.array_equal(layer.data[key], disk[key])
     assert int((disk[10] == 3).sum()) == 21 and int((disk == 3).sum()) == 21  # a radius-2.5 disc, on z=10 only
     assert committed and committed[0][0].slice_ref == SliceRef("z", 10) and committed[0][0].seq is not None
@@ -246,7 +246,7 @@ def test_bridge_without_a_window(tmp_path, phantom):
     assert int((disk == 3).sum()) == 0
     for axis, index in ((0, 10), (1, 20), (2, 21)):  # the undo reached the cached planes too
         key = tuple(index if a == axis else slice(None) for a in range(3))
-        assert layer.data.plane_cache.has(axis, index, session.store._applied_seq)
+        assert layer.data.plane_cache.has(axis, index, session.labels_seq)
         assert np.array_equal(layer.data[key], disk[key])
     records = session.store.log.read_all().records
     assert records[-1].meta.get("undo_of") == committed[0][0].seq
@@ -317,18 +317,16 @@ def test_sample_data_phantom_has_ground_truth():
 @pytest.mark.gui
 @pytest.mark.skipif("_skip_without_qt()", reason="needs a display for Qt")
 def test_dock_opens_a_project_with_lazy_layers_and_shows_strokes(dock, project, tmp_path):
-    import zarr
-
+    from al_annotator.core import ReadOnlyArray
     from al_annotator.napari._arrays import MappedArray, StoreLabels
 
     viewer, w = dock
-    store = w.session.store
     image = w.layers["image"].data  # lazy: napari reads the displayed plane only (a cached read-only view)
-    assert isinstance(image, MappedArray) and isinstance(image.base, zarr.Array) and not hasattr(image, "__setitem__")
-    assert isinstance(w.layers["labels"].data, StoreLabels)
-    assert tuple(w.layers["image"].contrast_limits) == pytest.approx(store.display_window)
+    assert isinstance(image, MappedArray) and isinstance(image.base, ReadOnlyArray) and not hasattr(image, "__setitem__")
+    assert isinstance(w.layers["labels"].data, StoreLabels) and isinstance(w.layers["labels"].data.base, ReadOnlyArray)
+    assert tuple(w.layers["image"].contrast_limits) == pytest.approx(w.session.volume.display_window)
     bone = np.array(w.layers["labels"].colormap.map(np.array([2]))).reshape(-1)[:3]
-    assert bone == pytest.approx([int(store.config.colours[1][i : i + 2], 16) / 255 for i in (1, 3, 5)], abs=1e-3)
+    assert bone == pytest.approx([int(w.session.colours[1][i : i + 2], 16) / 255 for i in (1, 3, 5)], abs=1e-3)
     assert len(w.class_buttons) == len(CLASSES) + 1
     assert w.suggestion_table.rowCount() > 0  # cold-start suggestions
     assert viewer.layers[-1] is w.layers["labels"] and viewer.layers.selection.active is w.layers["labels"]
@@ -348,7 +346,7 @@ def test_dock_opens_a_project_with_lazy_layers_and_shows_strokes(dock, project, 
         iio.imwrite(Path(os.environ.get("AL_ANNOTATOR_SCREENSHOTS", tmp_path)) / "napari_dock.png", full)
     except ImportError:
         pass
-    colour = np.array([int(w.session.store.config.colours[2][i : i + 2], 16) for i in (1, 3, 5)], float)
+    colour = np.array([int(w.session.colours[2][i : i + 2], 16) for i in (1, 3, 5)], float)
     rgb = shot[..., :3].astype(float)
     # opacity 0.7 over a black canvas
     close = np.abs(rgb - 0.7 * colour).max(axis=-1) < 25
@@ -375,7 +373,7 @@ def test_mouse_stroke_on_the_y_axis_is_on_disk(dock, project, qtbot):
     assert int((disk[:, 17, :] == 3).sum()) > 15 and int((disk == 3).sum()) == int((disk[:, 17, :] == 3).sum())
     assert disk[4, 17, 10] == 3 and disk[8, 17, 20] == 3
     assert layer.get_value((6, 17, 17), world=True) == 3  # what napari shows is what is stored
-    assert w.session.store.slice_state(SliceRef("y", 17)).state == "in_progress"
+    assert w.session.slice_state(SliceRef("y", 17)).state == "in_progress"
     # another process (a notebook, a colleague) edits the displayed slice: it shows after the poll
     other = open_project(project, author="ben")
     other.paint(SliceRef("y", 17), np.arange(40), "degradation")  # row z=0 of the y=17 slice
@@ -397,7 +395,8 @@ def test_suggestions_click_next_annotated_skip(dock, project, qtbot):
     axis, index = table.item(row, 0).text(), int(table.item(row, 1).text())
     rect = table.visualItemRect(table.item(row, 1))
     qtbot.mouseClick(table.viewport(), Qt.LeftButton, pos=rect.center())
-    qtbot.waitUntil(lambda: w.session.current == SliceRef(axis, index), timeout=10_000)
+    # the session moves on the worker thread, the dims when the planes are read
+    qtbot.waitUntil(lambda: w.session.current == SliceRef(axis, index) and not w.busy, timeout=10_000)
     assert viewer.dims.order[0] == "zyx".index(axis)
     assert viewer.dims.current_step["zyx".index(axis)] == index
     assert w.displayed_slice() == SliceRef(axis, index)
@@ -478,7 +477,8 @@ def test_trainer_status_and_buttons(dock, project, monkeypatch):
     monkeypatch.setattr(w.session, "start_trainer", lambda **kw: calls.append(("start", kw)) or 4242)
     monkeypatch.setattr(w.session, "stop_trainer", lambda timeout=30.0: calls.append(("stop", timeout)) or False)
     w.device_combo.setCurrentText("cpu")
-    w.start_button.click()
+    w.start_button.click()  # on the worker thread (every Session call that changes something is)
+    w.wait_idle()
     assert calls == [("start", {"device": "cpu"})] and "4242" in w.trainer_label.text()
     # a status as the worker writes it; the pid is a live stand-in process
     stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
@@ -492,6 +492,7 @@ def test_trainer_status_and_buttons(dock, project, monkeypatch):
         assert "training" in text and "round 2" in text and "loss 0.432" in text and "val Dice 0.812" in text
         assert w.progress.value() == 50
         w.stop_button.click()
+        w.wait_idle()
         assert calls[-1] == ("stop", 0.0)  # never blocks the GUI waiting for the worker
     finally:
         stand_in.kill()
@@ -690,7 +691,7 @@ def test_reader_and_sample_data_through_napari(gui, plugin, make_napari_viewer, 
     layers = viewer.open(str(project), plugin="al-annotator")
     assert layers == []  # the dock added them
     _, dock = viewer.window.add_plugin_dock_widget("al-annotator", "AL Annotator")  # the one the reader opened
-    assert dock.session is not None and dock.session.store.path == project.absolute()
+    assert dock.session is not None and dock.session.volume.path == str(project.absolute())
     dock.layers["labels"].paint((10, 20, 20), 2)
     dock.bridge.drain()
     assert int((_on_disk(project) == 2).sum()) > 0

@@ -178,12 +178,12 @@ class StoreLabels(_ArrayLike):
     Parameters
     ----------
     labels
-        The store's zarr labels array (``ProjectStore.labels``): read, never written here.
+        The project's saved labels (``Session.labels_array``, lazy and read-only): read, never written here.
     on_write
         Called with no argument after every write into the stroke buffer (the bridge decides
         whether the write belongs to an open stroke or must be sent to the session now).
     token
-        Returns the store's current edit-log position (``ProjectStore`` applied seq). Given: whole
+        Returns the labels' current edit-log position (``Session.labels_seq``). Given: whole
         planes are cached (:class:`PlaneCache`) and a cached plane is used only while the token
         it was read (or last updated) at is the current one. The cache holds the store's labels,
         never the stroke buffer (overlaid on every read), so a refused stroke never sticks; the

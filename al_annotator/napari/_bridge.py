@@ -6,12 +6,14 @@ closes the stroke (``events.paint``). napari's undo/redo (Ctrl+Z / Ctrl+Shift+Z)
 :meth:`Session.undo` / :meth:`Session.redo`, so they are logged edits too. Edits other processes
 make show up after :meth:`Session.poll`.
 
-Where the commit runs: without ``post`` (no Qt event loop, scripts, tests) the stroke is on disk
-when napari's paint event returns. The dock passes ``post`` (run a callable on the GUI thread):
-then the stroke is committed on one background thread, in order, and the GUI thread never waits
-on the edit log's ``fsync``, which took 0.1-2 s under disk load while a trainer wrote its outputs
-(``benchmarks/bench_napari.py``). Until a commit lands the layer shows the stroke from its
-stroke buffer; :meth:`drain` waits for pending commits (undo, redo, commit of a slice, ranking).
+Where the commit runs: every Session call the bridge makes (a stroke's ``apply_edit`` calls,
+undo, redo) goes through one :class:`~al_annotator.napari._jobs.Jobs`, the dock's single worker
+thread (the threading rule is in ``_jobs``). Without one (no Qt event loop: scripts, tests) the
+bridge makes a synchronous :class:`Jobs` and the stroke is on disk when napari's paint event
+returns. With the dock's, the GUI thread never waits on the edit log's ``fsync``, which took
+0.1-2 s under disk load while a trainer wrote its outputs (``benchmarks/bench_napari.py``). Until a
+commit lands the layer shows the stroke from its stroke buffer; :meth:`drain` waits for pending
+commits.
 
 Writes that reach the layer's data outside a stroke and without a paint event (code doing
 ``layer.data[...] = v``, napari's stroke abort) are diffed against the store and sent to the
@@ -22,53 +24,20 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
-from psygnal import Signal, emit_queued
+from psygnal import Signal
 
 from ..errors import AlAnnotatorError
 from ..types import EditAtom, SliceRef
 from ._arrays import StoreLabels
 from ._edits import guess_axis, voxels_from_history, voxels_to_atoms
+from ._jobs import Job, Jobs
 
-__all__ = ["LabelsBridge", "finish_in_order", "take_once"]
+__all__ = ["LabelsBridge"]
 
 log = logging.getLogger(__name__)
-
-
-def finish_in_order(items: list[Any], finish: Callable[[Any], None]) -> None:
-    """Wait for each item's ``future`` in turn and call ``finish(item)`` here (it reports errors)."""
-    for item in list(items):
-        try:
-            item.future.result()
-        except Exception:  # noqa: BLE001 - reported by finish
-            pass
-        finish(item)
-
-
-def take_once(item: Any, items: list[Any]) -> bool:
-    """Mark a finished item handled and drop it from ``items``; ``False`` if it already was handled
-    (its completion is both posted to the GUI thread and waited for by ``drain``)."""
-    if item.handled:
-        return False
-    item.handled = True
-    if item in items:
-        items.remove(item)
-    return True
-
-
-class _Job:
-    """One stroke handed to the commit thread."""
-
-    __slots__ = ("atoms", "future", "handled", "done_at")
-
-    def __init__(self, atoms: list[EditAtom]) -> None:
-        self.atoms = atoms
-        self.future: Future | None = None
-        self.handled = False
-        self.done_at = 0.0
 
 
 class LabelsBridge:
@@ -79,16 +48,18 @@ class LabelsBridge:
     session
         The open :class:`~al_annotator.core.Session`.
     layer
-        A napari ``Labels`` layer whose ``data`` is a :class:`StoreLabels` of the session's store.
+        A napari ``Labels`` layer whose ``data`` is a :class:`StoreLabels` of the session's labels
+        (:func:`~al_annotator.napari._layers.labels_array`).
     current_slice
         Returns the slice napari shows (a :class:`SliceRef` on the axis not displayed), or ``None``
         in 3D display; edits are grouped into slices along its axis.
     notify
         Shows a message to the user (default: log a warning).
-    post
-        Runs a callable on the GUI thread later (thread-safe). Given: strokes are committed on a
-        background thread. The session's signals the bridge listens to must then be delivered on
-        the GUI thread (it connects its own slot with ``thread="main"``; so must other listeners).
+    jobs
+        The one worker thread every Session call goes through (the dock's). Not given: a
+        synchronous one (strokes are committed inside napari's paint event). With a threaded one
+        the session's signals must be delivered on the GUI thread (the bridge connects its own slot
+        with ``thread="main"``; so must other listeners).
     """
 
     #: Emitted (GUI thread) after a stroke is on disk, with the list of applied :class:`EditAtom`.
@@ -103,18 +74,17 @@ class LabelsBridge:
         *,
         current_slice: Callable[[], SliceRef | None] | None = None,
         notify: Callable[[str], None] | None = None,
-        post: Callable[[Callable[[], None]], None] | None = None,
+        jobs: Jobs | None = None,
     ) -> None:
         if not isinstance(layer.data, StoreLabels):
-            raise TypeError("the layer's data must be a StoreLabels of the session's store")
+            raise TypeError("the layer's data must be a StoreLabels of the session's labels (_layers.labels_array(session))")
         self.session = session
         self.layer = layer
         self.data: StoreLabels = layer.data
         self.current_slice = current_slice or (lambda: None)
         self._notify = notify or (lambda msg: log.warning("%s", msg))
-        self._post = post
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="al-annotator-commit") if post else None
-        self._jobs: list[_Job] = []
+        self.jobs = jobs if jobs is not None else Jobs()
+        self._jobs: list[Job] = []  # strokes handed to the worker, not yet finished on the GUI thread
         self._own_seqs: set[int] = set()
         self._busy = False
         self._undo_counts: list[int] = []
@@ -137,8 +107,6 @@ class LabelsBridge:
     def disconnect(self) -> None:
         """Finish pending commits and unbind (the layer is made read-only)."""
         self.drain()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
         self.layer.events.paint.disconnect(self._on_paint)
         if self._track_stroke in self.layer.mouse_drag_callbacks:
             self.layer.mouse_drag_callbacks.remove(self._track_stroke)
@@ -149,7 +117,7 @@ class LabelsBridge:
 
     @property
     def pending(self) -> int:
-        """Strokes handed to the commit thread and not yet handled on the GUI thread."""
+        """Strokes handed to the worker thread and not yet handled on the GUI thread."""
         return len(self._jobs)
 
     # ------------------------------------------------------------------ napari -> session
@@ -193,8 +161,8 @@ class LabelsBridge:
         shown = self.current_slice()
         axis = guess_axis(coords, None if shown is None else shown.axis_number)
         atoms = voxels_to_atoms(coords, values, axis, self.data.shape, tool=tool, author=self.session.author)
-        if self._executor is None:
-            self._busy = True
+        if self.jobs.synchronous:
+            self._busy = True  # the session's labels_changed for these edits arrives inside apply_edit
             try:
                 done, error = self._apply(atoms)
             finally:
@@ -202,34 +170,26 @@ class LabelsBridge:
             self.last_on_disk = time.perf_counter()
             self._finish(done, error)
             return done
-        job = _Job(atoms)
+        holder: list[Job] = []
+        job = self.jobs.submit("stroke", lambda: self._apply(atoms, own=True),
+                               lambda result, error: self._finish_job(holder[0], result, error))
+        holder.append(job)
         self._jobs.append(job)
-        job.future = self._executor.submit(self._apply_job, job)
-        job.future.add_done_callback(lambda _f, job=job: self._post(lambda: self._finish_job(job)))
         return []
 
-    def submit(self, fn: Callable[[], Any]) -> Future:
-        """Run ``fn`` on the commit thread after the strokes handed to it so far (without ``post``: now).
-
-        The dock runs its store work there (polling, committing a slice, ranking) so the GUI thread
-        never waits on a file and no slice state overtakes the strokes painted before it.
-        """
-        if self._executor is None:
-            future: Future = Future()
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
-                future.set_exception(exc)
-            return future
-        return self._executor.submit(fn)
-
-    def _apply(self, atoms: list[EditAtom]) -> tuple[list[EditAtom], AlAnnotatorError | None]:
+    def _apply(self, atoms: list[EditAtom], *, own: bool = False) -> tuple[list[EditAtom], AlAnnotatorError | None]:
+        """Apply a stroke's atoms (the worker thread, or here when synchronous). ``own``: remember
+        their log positions, so their ``labels_changed`` (delivered later on the GUI thread) is
+        known as ours and refreshes nothing."""
         done: list[EditAtom] = []
         token = self.data.token
         before = token() if token is not None else None
         try:
             for atom in atoms:
-                done.append(self.session.apply_edit(atom))
+                applied = self.session.apply_edit(atom)
+                done.append(applied)
+                if own and applied.seq is not None:
+                    self._own_seqs.add(int(applied.seq))
         except AlAnnotatorError as exc:
             return done, exc
         finally:
@@ -246,22 +206,15 @@ class LabelsBridge:
         if seqs == list(range(before + 1, before + 1 + len(done))) and after == seqs[-1]:
             self.data.apply_atoms(done, before, after)
 
-    def _apply_job(self, job: _Job) -> tuple[list[EditAtom], AlAnnotatorError | None]:  # commit thread
-        result = self._apply(job.atoms)
-        job.done_at = time.perf_counter()
-        return result
-
-    def _finish_job(self, job: _Job) -> None:  # GUI thread
-        if not take_once(job, self._jobs):
-            return
-        try:
-            done, error = job.future.result()
-        except Exception as exc:  # noqa: BLE001 - an OSError (disk full...) must reach the user, not a thread
-            done, error = [], exc
+    def _finish_job(self, job: Job, result: Any, error: BaseException | None) -> None:  # GUI thread
+        if job in self._jobs:
+            self._jobs.remove(job)
+        if error is not None:  # an OSError (disk full...) must reach the user, not a thread
+            done, refused = [], error
+        else:
+            done, refused = result
         self.last_on_disk = job.done_at
-        self._own_seqs.update(int(a.seq) for a in done if a.seq is not None)
-        emit_queued()  # the session's signals from the commit thread, on this thread now
-        self._finish(done, error)
+        self._finish(done, refused)
 
     def _finish(self, done: list[EditAtom], error: BaseException | None) -> None:
         if done:
@@ -279,15 +232,17 @@ class LabelsBridge:
             self.layer.refresh()
 
     def drain(self) -> None:
-        """Wait for the strokes being committed and handle them now (on the calling GUI thread)."""
-        finish_in_order(self._jobs, self._finish_job)
+        """Wait for the strokes being committed and handle them now (on the calling GUI thread;
+        the jobs submitted before the last stroke are finished too, in order)."""
+        if self._jobs:
+            self.jobs.drain(upto=self._jobs[-1])
 
     def _tool_name(self) -> str:
         mode = str(getattr(self.layer, "mode", "paint"))
         return {"paint": "brush", "erase": "eraser", "fill": "fill", "polygon": "polygon"}.get(mode, mode)
 
     def _clamp_label(self, event: Any = None) -> None:
-        n = self.session.store.config.n_classes
+        n = self.session.n_classes
         if self.layer.selected_label > n:
             self._notify(f"label {self.layer.selected_label} is not a class; this project has labels 1..{n} (0 erases)")
             self.layer.selected_label = n
@@ -301,28 +256,51 @@ class LabelsBridge:
         return self._replay(self._redo_counts, self._undo_counts, self.session.redo)
 
     def _replay(self, source: list[int], target: list[int], action: Callable[[], EditAtom | None]) -> list[EditAtom]:
+        """Undo or redo the last stroke on the worker thread (after the strokes before it); returns
+        its atoms when synchronous, ``[]`` otherwise (the layer refreshes when it is done)."""
         self.drain()
         self.flush()
         n = source.pop() if source else 1
-        done: list[EditAtom] = []
         token = self.data.token
-        before = token() if token is not None else None
-        self._busy = True
+        own = not self.jobs.synchronous
+        name = "undo" if source is self._undo_counts else "redo"
+
+        def work() -> list[EditAtom]:  # the worker thread (or here, synchronous)
+            done: list[EditAtom] = []
+            before = token() if token is not None else None
+            try:
+                for _ in range(n):
+                    atom = action()
+                    if atom is None:
+                        break
+                    done.append(atom)
+                    if own and atom.seq is not None:
+                        self._own_seqs.add(int(atom.seq))
+            finally:
+                if done and isinstance(before, int):
+                    self._update_cached_planes(done, before)
+            return done
+
+        out: list[EditAtom] = []
+
+        def finished(done: list[EditAtom] | None, error: BaseException | None) -> None:  # GUI thread
+            if error is not None:
+                self._notify(f"{name} failed: {error}")
+            if done:
+                target.append(len(done))
+                self.data.discard()
+                self.layer.refresh()
+                out.extend(done)
+
+        if own:
+            self.jobs.submit(name, work, finished)
+            return []
+        self._busy = True  # the session's labels_changed arrives inside undo(): refreshed once, below
         try:
-            for _ in range(n):
-                atom = action()
-                if atom is None:
-                    break
-                done.append(atom)
+            self.jobs.submit(name, work, finished)
         finally:
             self._busy = False
-            if done and isinstance(before, int):
-                self._update_cached_planes(done, before)
-        if done:
-            target.append(len(done))
-            self.data.discard()
-            self.layer.refresh()
-        return done
+        return out
 
     # ------------------------------------------------------------------ session -> napari
     def _on_labels_changed(self, change: Any) -> None:

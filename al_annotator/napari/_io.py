@@ -1,8 +1,21 @@
 """npe2 reader, writer and sample-data contributions.
 
 * Reader: a project directory (a folder with ``project.json``) opens in the "AL Annotator" dock
-  when napari has a window (the labels layer is then bound to a session); without a window it
-  returns the image and a read-only labels layer. Volumes in the formats al_annotator imports
+  when napari has a window (the labels layer is then bound to the dock's session); without a
+  window it opens a read-only :class:`~al_annotator.core.Session` (``Session.open(path,
+  read_only=True)``) and returns its image and a read-only labels layer (edits go through the
+  dock's Session only).
+
+  No reader chooser: npe2 offers *every* reader that declares ``accepts_directories`` for *any*
+  folder (filename patterns are not looked at for folders), and napari's built-in reader accepts
+  folders too. With two candidates napari raises ``MultipleReaderError`` and ``napari PROJECT_DIR``
+  (``QtViewer._qt_open``) pops up "Choose reader", unless ``settings.plugins.extension2reader``
+  names a reader for that folder (key: the folder's real path with a trailing separator, what the
+  dialog's "Remember this choice" writes). :func:`prefer_this_reader` writes that preference; the
+  dock calls it for every project it opens or creates and this reader for every project it reads,
+  so from then on ``napari PROJECT_DIR`` goes straight to this reader. A project never opened in
+  napari: ``napari PROJECT_DIR/project.json`` (only this plugin reads ``project.json``), or
+  ``napari PROJECT_DIR --plugin al-annotator``. Volumes in the formats al_annotator imports
   are read with :func:`al_annotator.io.read_volume` (lazily when large); which paths it accepts
   comes from the reader registry (:data:`VOLUME_SUFFIXES` is
   :func:`al_annotator.io.readers.openable_suffixes`, the manifest's ``filename_patterns`` list
@@ -15,7 +28,9 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..types import AXES
-from ._arrays import MappedArray
+from ._arrays import MappedArray, read_only
 from ._layers import class_colormap, image_layer_kwargs, layer_names
 
 __all__ = [
@@ -36,7 +51,12 @@ __all__ = [
     "sample_phantom",
     "VOLUME_SUFFIXES",
     "LABEL_SUFFIXES",
+    "prefer_this_reader",
+    "PLUGIN_NAME",
 ]
+
+#: The npe2 plugin name (``napari.yaml``).
+PLUGIN_NAME = "al-annotator"
 
 #: File name endings the labels writer produces, with the al_annotator.io format name.
 LABEL_SUFFIXES = {".ome.zarr": "ome-zarr", ".zarr": "ome-zarr", ".nii.gz": "nifti", ".nii": "nifti", ".tiff": "tiff", ".tif": "tiff"}
@@ -45,6 +65,8 @@ IN_MEMORY_BYTES = 512 << 20
 _LABEL_NAME_HINTS = ("label", "mask", "seg", "annot", "truth")
 
 LayerData = list[tuple[Any, ...]]
+
+log = logging.getLogger(__name__)
 
 
 def _is_project(path: str | os.PathLike) -> bool:
@@ -97,6 +119,32 @@ def _one(path: Any) -> str:
     return str(Path(p).parent) if Path(p).name == "project.json" else p
 
 
+def prefer_this_reader(path: str | os.PathLike) -> bool:
+    """Make this plugin napari's reader for the project folder ``path`` (no reader chooser for it).
+
+    Writes ``settings.plugins.extension2reader[<real path>/] = "al-annotator"``, the preference
+    napari's "Choose reader" dialog saves with "Remember this choice", so ``napari PROJECT_DIR``
+    and ``viewer.open(PROJECT_DIR)`` use this reader. Another reader the user chose for the folder
+    is kept. Returns whether this plugin is now the folder's reader (``False`` without napari).
+    """
+    try:
+        from napari.settings import get_settings
+    except ImportError:  # pragma: no cover - called from the napari front end only
+        return False
+    key = glob.escape(os.path.realpath(os.fspath(path)).rstrip(os.sep) + os.sep)  # napari fnmatch-es the keys
+    try:
+        plugins = get_settings().plugins
+        current = dict(plugins.extension2reader)
+        if current.get(key, PLUGIN_NAME) != PLUGIN_NAME:
+            return False  # the user's own choice for this folder
+        if key not in current:
+            plugins.extension2reader = {**current, key: PLUGIN_NAME}  # assigned: napari saves its settings
+    except Exception as exc:  # noqa: BLE001 - a settings file napari cannot write must not stop the project opening
+        log.warning("could not save napari's reader preference for %s: %s", path, exc)
+        return False
+    return True
+
+
 def read_project(path: Any) -> LayerData:
     """Open a project: in the dock when napari has a window, else as image + read-only labels layers."""
     path = _one(path)
@@ -106,19 +154,22 @@ def read_project(path: Any) -> LayerData:
         viewer = napari.current_viewer()
     except ImportError:  # pragma: no cover - the reader runs inside napari
         viewer = None
+    prefer_this_reader(path)
     if viewer is not None and getattr(viewer, "window", None) is not None:
-        _, dock = viewer.window.add_plugin_dock_widget("al-annotator", "AL Annotator")
+        _, dock = viewer.window.add_plugin_dock_widget(PLUGIN_NAME, "AL Annotator")
         dock.open_project(path)
         return [(None,)]  # napari's "read, nothing more to add" sentinel: the dock added the layers
-    from ..store import open_project
+    from ..core import Session
 
-    store = open_project(path)
+    session = Session.open(path, read_only=True)  # a viewer: nothing is written, edits raise
+    volume = session.volume
     name = Path(path).name
-    labels = MappedArray(store.labels, lambda a: a, np.uint8, cache=False)  # read-only: edits must go through a Session
+    colours = list(session.colours)
+    labels = MappedArray(session.labels_array, lambda a: a, np.uint8, cache=False)  # read-only: edits go through the dock's Session
     return [
-        (store.image, image_layer_kwargs(store, name), "image"),
-        (labels, {"name": layer_names(name)["labels"], "scale": tuple(store.config.spacing), "axis_labels": AXES,
-                  "colormap": class_colormap(store.config.colours), "opacity": 0.7}, "labels"),
+        (read_only(session.image_array), image_layer_kwargs(volume, name), "image"),
+        (labels, {"name": layer_names(name)["labels"], "scale": tuple(volume.spacing), "axis_labels": AXES,
+                  "colormap": class_colormap(colours), "opacity": 0.7}, "labels"),
     ]
 
 

@@ -1,10 +1,11 @@
 """What a project looks like as napari layers: lazy image, store-backed labels, model outputs.
 
-Layer data are lazy: the image layer is a read-only view of the store's zarr array (napari reads
-the displayed plane only; contrast limits come from ``project.json``'s display window, so no pass
-over the volume), the labels layer is a :class:`StoreLabels` over the zarr labels, the prediction
-a read-only view of the model version's zarr array and the uncertainty map a
-:class:`MappedArray` ``1 - confidence``. Each keeps a small plane cache that the dock fills on its
+Everything comes from the :class:`~al_annotator.core.Session` (never the store): layer data are
+lazy, the image layer is a read-only view of ``session.image_array`` (napari reads the displayed
+plane only; contrast limits come from ``session.volume.display_window``, so no pass over the
+volume), the labels layer is a :class:`StoreLabels` over ``session.labels_array`` keyed by
+``session.labels_seq``, the prediction a read-only view of ``session.model_outputs().prediction``
+and the uncertainty map a :class:`MappedArray` ``1 - confidence``. Each keeps a small plane cache that the dock fills on its
 background thread before it shows a slice (:func:`prefetch_planes`).
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..types import AXES
-from ._arrays import MappedArray, StoreLabels
+from ._arrays import MappedArray, StoreLabels, read_only
 
 __all__ = [
     "class_colormap",
@@ -24,7 +25,7 @@ __all__ = [
     "model_arrays",
     "uncertainty_array",
     "layer_names",
-    "labels_token",
+    "labels_array",
     "prefetch_planes",
 ]
 
@@ -62,28 +63,24 @@ def layer_names(name: str) -> dict[str, str]:
     return {k: f"{name} {k}" for k in ("image", "labels", "prediction", "uncertainty")}
 
 
-def image_layer_kwargs(store: Any, name: str) -> dict[str, Any]:
-    lo, hi = store.display_window
+def image_layer_kwargs(volume: Any, name: str) -> dict[str, Any]:
+    """The image layer's keyword arguments from the session's :class:`~al_annotator.core.VolumeFacts`
+    (contrast limits from the project's display window: no pass over the volume)."""
+    lo, hi = volume.display_window
     return {
         "name": layer_names(name)["image"],
         "contrast_limits": [lo, hi],
-        "scale": tuple(store.config.spacing),
+        "scale": tuple(volume.spacing),
         "colormap": "gray",
         "axis_labels": AXES,
-        "metadata": {"al_annotator_project": str(store.path) if store.path else None},
+        "metadata": {"al_annotator_project": volume.path},
     }
 
 
-def labels_token(store: Any) -> Any:
-    """The store's edit-log position: it changes with every edit this process applies or catches up with
-    (a fresh object, which matches no cached plane, where a store has none)."""
-    token = getattr(store, "applied_seq", None)
-    return object() if token is None else token
-
-
-def labels_array(store: Any) -> StoreLabels:
-    """The labels layer's data: the store's labels, whole planes cached per edit-log position."""
-    return StoreLabels(store.labels, token=lambda: labels_token(store))
+def labels_array(session: Any) -> StoreLabels:
+    """The labels layer's data: the session's saved labels (read-only, lazy), whole planes cached
+    per edit-log position (:attr:`Session.labels_seq <al_annotator.core.Session.labels_seq>`)."""
+    return StoreLabels(session.labels_array, token=lambda: session.labels_seq)
 
 
 def prefetch_planes(arrays: Any, axis: int, index: int) -> int:
@@ -103,15 +100,13 @@ def uncertainty_array(confidence: Any) -> MappedArray:
     return MappedArray(confidence, lambda c: np.float32(1.0) - c.astype(np.float32) * scale, np.float32)
 
 
-def model_arrays(store: Any, version: int | None) -> tuple[Any, Any]:
-    """The prediction and confidence zarr arrays of a model version (``None`` where absent)."""
-    if version is None:
+def model_arrays(session: Any, version: int | None = None) -> tuple[Any, Any]:
+    """The prediction and uncertainty layers' data of a model version (default: the one the session
+    serves), ``None`` where absent (opens the version's arrays: zarr metadata reads)."""
+    if version is None and session.model_version is None:
         return None, None
-    out = []
-    for what in ("prediction", "confidence"):
-        key = f"models/v{int(version):04d}/{what}"
-        try:
-            out.append(store.root[key])
-        except (KeyError, FileNotFoundError):
-            out.append(None)
-    return out[0], out[1]
+    outputs = session.model_outputs(None if version is None or version == session.model_version else version)
+    if outputs is None:
+        return None, None
+    pred, conf = outputs.prediction, outputs.confidence
+    return (read_only(pred) if pred is not None else None, uncertainty_array(conf) if conf is not None else None)
