@@ -12,7 +12,7 @@ Three parts, each in a fresh process (clean memory figures, no napari state carr
   prediction/uncertainty layers and the suggestion queue reload.
 * ``big``: a 1024^3 uint8 project (written slab-wise from a synthetic volume, ~1 GB on disk,
   deleted afterwards); time and memory to open it in the dock, time to show a z, y and x slice
-  (``go_to`` alone, and as Next does it: planes read on the commit thread first), and stroke
+  (``go_to`` alone, and as Next does it: planes read on the dock's worker thread first), and stroke
   latency there.
 
 Needs a display: run under ``xvfb-run -a`` (or it starts Xvfb through pyvirtualdisplay when installed)::
@@ -281,26 +281,26 @@ def part_trainer(args) -> dict:
         signal.connect(timed_handler, thread="main")  # as the dock connects it: handled on the GUI thread
         widget.timer.timeout.disconnect(widget._tick)
         widget.timer.timeout.connect(timed(actions, "poll tick", widget._tick))
-        finish_task = widget._finish_task  # GUI-thread side of the store work done on the commit thread
+        finish_job = widget.jobs.finish  # GUI-thread side of the session work done on the dock's worker thread
 
-        def finish_task_timed(task):
+        def finish_job_timed(job):
             t = time.perf_counter()
             try:
-                finish_task(task)
+                finish_job(job)
             finally:
-                actions.append((t, time.perf_counter(), f"{task.name} done"))
+                actions.append((t, time.perf_counter(), f"{job.name} done"))
 
-        widget._finish_task = finish_task_timed
+        widget.jobs.finish = finish_job_timed
 
         def commit_slice():
             widget.mark_annotated()
             QTimer.singleShot(300, timed(actions, "next suggestion", next_slice))
 
-        def next_slice():  # Next: picked and read on the commit thread; shown in "next suggestion done"
+        def next_slice():  # Next: picked and read on the worker thread; shown in "next suggestion done"
             if widget._queue:
                 widget.next_suggestion()
             else:
-                widget.go_to(SliceRef("z", int(rng.integers(0, 64))))
+                widget.go_to(SliceRef("z", int(rng.integers(0, 64))), wait=False)
 
         def paint():
             widget.select_label(int(rng.integers(1, 5)))
@@ -308,7 +308,9 @@ def part_trainer(args) -> dict:
 
         t0 = time.perf_counter()
         heartbeat.start()
-        widget.session.start_trainer(device="cpu", steps=args.train_steps, max_seconds=args.train_seconds, axes="z", debounce=1.0)
+        session = widget.session  # Session calls go through the dock's one worker thread, as the dock's own do
+        widget.jobs.call("start trainer", lambda: session.start_trainer(
+            device="cpu", steps=args.train_steps, max_seconds=args.train_seconds, axes="z", debounce=1.0))
         widget._started_trainer = True
         last_stroke = last_commit = time.perf_counter()
         poll_before = dict(widget.poll_stats)
@@ -332,7 +334,7 @@ def part_trainer(args) -> dict:
 
             iio.imwrite(args.screenshot, viewer.screenshot(canvas_only=False, flash=False))
         status = widget.session.trainer_status()
-        widget.session.stop_trainer(timeout=60)
+        widget.jobs.call("stop trainer", lambda: session.stop_trainer(timeout=60))
         widget._started_trainer = False
         gaps = np.diff(np.asarray(beats)) * 1e3
         late = gaps - 10.0
@@ -374,7 +376,7 @@ def part_trainer(args) -> dict:
             "poll_mean_ms": 1e3 * (widget.poll_stats["total_s"] - poll_before["total_s"]) / max(1, widget.poll_stats["n"] - poll_before["n"]),
             "strokes": len(stroker.commit_ms), "commit_p95": pct(stroker.commit_ms, 95), "dab_p95": pct(stroker.dab_ms, 95),
             "release_p95": pct(stroker.release_ms, 95), "commit_max": max(stroker.commit_ms) if stroker.commit_ms else float("nan"),
-            "trainer_state": status.get("state"), "trainer_round": status.get("round"),
+            "trainer_state": status.state, "trainer_round": status.round,
         }
         viewer.close()
     return out
@@ -421,11 +423,11 @@ def part_big(args) -> dict:
             for k in range(3):
                 ref = SliceRef(axis, int(n * (0.3 + 0.2 * k)))
                 t = time.perf_counter()
-                widget.go_to(ref)
+                widget.go_to(ref, wait=False)
                 settle()
                 times.append((time.perf_counter() - t) * 1e3)
             slice_ms[axis] = times
-        # as Next and a click in the suggestion table do it: the planes read on the commit thread, then
+        # as Next and a click in the suggestion table do it: the planes read on the worker thread, then
         # go_to (GUI thread, planes from the layers' caches); other slices than above (no warm page cache)
         shown_ms: dict[str, list[tuple[float, float]]] = {}
         for axis in "zyx":
@@ -438,7 +440,7 @@ def part_big(args) -> dict:
                     settle(0.002)
                 t_read = time.perf_counter() - t
                 t = time.perf_counter()
-                widget.go_to(ref)
+                widget.go_to(ref, wait=False)
                 settle()
                 times.append((t_read * 1e3, (time.perf_counter() - t) * 1e3))
             shown_ms[axis] = times
@@ -507,7 +509,7 @@ def report(res: dict) -> str:
             "| | p50 (ms) | p95 (ms) | max (ms) |",
             "| --- | --- | --- | --- |",
             f"| stroke commit (release -> on disk) | {s['commit_p50']:.1f} | {s['commit_p95']:.1f} | {s['commit_max']:.1f} |",
-            f"| GUI thread blocked by the release (stroke handed to the commit thread) | {s['release_p50']:.1f} | {s['release_p95']:.1f} | {s['release_max']:.1f} |",
+            f"| GUI thread blocked by the release (stroke handed to the worker thread) | {s['release_p50']:.1f} | {s['release_p95']:.1f} | {s['release_max']:.1f} |",
             f"| one brush dab (mouse move, into the stroke buffer) | {s['dab_p50']:.1f} | {s['dab_p95']:.1f} | {s['dab_max']:.1f} |",
             "",
             "Commit p95 per axis: " + ", ".join(f"{a} {v:.1f} ms" for a, v in s["per_axis_p95"].items())
@@ -522,16 +524,16 @@ def report(res: dict) -> str:
             f"{res['args']['train_steps']} steps, a stroke every 2 s and a committed slice every 12 s, dock polling every 500 ms; "
             f"{t['seconds']:.0f} s, {t['versions']} model versions landed). A 10 ms heartbeat `QTimer` on the GUI thread:",
             "",
-            "| heartbeat lateness p50 | p99 | longest pause | longest within 1 s of a version landing | `Session.poll()` on the commit thread, mean / max |",
+            "| heartbeat lateness p50 | p99 | longest pause | longest within 1 s of a version landing | `Session.poll()` on the worker thread, mean / max |",
             "| --- | --- | --- | --- | --- |",
             f"| {t['late_p50']:.1f} ms | {t['late_p99']:.1f} ms | {t['late_max']:.0f} ms | {t['late_around_versions_max']:.0f} ms "
             f"| {t['poll_mean_ms']:.1f} / {t['poll_max_ms']:.1f} ms |",
             "",
             "GUI-thread time per action (max ms): " + ", ".join(f"{k} {v:.1f}" for k, v in t.get("gui_max_ms", {}).items())
-            + ". Store work (polling, committing a slice, ranking) runs on the commit thread; the GUI thread only hands it over "
+            + ". Session work (polling, committing a slice, ranking) runs on the worker thread; the GUI thread only hands it over "
             "(`poll tick`, `mark annotated`) and applies the results (`... done`: queued session signals, widgets, layers).",
             "",
-            f"New-version handler on the GUI thread (prediction + uncertainty layers re-pointed; re-ranking handed to the commit thread): "
+            f"New-version handler on the GUI thread (prediction + uncertainty layers re-pointed; re-ranking handed to the worker thread): "
             f"{', '.join(f'{ms:.0f}' for ms in t['version_handler_ms'])} ms. Strokes under trainer load: commit p95 "
             f"{t['commit_p95']:.1f} ms (max {t['commit_max']:.0f} ms, off the GUI thread), release handler p95 {t['release_p95']:.1f} ms, "
             f"dab p95 {t['dab_p95']:.1f} ms. The five longest pauses, split into time in the dock's "
@@ -547,14 +549,14 @@ def report(res: dict) -> str:
             f"**Opening a {b['n']}^3 {b['dtype']} project** ({b['volume_gb']:.1f} GB volume, {b['disk_gb']:.2f} GB on disk; "
             f"created slab-wise in {b['create_s']:.0f} s, deleted afterwards):",
             "",
-            "| open in the dock (4 layers added, first slice drawn) | cold-start suggestions listed (ranked on the commit thread) "
+            "| open in the dock (4 layers added, first slice drawn) | cold-start suggestions listed (ranked on the worker thread) "
             "| longest GUI pause meanwhile | RSS added by opening | peak RSS of the napari process |",
             "| --- | --- | --- | --- | --- |",
             f"| {b['open_s']:.1f} s | {b['suggestions_s']:.1f} s | {b['late_cold_start_max_ms']:.0f} ms | {b['open_delta_mb']:.0f} MB "
             f"| {b['peak_mb']:.0f} MB |",
             "",
             f"Showing a slice with `go_to` alone (napari reads the image + labels planes from 64^3 chunks on the GUI thread, then draws), ms: {sl}. "
-            + (("As Next and a click in the suggestion table show one (planes read on the commit thread, then `go_to` + draw on the GUI "
+            + (("As Next and a click in the suggestion table show one (planes read on the worker thread, then `go_to` + draw on the GUI "
                 "thread from the layers' plane caches), read / GUI ms: "
                 + "; ".join(f"{a}: " + ", ".join(f"{r:.0f} / {g:.0f}" for r, g in b["shown_ms"][a]) for a in "zyx") + ". ")
                if b.get("shown_ms") else "") +
@@ -569,9 +571,9 @@ def report(res: dict) -> str:
         "",
         "Design read from these figures: the Labels layer's data is a `StoreLabels` view of the zarr labels "
         "(no full-size copy; the volume is never read whole) whose writes go to a per-stroke buffer of 64^3 chunks; "
-        "the stroke reaches the store only through `Session.apply_edit` (logged, locked) when napari closes it, on one background commit thread, so the GUI thread never waits on the edit log's fsync. "
+        "the stroke reaches the store only through `Session.apply_edit` (logged, locked) when napari closes it, on the dock's one worker thread (every Session call runs there), so the GUI thread never waits on the edit log's fsync. "
         "Every layer's data wrapper keeps a few whole planes (`PlaneCache`); Next, a click in the suggestion table and the poll "
-        "(another process's labels, a new model version) read the planes about to be shown on the commit thread first, so "
+        "(another process's labels, a new model version) read the planes about to be shown on the worker thread first, so "
         "napari's slicing on the GUI thread reads no zarr chunk for them (`tests/test_napari.py` counts zarr reads on the GUI thread). "
         "An axis change also holds napari's slider panel at its height (napari shows the new slider before hiding the old one: "
         "two canvas resizes and redraws on the GUI thread otherwise).",
