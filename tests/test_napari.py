@@ -491,6 +491,14 @@ def test_trainer_status_and_buttons(dock, project, monkeypatch):
         text = w.trainer_label.text()
         assert "training" in text and "round 2" in text and "loss 0.432" in text and "val Dice 0.812" in text
         assert w.progress.value() == 50
+        import html
+        import re
+
+        from al_annotator.core import TrainerStatus
+
+        failed = TrainerStatus(state="failed", round=3, error="CUDA out of memory <8 GiB>")
+        w._on_trainer_status(failed)  # the status line is TrainerStatus.summary(), marked up
+        assert html.unescape(re.sub("<[^>]+>", "", w.trainer_label.text())) == failed.summary()
         w.stop_button.click()
         w.wait_idle()
         assert calls[-1] == ("stop", 0.0)  # never blocks the GUI waiting for the worker
