@@ -1,0 +1,228 @@
+"""Tier 1, instant: filter bank tiles vs a whole-volume computation, anisotropy, cache bound, classifier, planes, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from al_annotator.errors import InputError
+from al_annotator.instant import FeatureBank, InstantClassifier, InstantSegmenter, compute_features
+from al_annotator.instant.features import eigvalsh_sym
+
+SIGMAS = (0.3, 0.7, 1.6, 3.5)
+
+
+@pytest.fixture(scope="module")
+def noise():
+    return np.random.default_rng(0).normal(size=(18, 34, 30)).astype(np.float32)
+
+
+@pytest.mark.parametrize("spacing, mode", [((5.0, 1.0, 1.0), "3d"), (None, "3d"), ((5.0, 1.0, 1.0), "2d")])
+def test_tiles_with_halo_equal_whole_volume(noise, spacing, mode):
+    bank = FeatureBank(noise, spacing, sigmas=SIGMAS, mode=mode, tile_shape=(7, 12, 11), intensity=(0.0, 1.0))
+    full = compute_features(noise, spacing, sigmas=SIGMAS, mode=mode)
+    assert full.shape == noise.shape + (bank.n_features,) and full.dtype == np.float32
+    got = bank.features((slice(None),) * 3)
+    np.testing.assert_allclose(got, full, atol=1e-5, rtol=1e-5)
+    block = (slice(3, 11), 20, slice(5, 29))  # an integer keeps its axis
+    np.testing.assert_allclose(bank.features(block), full[3:11, 20:21, 5:29], atol=1e-5, rtol=1e-5)
+    coords = np.random.default_rng(1).integers(0, noise.shape, size=(50, 3))
+    np.testing.assert_allclose(bank.features_at(coords), full[tuple(coords.T)], atol=1e-5, rtol=1e-5)
+
+
+def test_features_match_direct_scipy(noise):
+    """Channels against scipy.ndimage on the whole array and numpy's eigvalsh (independent of the bank's code)."""
+    sp = (5.0, 1.0, 1.0)
+    bank = FeatureBank(noise, sp, sigmas=(1.6, 5.0), tile_shape=(9, 17, 15), intensity=(0.0, 1.0))
+    f = bank.features((slice(None),) * 3)
+    names = bank.feature_names
+    # scale 1.6: z sigma 0.32 >= 0.3 is active; scale 5: z sigma 1.0
+    sig = (1.6 / 5, 1.6, 1.6)
+    w = (0.2, 1.0, 1.0)
+    g = ndimage.gaussian_filter(noise.astype(np.float64), sig)
+    np.testing.assert_allclose(f[..., names.index("gaussian s=1.6")], g, atol=1e-4)
+    H = np.empty(noise.shape + (3, 3))
+    for a in range(3):
+        for b in range(3):
+            order = [0, 0, 0]
+            order[a] += 1
+            order[b] += 1
+            H[..., a, b] = ndimage.gaussian_filter(noise.astype(np.float64), sig, order=order) * w[a] * w[b]
+    eig = np.linalg.eigvalsh(H)[..., ::-1]
+    for i in range(3):
+        np.testing.assert_allclose(f[..., names.index(f"hessian_eig{i} s=1.6")], eig[..., i], atol=1e-4)
+    np.testing.assert_allclose(f[..., names.index("log s=1.6")], np.trace(H, axis1=-2, axis2=-1), atol=1e-4)
+    grad = [ndimage.gaussian_filter(noise.astype(np.float64), sig, order=tuple(int(k == a) for k in range(3))) * w[a] for a in range(3)]
+    np.testing.assert_allclose(f[..., names.index("ggm s=1.6")], np.sqrt(sum(d * d for d in grad)), atol=1e-4)
+
+
+def test_eigenvalues_closed_form():
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(500, 3, 3))
+    A = A + np.swapaxes(A, 1, 2)
+    A[:50] = np.eye(3) * 3.0 + 1e-6 * A[:50]  # near-degenerate
+    got = np.stack(eigvalsh_sym({(i, j): A[:, i, j] for i in range(3) for j in range(i, 3)}, 3), 1)
+    np.testing.assert_allclose(got, np.linalg.eigvalsh(A)[:, ::-1], atol=1e-5)
+    B = A[:, :2, :2]
+    got2 = np.stack(eigvalsh_sym({(0, 0): B[:, 0, 0], (0, 1): B[:, 0, 1], (1, 1): B[:, 1, 1]}, 2), 1)
+    np.testing.assert_allclose(got2, np.linalg.eigvalsh(B)[:, ::-1], atol=1e-5)
+
+
+def test_anisotropic_sigmas():
+    img = np.zeros((12, 40, 40), np.float32)
+    bank = FeatureBank(img, (50, 4, 4), intensity=(0.0, 1.0))
+    axis = bank.describe()["axis_sigmas"]
+    # z sigma = s * 4 / 50; below 0.3 the axis is not smoothed (0)
+    assert axis["0.3"] == [0.0, 0.3, 0.3] and axis["3.5"] == [0.0, 3.5, 3.5]
+    assert axis["5"] == pytest.approx([0.4, 5.0, 5.0]) and axis["10"] == pytest.approx([0.8, 10.0, 10.0])
+    # z inactive at a scale: the tensors are 2x2 there (two eigenvalue channels), 3x3 where z is active
+    assert "hessian_eig2 s=3.5" not in bank.feature_names and "hessian_eig2 s=10" in bank.feature_names
+    assert bank.halo[0] == 5 and bank.halo[1] == 60  # z: 4*0.8 (+ ST outer 4*0.4); xy: 4*10 + 4*5
+    iso = FeatureBank(img, None, intensity=(0.0, 1.0))
+    assert iso.describe()["axis_sigmas"]["3.5"] == [3.5, 3.5, 3.5]
+    flat = FeatureBank(img, (50, 4, 4), mode="2d", intensity=(0.0, 1.0))
+    assert flat.halo[0] == 0 and all(v[0] == 0 for v in flat.describe()["axis_sigmas"].values())
+
+
+def test_2d_mode_is_per_slice(noise):
+    """mode='2d': each z slice's features are the 2D features of that slice alone."""
+    bank = FeatureBank(noise, None, sigmas=SIGMAS, mode="2d", flat_axis=0, intensity=(0.0, 1.0))
+    f = bank.features((5, slice(None), slice(None)))[0]
+    ref = compute_features(noise[5], None, sigmas=SIGMAS)
+    np.testing.assert_allclose(f, ref, atol=1e-5)
+
+
+def test_cache_respects_byte_bound(noise):
+    probe = FeatureBank(noise, None, sigmas=SIGMAS, tile_shape=(6, 12, 10), intensity=(0.0, 1.0))
+    bound = int(2.5 * probe.tile_bytes)
+    bank = FeatureBank(noise, None, sigmas=SIGMAS, tile_shape=(6, 12, 10), cache_bytes=bound, intensity=(0.0, 1.0))
+    peak = 0
+    for tile in [(i, j, k) for i in range(3) for j in range(3) for k in range(3)]:
+        bank.tile_features(tile)
+        peak = max(peak, bank.cached_bytes)
+        assert bank.cached_bytes <= bound
+    assert peak > bank.tile_bytes and bank.stats["evictions"] > 0
+    computed = bank.stats["tiles_computed"]
+    bank.tile_features((2, 2, 2))  # most recent: a hit
+    assert bank.stats["tiles_computed"] == computed
+    bank.tile_features((0, 0, 0))  # evicted long ago: recomputed
+    assert bank.stats["tiles_computed"] == computed + 1
+    with pytest.raises(InputError, match="raise cache_bytes or pass a smaller tile_shape"):
+        FeatureBank(noise, None, sigmas=SIGMAS, tile_shape=(6, 12, 10), cache_bytes=probe.tile_bytes - 1)
+
+
+def _two_class_volume():
+    """A bright ball in a dark noisy background (classes 1 = background, 2 = ball)."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:16, :48, :48]
+    ball = (z - 8) ** 2 * 4 + (y - 24) ** 2 + (x - 24) ** 2 < 14 ** 2
+    img = (ball * 1.0 + rng.normal(0, 0.35, ball.shape)).astype(np.float32)
+    return img, ball.astype(np.uint8) + 1
+
+
+def _scribbles(truth):
+    lab = np.zeros(truth.shape, np.uint8)
+    lab[8, 22:26, 14:34] = truth[8, 22:26, 14:34]  # a stroke across the ball (both classes at its ends)
+    lab[8, 3:6, 3:40] = 1
+    lab[8, 20:28, 22:26] = 2
+    return lab
+
+
+def test_segmenter_learns_two_classes_and_all_axes():
+    img, truth = _two_class_volume()
+    seg = InstantSegmenter(img, (2.0, 1.0, 1.0), n_classes=2, sigmas=(0.7, 1.6, 3.5), n_jobs=1)
+    info = seg.update(_scribbles(truth))
+    assert info["labelled"] == int((_scribbles(truth) > 0).sum()) and info["fit_seconds"] < 5
+    for axis, n in (("z", 16), ("y", 48), ("x", 48)):
+        idx = n // 2
+        p = seg.predict_plane(axis, idx)
+        expected = tuple(s for a, s in enumerate(truth.shape) if a != "zyx".index(axis))
+        assert p.shape == (2,) + expected and p.dtype == np.float32
+        np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-5)
+        t = np.take(truth, idx, axis="zyx".index(axis))
+        acc = ((p.argmax(0) + 1) == t).mean()
+        assert acc > 0.9, (axis, acc)
+    vol = seg.predict_volume()
+    assert vol.shape == (2,) + img.shape
+    np.testing.assert_allclose(vol[:, :, 24, :], seg.predict_plane("y", 24), atol=1e-6)
+    assert ((vol.argmax(0) + 1) == truth).mean() > 0.9
+
+
+def test_plane_only_touches_its_tiles():
+    img, truth = _two_class_volume()
+    seg = InstantSegmenter(img, None, n_classes=2, sigmas=(0.7, 1.6), tile_shape=(4, 16, 16), n_jobs=1)
+    seg.update(_scribbles(truth))
+    before = seg.bank.stats["tiles_computed"]
+    seg.predict_plane("z", 1)  # z tile 0: 3 x 3 tiles in y, x
+    assert seg.bank.stats["tiles_computed"] - before <= 9
+    assert len(seg.bank.tiles_of((1, slice(None), slice(None)))) == 9
+
+
+def test_update_reuses_features_and_handles_erasing():
+    img, truth = _two_class_volume()
+    seg = InstantSegmenter(img, None, n_classes=2, sigmas=(0.7, 1.6), n_jobs=1)
+    lab = _scribbles(truth)
+    seg.update(lab)
+    lab2 = lab.copy()
+    lab2[10, 5:8, 5:8] = 1
+    info = seg.update(lab2)
+    assert info["new_voxels"] == 9 and info["labelled"] == int((lab2 > 0).sum())
+    c = np.argwhere(lab2)
+    info = seg.update(coords=c[: len(c) // 2 + 40], values=lab2[tuple(c[: len(c) // 2 + 40].T)])
+    assert info["new_voxels"] == 0
+
+
+def test_classifier_kinds_and_probabilities():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (300, 4)), rng.normal(3, 1, (300, 4))]).astype(np.float32)
+    y = np.repeat([1, 3], 300)
+    for kind in ("et", "rf", "hgb"):
+        clf = InstantClassifier(3, kind=kind, n_estimators=20, n_jobs=1).fit(X, y)
+        p = clf.predict_proba(X.reshape(20, 30, 4))
+        assert p.shape == (20, 30, 3) and np.all(p[..., 1] == 0)  # class 2 unlabelled: probability 0
+        assert (clf.predict(X) == y).mean() > 0.95
+    clf = InstantClassifier(2, max_samples=100, n_jobs=1).fit(np.repeat(X, 2, 0), np.repeat(np.repeat([1, 2], 300), 2))
+    assert clf.last_fit["samples"] <= 101
+
+
+def test_bad_inputs_name_the_remedy():
+    img, truth = _two_class_volume()
+    with pytest.raises(InputError, match="3D"):
+        InstantSegmenter(img[0])
+    with pytest.raises(InputError, match="2D .* or 3D"):
+        FeatureBank(np.zeros((2, 3, 4, 5)))
+    with pytest.raises(InputError, match="spacing must be 3 positive"):
+        FeatureBank(img, (1, 1))
+    seg = InstantSegmenter(img, None, n_classes=2, sigmas=(0.7,), n_jobs=1)
+    with pytest.raises(InputError, match="call update"):
+        seg.predict_plane("z", 0)
+    with pytest.raises(InputError, match="paint strokes of at least two classes"):
+        seg.update(np.zeros(img.shape, np.uint8))
+    one = np.zeros(img.shape, np.uint8)
+    one[3, 3:9, 3:9] = 1
+    with pytest.raises(InputError, match="only class 1 is labelled; paint a stroke of at least one other class"):
+        seg.update(one)
+    with pytest.raises(InputError, match="must match voxel for voxel"):
+        seg.update(np.zeros((2, 2, 2), np.uint8))
+    with pytest.raises(InputError, match="exceeds n_classes=2"):
+        seg.update(np.where(one > 0, 3, _scribbles(truth)).astype(np.uint8))
+    with pytest.raises(InputError, match=r"coords must be an \(N, 3\)"):
+        seg.update(coords=np.zeros((4, 2), int), values=np.ones(4, int))
+    with pytest.raises(InputError, match="outside the volume"):
+        seg.update(coords=np.array([[0, 0, 0], [99, 0, 0]]), values=np.array([1, 2]))
+    seg.update(_scribbles(truth))
+    with pytest.raises(InputError, match="axis must be"):
+        seg.predict_plane("w", 0)
+    with pytest.raises(InputError, match="outside axis z"):
+        seg.predict_plane("z", 16)
+    clf = InstantClassifier(2, n_jobs=1)
+    with pytest.raises(InputError, match=r"\(N, F\)"):
+        clf.fit(np.zeros(5), np.ones(5))
+    with pytest.raises(InputError, match="0 means unlabelled"):
+        clf.fit(np.zeros((4, 2)), np.array([0, 1, 2, 1]))
+    with pytest.raises(InputError, match="no labelled voxels"):
+        clf.fit(np.zeros((0, 2)), np.zeros(0, int))
+    clf.fit(np.arange(8.0).reshape(4, 2), np.array([1, 1, 2, 2]))
+    with pytest.raises(InputError, match="same FeatureBank configuration"):
+        clf.predict_proba(np.zeros((3, 5)))
