@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["StoreLabels", "MappedArray", "ZerosArray", "PlaneCache", "plane_of", "read_only"]
+__all__ = ["StoreLabels", "MappedArray", "ServedPlanes", "ZerosArray", "PlaneCache", "plane_of", "read_only"]
 
 
 class _ArrayLike:
@@ -537,6 +537,104 @@ class MappedArray(_ArrayLike):
             return False
         self.plane_cache.put(axis, index, 0, self._read_plane(axis, index))
         return True
+
+
+class ServedPlanes(_ArrayLike):
+    """A layer's data whose every plane shows what serves that plane now (the prediction and
+    uncertainty layers: tier 1's preview of the plane, else the deep model version, else zeros).
+
+    Parameters
+    ----------
+    shape, dtype
+        Of the volume.
+    source
+        ``source(axis, index) -> (token, read)``: what plane ``index`` of ``axis`` shows now, as a
+        cache key compared with ``==`` (cheap, in-memory, any thread), and ``read()`` returning that
+        plane (2D) or ``None`` (zeros). A cached plane is returned only while its token is the one
+        ``source`` gives now, so a plane is never shown from a tier that no longer serves it.
+    volume
+        ``volume() -> array-like or None``: what reads other than one whole plane (napari's 3D view)
+        come from; ``None``: zeros.
+
+    :meth:`prefetch` (the dock's worker thread) reads the displayed plane into the cache before the
+    layer is refreshed, so napari's slicing on the GUI thread finds it in memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> shown = {"token": 1, "plane": np.ones((3, 4), np.uint8)}
+    >>> a = ServedPlanes((2, 3, 4), np.uint8, lambda axis, i: (shown["token"], lambda: shown["plane"]))
+    >>> int(a[0, :, :].sum()), a.prefetch(0, 1), a.prefetch(0, 1)
+    (12, True, False)
+    >>> shown.update(token=2, plane=None)
+    >>> int(a[0, :, :].sum()), a[(slice(None), 1, slice(None))].shape
+    (0, (2, 4))
+    """
+
+    def __init__(self, shape: Sequence[int], dtype: Any, source: Callable[[int, int], tuple[Any, Callable[[], Any]]],
+                 volume: Callable[[], Any] | None = None) -> None:
+        self._shape = tuple(int(s) for s in shape)
+        self._dtype = np.dtype(dtype)
+        self.source = source
+        self.volume = volume or (lambda: None)
+        self.plane_cache = PlaneCache()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    def __repr__(self) -> str:
+        return f"<ServedPlanes shape={self._shape} dtype={self._dtype} cached={len(self.plane_cache)}>"
+
+    def _plane_shape(self, axis: int) -> tuple[int, ...]:
+        return tuple(n for d, n in enumerate(self._shape) if d != axis)
+
+    def _read(self, axis: int, index: int, read: Callable[[], Any]) -> np.ndarray:
+        plane = read()
+        if plane is None:
+            return np.zeros(self._plane_shape(axis), self._dtype)
+        plane = np.array(plane, dtype=self._dtype, copy=True)
+        if plane.shape != self._plane_shape(axis):
+            raise ValueError(f"a plane of axis {axis} must have shape {self._plane_shape(axis)}, got {plane.shape}")
+        return plane
+
+    def plane(self, axis: int, index: int) -> np.ndarray:
+        """Plane ``index`` of ``axis`` as served now (from the cache when current, else read and cached)."""
+        token, read = self.source(axis, index)
+        plane = self.plane_cache.get(axis, index, token)
+        if plane is None:
+            plane = self._read(axis, index, read)
+            self.plane_cache.put(axis, index, token, plane.copy())
+        return plane
+
+    def prefetch(self, axis: int, index: int) -> bool:
+        """Read the plane as served now into the cache unless it is there (any thread). Returns
+        whether it was read."""
+        token, read = self.source(axis, index)
+        if self.plane_cache.has(axis, index, token):
+            return False
+        self.plane_cache.put(axis, index, token, self._read(axis, index, read))
+        return True
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)) and self.ndim > 1:
+            n = self._shape[0]  # napari's Labels asks ``data[0]`` for its dtype: no plane read for that
+            if not -n <= int(key) < n:
+                raise IndexError(f"index {int(key)} is out of bounds for an axis of length {n}")
+            return _LazyPlane(self, int(key) % n)
+        found = plane_of(key, self._shape)
+        if found is not None:
+            axis, index, keepdims = found
+            plane = self.plane(axis, index)
+            return np.expand_dims(plane, axis) if keepdims else plane
+        volume = self.volume()
+        if volume is None:
+            return np.zeros(np.broadcast_to(np.zeros((), self._dtype), self._shape)[key].shape, self._dtype)
+        return np.asarray(volume[key], dtype=self._dtype)
 
 
 class ZerosArray(_ArrayLike):

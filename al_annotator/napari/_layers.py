@@ -7,6 +7,12 @@ volume), the labels layer is a :class:`StoreLabels` over ``session.labels_array`
 ``session.labels_seq``, the prediction a read-only view of ``session.model_outputs().prediction``
 and the uncertainty map a :class:`MappedArray` ``1 - confidence``. Each keeps a small plane cache that the dock fills on its
 background thread before it shows a slice (:func:`prefetch_planes`).
+
+With tier 1 live (``session.live_preview``) the prediction and uncertainty layers show the *served*
+tier (:class:`ServedOutputs`): each plane is tier 1's preview of that plane when the instant
+classifier serves and has predicted it (``session.preview``), else the deep model version's plane
+(the arrays above), else zeros; what :meth:`Session.prediction <al_annotator.core.Session.prediction>`
+and ``confidence`` return for that plane.
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..types import AXES
-from ._arrays import MappedArray, StoreLabels, read_only
+from ..types import AXES, SliceRef
+from ._arrays import MappedArray, ServedPlanes, StoreLabels, _plane_key, read_only
 
 __all__ = [
     "class_colormap",
@@ -27,6 +33,7 @@ __all__ = [
     "layer_names",
     "labels_array",
     "prefetch_planes",
+    "ServedOutputs",
 ]
 
 TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
@@ -110,3 +117,92 @@ def model_arrays(session: Any, version: int | None = None) -> tuple[Any, Any]:
         return None, None
     pred, conf = outputs.prediction, outputs.confidence
     return (read_only(pred) if pred is not None else None, uncertainty_array(conf) if conf is not None else None)
+
+
+class _Same:
+    """A cache token part equal only to itself (a tier 1 preview: compared by identity, not by its arrays)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+
+class ServedOutputs:
+    """The prediction and uncertainty layers' data when tier 1 is live: each plane from the tier
+    that serves it now.
+
+    A plane shows tier 1's newest preview of it (``session.preview(ref)``) while the instant
+    classifier serves (``session.prediction_token[0] == "instant"``) and ``live()`` is true; else the
+    deep model version the dock opened (:meth:`set_deep`), else zeros. The choice is made per read,
+    from in-memory values only (cheap on the GUI thread); each plane is cached under what it was read
+    from, so a new preview, a switch of the served tier or a new deep version is a cache miss, and
+    the dock's worker thread reads that plane first (:meth:`prefetch`).
+
+    Parameters
+    ----------
+    session
+        The open Session (read only here: ``prediction_token``, ``preview``, ``shape``).
+    deep
+        ``(version, prediction, uncertainty)``: the deep version's layer data (:func:`model_arrays`),
+        ``(None, None, None)`` before one.
+    live
+        Whether tier 1's previews are shown (the dock's "live" checkbox).
+    """
+
+    def __init__(self, session: Any, deep: tuple[Any, Any, Any] = (None, None, None), *, live: Any = lambda: True) -> None:
+        self.session = session
+        self.live = live
+        self._deep = tuple(deep)
+        shape = tuple(session.shape)
+        self.prediction = ServedPlanes(shape, np.uint8, lambda a, i: self._source(a, i, 0), volume=lambda: self._deep[1])
+        self.uncertainty = ServedPlanes(shape, np.float32, lambda a, i: self._source(a, i, 1), volume=lambda: self._deep[2])
+
+    @property
+    def deep_version(self) -> int | None:
+        return self._deep[0]
+
+    @property
+    def has_deep(self) -> bool:
+        return self._deep[1] is not None
+
+    def set_deep(self, version: int | None, prediction: Any, uncertainty: Any) -> None:
+        """Show deep model ``version`` where tier 1 does not serve (one assignment: read atomically)."""
+        self._deep = (version, prediction, uncertainty)
+
+    def served_preview(self, ref: SliceRef) -> Any:
+        """Tier 1's preview that plane ``ref`` shows now, or ``None`` (the deep version or zeros)."""
+        if not self.live():
+            return None
+        s = self.session
+        if s.prediction_token[0] != "instant":
+            return None
+        return s.preview(ref)
+
+    def token(self, ref: SliceRef) -> Any:
+        """What plane ``ref`` of the prediction layer shows now (the cache key: the preview, the deep version or nothing)."""
+        return self._source(ref.axis_number, int(ref.index), 0)[0]
+
+    def _source(self, axis: int, index: int, which: int) -> tuple[Any, Any]:
+        preview = self.served_preview(SliceRef(AXES[axis], int(index)))
+        if preview is not None:
+            if which == 0:
+                return ("instant", _Same(preview)), lambda: preview.prediction
+            return ("instant", _Same(preview)), lambda: np.float32(1.0) - preview.confidence.astype(np.float32) * np.float32(1.0 / 255.0)
+        version, pred, unc = self._deep
+        deep = pred if which == 0 else unc
+        if deep is None:
+            return ("none",), lambda: None
+        key = _plane_key(axis, int(index), 3)
+        return ("deep", version), lambda: deep[key]
+
+    def prefetch(self, ref: SliceRef, *, uncertainty: bool = True) -> int:
+        """Read ``ref``'s served planes into the caches (the worker thread). Returns how many were read."""
+        arrays = [self.prediction] + ([self.uncertainty] if uncertainty else [])
+        return prefetch_planes(arrays, ref.axis_number, int(ref.index))

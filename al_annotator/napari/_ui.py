@@ -3,7 +3,7 @@
 :func:`build_dock_ui` lays the widgets out in the dock and returns them as a :class:`DockUI`;
 the dock (``_widget``) connects their signals to its actions. The ``show_*`` functions render
 values the dock hands them (a :class:`~al_annotator.core.TrainerStatus`, the suggestion queue,
-a slice state) into those widgets.
+a slice state, the served tier) into those widgets.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 __all__ = ["DockUI", "build_dock_ui", "class_button", "text_colour", "show_trainer_status", "show_suggestions",
-           "show_slice_state", "SUGGESTION_COLUMNS", "DEFAULT_CLASSES"]
+           "show_slice_state", "show_served", "served_text", "SUGGESTION_COLUMNS", "DEFAULT_CLASSES"]
 
 SUGGESTION_COLUMNS = ("axis", "slice", "score", "model", "stale")
 DEFAULT_CLASSES = "background,bone,implant,degradation"
@@ -67,6 +67,9 @@ class DockUI:
     reason_label: QLabel
     next_button: QPushButton
     skip_button: QPushButton
+    live_check: QCheckBox
+    served_label: QLabel
+    live_error_label: QLabel
     device_combo: QComboBox
     start_button: QPushButton
     stop_button: QPushButton
@@ -183,6 +186,27 @@ def build_dock_ui(parent: QWidget, strategies: Sequence[str]) -> DockUI:
     lay.addLayout(row)
     outer.addWidget(box, 1)
 
+    # -- tier 1 live: the instant classifier's preview after every stroke, and which tier serves
+    box = QGroupBox("Prediction")
+    lay = QGridLayout(box)
+    ui.live_check = QCheckBox("live")
+    ui.live_check.setChecked(True)
+    ui.live_check.setToolTip("Refit the instant classifier after every stroke and preview the slice on screen "
+                             "(the prediction layers show whichever tier scores higher on held-out labels)")
+    ui.served_label = QLabel("serving: nothing yet")
+    ui.served_label.setWordWrap(True)
+    ui.served_label.setTextFormat(Qt.RichText)
+    ui.live_error_label = QLabel("")
+    ui.live_error_label.setWordWrap(True)
+    ui.live_error_label.setTextFormat(Qt.PlainText)
+    ui.live_error_label.setStyleSheet("color: #ff8080")
+    ui.live_error_label.setVisible(False)
+    lay.addWidget(ui.live_check, 0, 0)
+    lay.addWidget(ui.served_label, 0, 1)
+    lay.addWidget(ui.live_error_label, 1, 0, 1, 2)
+    lay.setColumnStretch(1, 1)
+    outer.addWidget(box)
+
     # -- trainer
     box = QGroupBox("Trainer")
     lay = QGridLayout(box)
@@ -269,3 +293,50 @@ def show_slice_state(ui: DockUI, ref: Any, state: Any) -> None:
     colour = {"annotated": "#4caf50", "in_progress": "#e69f00"}.get(state.state, "#aaaaaa")
     by = f" by {html.escape(state.by)}" if state.by else ""
     ui.slice_label.setText(f"<b>{ref.axis} = {ref.index}</b> &nbsp; <span style='color:{colour}'>{state.state.replace('_', ' ')}</span>{by}")
+
+
+def served_text(served: dict | None, *, live: bool = True, deep_version: int | None = None) -> str:
+    """The served tier in words: ``serving: instant classifier · held-out Dice 0.83``.
+
+    Examples
+    --------
+    >>> served_text({"tier": "instant", "instant": 0.834, "deep": None, "reason": "no deep model version yet"})
+    'serving: instant classifier · held-out Dice 0.83'
+    >>> served_text({"tier": "deep", "instant": 0.8, "deep": 0.9, "reason": "..."}, deep_version=3)
+    'serving: deep model v3 · held-out Dice 0.90 (instant 0.80)'
+    >>> served_text({"tier": None, "instant": None, "deep": None, "reason": "no labels of two classes and no model yet"})
+    'serving: nothing yet · no labels of two classes and no model yet'
+    """
+    served = served or {"tier": None, "instant": None, "deep": None, "reason": ""}
+    tier = served.get("tier")
+
+    def dice(value: Any) -> str:
+        return "no held-out score yet" if value is None else f"held-out Dice {value:.2f}"
+
+    if not live and tier == "instant":
+        tier = "deep" if deep_version is not None else None  # the dock shows the deep version (or nothing)
+        if tier is None:
+            return "serving: nothing · live preview off"
+    if tier == "instant":
+        text = f"serving: instant classifier · {dice(served.get('instant'))}"
+        if served.get("deep") is not None:
+            text += f" (deep {served['deep']:.2f})"
+        return text
+    if tier == "deep":
+        name = "deep model" + (f" v{deep_version}" if deep_version is not None else "")
+        text = f"serving: {name} · {dice(served.get('deep'))}"
+        if live and served.get("instant") is not None:
+            text += f" (instant {served['instant']:.2f})"
+        return text
+    return "serving: nothing yet" + (f" · {served['reason']}" if served.get("reason") else "")
+
+
+def show_served(ui: DockUI, served: dict | None, error: str | None = None, *, live: bool = True,
+                deep_version: int | None = None) -> None:
+    """Which tier the prediction layers show (:meth:`Session.served_tier`), why (tooltip), and
+    tier 1's last error (``session.live_error``) in red."""
+    text = served_text(served, live=live, deep_version=deep_version)
+    ui.served_label.setText(html.escape(text))
+    ui.served_label.setToolTip((served or {}).get("reason", "") if live else "live preview is off")
+    ui.live_error_label.setText(f"instant classifier failed: {error}" if error else "")
+    ui.live_error_label.setVisible(bool(error))
