@@ -65,6 +65,11 @@ class Session:
         Who edits (default: ``$USER``).
     strategy, n_suggestions
         How the suggestion queue is filled.
+    auto_rerank
+        Re-rank the queue when a model version lands or a slice is annotated (else mark it stale).
+    live_preview
+        Tier 1 live: refit the instant classifier after every stroke and predict the plane on screen
+        in a background thread (``preview_changed``); the notebook widget and the napari dock turn it on.
 
     Examples
     --------
@@ -86,6 +91,8 @@ class Session:
     model_version_changed = Signal(dict)  # current.json of the new version
     trainer_status_changed = Signal(object)  # TrainerStatus
     classes_changed = Signal(list)  # [{"value", "name", "colour"}, ...] after a palette edit here or elsewhere
+    preview_changed = Signal(object)  # PlanePreview: tier 1's new prediction of a plane (after a stroke or goto)
+    served_changed = Signal(dict)  # served_tier(): the tier serving the overlays, or its held-out scores, changed
 
     def __init__(
         self,
@@ -97,6 +104,7 @@ class Session:
         n_suggestions: int = 8,
         read_only: bool = False,
         auto_rerank: bool = True,
+        live_preview: bool = False,
         **create_kw: Any,
     ) -> None:
         if isinstance(project, ProjectStore):
@@ -127,6 +135,12 @@ class Session:
         self._classes_seen = self._project_file_stamp()  # project.json as last read (palette edits)
         self._pinned: tuple[int | None, float] = (None, 0.0)
         self._pin_current()
+        #: Tier 1 (the instant classifier) refits after every stroke and predicts the plane on screen
+        #: (:mod:`al_annotator.core.live`); the front ends turn it on, scripts need not pay for it.
+        self.live_preview = bool(live_preview)
+        self._live = None
+        self._served = self.served_tier()
+        self.labels_changed.connect(self._live_on_labels)
 
     @classmethod
     def open(cls, project: str | os.PathLike, *, read_only: bool = False, **kw: Any) -> "Session":
@@ -294,6 +308,8 @@ class Session:
         if ref != self.current:
             self.current = ref
             self.slice_changed.emit(ref)
+            if self._live is not None and self._live.classifier is not None:
+                self._live.request(ref)  # the new plane's preview from the fitted tier 1
         return ref
 
     def image(self, ref: SliceRef | None = None) -> np.ndarray:
@@ -303,14 +319,137 @@ class Session:
         return self.store.read_slice(ref or self.current, "labels")
 
     def prediction(self, ref: SliceRef | None = None) -> np.ndarray | None:
-        """Predicted labels (1..C) of the current model on a slice, or ``None`` before any model."""
+        """Predicted labels (1..C) of the served tier on a slice (tier 1's preview of that plane when
+        tier 1 serves and has one, else the current model version), or ``None`` before either."""
+        ref = ref or self.current
+        preview = self._served_preview(ref)
+        if preview is not None:
+            return preview.prediction
         arr = self._prediction_array("prediction")
-        return None if arr is None else np.asarray(arr[(ref or self.current).selection()])
+        return None if arr is None else np.asarray(arr[ref.selection()])
 
     def confidence(self, ref: SliceRef | None = None) -> np.ndarray | None:
-        """Voxel confidence (max probability, 0..1) of the current model, or ``None``."""
+        """Voxel confidence (max probability, 0..1) of the served tier, or ``None``."""
+        ref = ref or self.current
+        preview = self._served_preview(ref)
+        if preview is not None:
+            return preview.confidence.astype(np.float32) / 255.0
         arr = self._prediction_array("confidence")
-        return None if arr is None else np.asarray(arr[(ref or self.current).selection()]).astype(np.float32) / 255.0
+        return None if arr is None else np.asarray(arr[ref.selection()]).astype(np.float32) / 255.0
+
+    # ------------------------------------------------------------------ tier 1 live, and the served tier
+    @property
+    def prediction_token(self) -> tuple:
+        """What the overlays show now, as a cache key: ``("deep", version)`` or ``("instant", seq of the
+        newest fit)``; front ends re-read overlay planes when it changes (and on ``preview_changed``)."""
+        if self._served["tier"] == "instant" and self._live is not None:
+            return ("instant", self._live.fitted_seq)
+        return ("deep", self.model_version)
+
+    def served_tier(self) -> dict[str, Any]:
+        """Which tier serves the overlays, chosen by evidence: the Dice each scored on the same
+        held-out labelled voxels (``training.holdout``). ``{"tier": "instant" | "deep" | None,
+        "instant": dice | None, "deep": dice | None, "reason": str}``."""
+        live = self._live
+        instant = None if live is None else live.heldout_dice
+        fitted = live is not None and live.classifier is not None
+        deep = None
+        if self._model is not None:
+            m = self._model.get("metrics") or {}
+            deep = m.get("heldout_dice") if m.get("heldout_dice") is not None else m.get("val_dice")
+            deep = float(deep) if isinstance(deep, (int, float)) else None
+        if fitted and self._model is not None:
+            if deep is not None and (instant is None or deep > instant):
+                tier, why = "deep", "the deep model scores higher on the held-out voxels"
+            elif instant is not None and deep is not None:
+                tier, why = "instant", "the instant classifier scores at least as high on the held-out voxels"
+            else:
+                tier, why = "instant", "no held-out score for the deep model yet: the fresher instant classifier serves"
+        elif fitted:
+            tier, why = "instant", "no deep model version yet"
+        elif self._model is not None:
+            tier, why = "deep", "the instant classifier is not fitted yet (it needs labels of two classes)"
+        else:
+            tier, why = None, "no labels of two classes and no model yet"
+        return {"tier": tier, "instant": instant, "deep": deep, "reason": why}
+
+    def preview(self, ref: SliceRef | None = None) -> Any:
+        """Tier 1's newest :class:`~al_annotator.core.live.PlanePreview` of a plane (whatever serves), or ``None``."""
+        return None if self._live is None else self._live.latest(ref or self.current)
+
+    def request_preview(self, ref: SliceRef | None = None) -> bool:
+        """Ask tier 1 for a preview of a plane (the one on screen); False when live preview is off.
+        The result arrives as ``preview_changed`` from :meth:`take_previews`."""
+        live = self._ensure_live()
+        if live is None:
+            return False
+        live.request(ref or self.current)
+        return True
+
+    def take_previews(self) -> list[Any]:
+        """Emit ``preview_changed`` for each preview tier 1 finished (and ``served_changed`` when the
+        served tier changed); cheap, call it often (``poll`` calls it too). Returns the previews."""
+        if self._live is None:
+            return []
+        done = self._live.take()
+        self._update_served()
+        for p in done:
+            self.preview_changed.emit(p)
+        return done
+
+    def wait_preview(self, timeout: float = 60.0) -> list[Any]:
+        """Wait until tier 1 finished what it was asked, then :meth:`take_previews` (scripts, tests)."""
+        if self._live is not None:
+            self._live.wait_idle(timeout)
+        return self.take_previews()
+
+    @property
+    def live_error(self) -> str | None:
+        """Why tier 1's last fit or prediction failed (front ends show it), or ``None``."""
+        return None if self._live is None else self._live.last_error
+
+    def _update_served(self) -> None:
+        served = self.served_tier()
+        if (served["tier"], served["instant"], served["deep"]) != (self._served["tier"], self._served["instant"], self._served["deep"]):
+            self._served = served
+            self.served_changed.emit(dict(served))
+
+    def _served_preview(self, ref: SliceRef) -> Any:
+        if self._live is None or self._served["tier"] != "instant":
+            return None
+        return self._live.latest(ref)
+
+    def _ensure_live(self) -> Any:
+        if not self.live_preview:
+            return None
+        if self._live is None:
+            from .live import LivePreview
+
+            st = self.store
+            self._live = LivePreview(
+                st.image, tuple(st.config.spacing), self.label_plane,
+                lambda: [s.ref for s in st.slice_states() if s.state in ("in_progress", "annotated")],
+                st.config.n_classes, deep_prediction=self._deep_plane,
+            )
+        return self._live
+
+    def _deep_plane(self, ref: SliceRef) -> np.ndarray | None:
+        """The current deep version's prediction of a plane (for the tiers' disagreement), or ``None``."""
+        arr = self._prediction_array("prediction")
+        return None if arr is None else np.asarray(arr[ref.selection()])
+
+    def _live_on_labels(self, payload: Any) -> None:
+        """Labels changed (a stroke here, or edits polled from elsewhere): tier 1 refits, then
+        predicts the plane on screen."""
+        live = self._ensure_live()
+        if live is None:
+            return
+        if isinstance(payload, EditAtom):
+            refs = [payload.slice_ref] + _crossing_slices(payload, self.store.shape, live._planes)
+        else:
+            refs = None  # another process's edits: re-read every labelled slice (their voxels are unknown here)
+        live.labels_changed(refs, self.labels_seq)
+        live.request(self.current)
 
     def uncertainty(self, ref: SliceRef | None = None) -> np.ndarray | None:
         """1 - confidence of the current model on a slice (what the uncertainty overlay shows)."""
@@ -413,11 +552,28 @@ class Session:
 
         self.strategy = strategy or self.strategy
         self.n_suggestions = n = n or self.n_suggestions  # the policy's re-ranks keep this length
-        suggestions = suggest_for_project(self.store, strategy=self.strategy, n=n + len(self._skipped), seed=seed)
+        pool = self._instant_pool()
+        if pool is not None:  # tier 1 serves: rank with its scores (the served model's)
+            from ..acquisition import suggest
+
+            suggestions = suggest(pool, self.strategy, n=n + len(self._skipped), seed=seed)
+        else:
+            suggestions = suggest_for_project(self.store, strategy=self.strategy, n=n + len(self._skipped), seed=seed)
         items = [QueueItem(s) for s in suggestions if SliceRef(s.axis, s.index) not in self._skipped][:n]
         self.queue = items
         self.suggestions_changed.emit(list(self.queue))
         return list(self.queue)
+
+    #: Tier 1's scores rank the queue once they cover this share of the slices (spread over the volume).
+    INSTANT_SCORES_MIN_COVERAGE = 0.25
+
+    def _instant_pool(self) -> Any:
+        if self._live is None or self._served["tier"] != "instant":
+            return None
+        cand, coverage = self._live.candidates()
+        if cand is None or coverage < self.INSTANT_SCORES_MIN_COVERAGE:
+            return None
+        return cand.to_pool(annotated=list(self.store.annotated_slices()))
 
     def next_suggestion(self) -> QueueItem | None:
         """Go to the best suggestion not yet annotated; returns it (``None`` if the queue is empty)."""
@@ -547,6 +703,10 @@ class Session:
                     self.suggestions_changed.emit(list(self.queue))
         else:
             self._pin_current()  # hourly re-pin while shown
+        if self._live is not None:
+            changed["preview"] = bool(self.take_previews())
+        else:
+            self._update_served()
         if self.store.path is not None:
             status = self.trainer_status()
             old = self._trainer_status
@@ -559,9 +719,15 @@ class Session:
 
     def is_stale(self, item: QueueItem) -> bool:
         """A suggestion is stale when it was ranked with another model version than the served one."""
-        return self.model_version is not None and item.suggestion.model_version != self.model_version
+        ranked_with = item.suggestion.model_version
+        if isinstance(ranked_with, str):  # tier 1's scores: refreshed with every fit, never a stale version
+            return False
+        return self.model_version is not None and ranked_with != self.model_version
 
     def close(self) -> None:
+        if self._live is not None:
+            self._live.close()
+            self._live = None
         if not self.read_only and self.store.path is not None:
             try:
                 _models.pin_version(self.store, self.session_id, None)
@@ -571,3 +737,15 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session({self.store!r}, at {self.current}, model v{self.model_version})"
+
+
+def _crossing_slices(atom: EditAtom, shape: tuple[int, int, int], cached: dict) -> list[SliceRef]:
+    """Cached labelled slices of the other axes that an edit's voxels cross (their planes changed too)."""
+    if not cached:
+        return []
+    ref = atom.slice_ref
+    h, w = ref.shape_in(shape)
+    rows, cols = np.divmod(np.asarray(atom.indices, dtype=np.int64), w)
+    others = [a for a in range(3) if a != ref.axis_number]
+    along = {others[0]: set(np.unique(rows).tolist()), others[1]: set(np.unique(cols).tolist())}
+    return [r for r in cached if r.axis_number != ref.axis_number and r.index in along[r.axis_number]]

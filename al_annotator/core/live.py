@@ -1,0 +1,368 @@
+"""Tier 1 live: the instant classifier refitted on every stroke, the visible plane predicted first.
+
+A :class:`LivePreview` belongs to one :class:`~al_annotator.core.Session` and runs in the front
+end's process on **one** background thread (the filters and the tree ensemble release the GIL:
+scipy.ndimage ran 1.1 s of filtering beside a 10 ms asyncio-style timer that was at most 26 ms
+late, measured here on 2 cores; see ``docs/BENCHMARKS.md``). The Session tells it what changed
+(:meth:`labels_changed`) and what is on screen (:meth:`request`); the thread refits when the labels
+moved on, predicts the requested plane, and leaves the result for :meth:`take`, which the Session
+calls from the caller's thread (``Session.poll`` / ``Session.take_previews``) so that signals are
+emitted where the front end expects them. Nothing here writes the project.
+
+Which voxels train: every labelled voxel of the slices in progress or annotated (a stroke marks its
+slice in progress), read once per slice and re-read only when an edit touched that slice. ~10 % of
+them, in the same stable 16x16 blocks the deep trainer holds out (``training.holdout``), are held
+out: the classifier is fitted on the rest and scored on them, so the Session can serve whichever
+tier scores better on the same evidence.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..types import SliceRef
+
+__all__ = ["LivePreview", "PlanePreview"]
+
+
+@dataclass(frozen=True)
+class PlanePreview:
+    """Tier 1's prediction of one plane, made from the labels at edit-log position ``seq``."""
+
+    ref: SliceRef
+    seq: int
+    prediction: np.ndarray  # (H, W) uint8 class values 1..C
+    confidence: np.ndarray  # (H, W) uint8, max probability * 255
+    probabilities: np.ndarray = field(repr=False)  # (C, H, W) float32
+    seconds: float = 0.0  # fit (when one was needed) + plane prediction
+
+
+class LivePreview:
+    """One background thread that keeps tier 1 fitted and predicts the planes asked for.
+
+    Parameters
+    ----------
+    image
+        The volume (lazy, read-only: ``Session.image_array``).
+    spacing
+        Voxel spacing (z, y, x): the filters' sigmas are scaled per axis.
+    read_labels
+        ``read_labels(ref) -> (plane uint8, seq)``: the saved labels of a slice (``Session.label_plane``).
+    labelled_slices
+        ``labelled_slices() -> list[SliceRef]``: slices in progress or annotated.
+    n_classes
+        Classes ``1..C``.
+    classifier, feature_kw
+        Passed to :class:`~al_annotator.instant.InstantClassifier` / :class:`~al_annotator.instant.FeatureBank`.
+    """
+
+    def __init__(self, image: Any, spacing: tuple[float, float, float], read_labels: Callable[[SliceRef], tuple[np.ndarray, int]],
+                 labelled_slices: Callable[[], list[SliceRef]], n_classes: int, *, classifier: dict[str, Any] | None = None,
+                 feature_kw: dict[str, Any] | None = None, holdout_fraction: float = 0.1, nice: int = 5,
+                 deep_prediction: Callable[[SliceRef], np.ndarray | None] | None = None, score_px: int = 64) -> None:
+        from ..instant.classifier import InstantClassifier
+        from ..instant.features import FeatureBank
+
+        self.shape = tuple(int(n) for n in image.shape)
+        kw = {"cache_bytes": 768 << 20} | dict(feature_kw or {})
+        self.bank = FeatureBank(image, spacing, **kw)
+        self.n_classes = int(n_classes)
+        self._classifier_kw = {"n_jobs": 1} | dict(classifier or {})
+        self._make_classifier = lambda: InstantClassifier(self.n_classes, **self._classifier_kw)
+        self.classifier = None
+        self._read_labels = read_labels
+        self._labelled_slices = labelled_slices
+        self.holdout_fraction = holdout_fraction
+        self.nice = nice
+        #: Held-out Dice of the current fit (None: too few held-out voxels, or not fitted).
+        self.heldout_dice: float | None = None
+        self.heldout_per_class: list[float | None] = []
+        self.fitted_seq: int | None = None
+        self.last_error: str | None = None
+        self.timings: dict[str, float] = {}
+        self._planes: dict[SliceRef, tuple[np.ndarray, int]] = {}  # labels of the labelled slices, with their seq
+        self._dirty: set[SliceRef] | None = None  # None: re-read every labelled slice
+        self._wanted: SliceRef | None = None
+        self._seq_wanted = -1
+        self._done: list[PlanePreview] = []
+        #: Per-slice acquisition scores from tier 1 (filled when idle): ref -> (seq, scores, embedding, fg).
+        self._scores: dict[SliceRef, tuple[int, dict[str, float], np.ndarray, float]] = {}
+        self._score_order = _spread_order(self.shape)
+        self._score_pos = 0
+        self._deep_prediction = deep_prediction
+        self.score_px = int(score_px)
+        self._latest: dict[SliceRef, PlanePreview] = {}
+        self._cv = threading.Condition()
+        self._closed = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="al-annotator-tier1", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the caller's side
+    def labels_changed(self, refs: list[SliceRef] | None, seq: int) -> None:
+        """Labels changed on ``refs`` (``None``: anywhere) up to log position ``seq``; refit before the next plane."""
+        with self._cv:
+            if refs is None or self._dirty is None:
+                self._dirty = None
+            else:
+                self._dirty.update(refs)
+            self._seq_wanted = max(self._seq_wanted, int(seq))
+            self._cv.notify()
+
+    def request(self, ref: SliceRef) -> None:
+        """Predict ``ref`` next (the plane on screen); replaces an earlier request not yet started."""
+        with self._cv:
+            self._wanted = ref
+            self._cv.notify()
+
+    def take(self) -> list[PlanePreview]:
+        """Previews finished since the last call (the caller emits its signals for them)."""
+        with self._cv:
+            done, self._done = self._done, []
+        return done
+
+    def latest(self, ref: SliceRef) -> PlanePreview | None:
+        """The newest preview made of ``ref`` (any seq), or ``None``."""
+        with self._cv:
+            return self._latest.get(ref)
+
+    @property
+    def busy(self) -> bool:
+        with self._cv:
+            return self._busy or self._wanted is not None
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until nothing is queued or running (tests, scripts); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while (self._busy or self._wanted is not None) and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 0.05))
+        return True
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join(timeout=10)
+
+    # ------------------------------------------------------------------ the thread
+    def _run(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)  # Linux: per thread; UI first
+        except (AttributeError, OSError, PermissionError):
+            pass
+        while True:
+            with self._cv:
+                while not self._closed and self._wanted is None:
+                    if self._scoring_due():
+                        break
+                    self._cv.wait()
+                if self._closed:
+                    return
+                if self._wanted is None:  # idle: score a few more slices for the queue
+                    self._busy = True
+                    scoring = True
+                else:
+                    scoring = False
+            if scoring:
+                try:
+                    self._score_some(budget_s=0.5)
+                except Exception as exc:  # noqa: BLE001
+                    self.last_error = f"scoring slices: {type(exc).__name__}: {exc}"
+                    self._score_pos = len(self._score_order)  # no retry loop on a persistent error
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+                continue
+            with self._cv:
+                ref, self._wanted = self._wanted, None
+                dirty, self._dirty = self._dirty, set()
+                self._busy = True
+            try:
+                preview = self._predict(ref, dirty)
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - shown by the front end, never raised on a thread
+                preview = None
+                self.last_error = f"{type(exc).__name__}: {exc}" if not hasattr(exc, "remedy") else str(exc)
+                with self._cv:
+                    if dirty is None or self._dirty is None:
+                        self._dirty = None
+                    else:
+                        self._dirty |= dirty
+            with self._cv:
+                self._busy = False
+                if preview is not None:
+                    self._done.append(preview)
+                    self._latest[preview.ref] = preview
+                    if len(self._latest) > 32:
+                        self._latest.pop(next(iter(self._latest)))
+                self._cv.notify_all()
+
+    # ------------------------------------------------------------------ acquisition scores from tier 1
+    def _scoring_due(self) -> bool:
+        """Slices are left to score with the current fit (called with the lock held)."""
+        if self.classifier is None or self._dirty is None or self._dirty:
+            return False  # a refit is due first (it comes with the next request)
+        return self._score_pos < len(self._score_order)
+
+    def _score_some(self, budget_s: float) -> None:
+        """Score slices in spread order (every axis, coarse to fine) until ``budget_s`` or a request."""
+        t0 = time.perf_counter()
+        seq = int(self.fitted_seq)
+        while self._score_pos < len(self._score_order) and time.perf_counter() - t0 < budget_s:
+            with self._cv:
+                if self._wanted is not None or self._closed:
+                    return
+            ref = self._score_order[self._score_pos]
+            self._score_pos += 1
+            self._scores[ref] = (seq, *self._score_plane(ref))
+
+    def _score_plane(self, ref: SliceRef) -> tuple[dict[str, float], np.ndarray, float]:
+        from ..acquisition.pool import SliceCandidates
+
+        block = [slice(None)] * 3
+        block[ref.axis_number] = ref.index
+        feats = np.squeeze(self.bank.features(tuple(block)), axis=ref.axis_number)
+        step = max(1, -(-max(feats.shape[:2]) // self.score_px))
+        feats = feats[::step, ::step]
+        probs = np.moveaxis(self.classifier.predict_proba(feats), -1, 0)[None]  # (1, C, h, w)
+        cand = SliceCandidates.from_predictions([ref], probs)
+        scores = {k: float(v[0]) for k, v in cand.uncertainty.items()}
+        if self._deep_prediction is not None:
+            deep = self._deep_prediction(ref)
+            if deep is not None:  # disagreement between the tiers: one more uncertainty signal
+                scores["disagreement"] = float(((probs[0].argmax(0) + 1) != deep[::step, ::step]).mean())
+        mean = probs[0].mean(axis=(1, 2))
+        emb = np.concatenate([mean, probs[0].std(axis=(1, 2))]).astype(np.float32)  # class make-up of the slice
+        return scores, emb, float(cand.foreground_fraction[0])
+
+    def candidates(self) -> tuple[Any, float]:
+        """The slices tier 1 scored, as ``SliceCandidates`` (``model_version`` ``"instant:SEQ"``), and the
+        share of all slices they cover (0..1); ``(None, 0.0)`` before any."""
+        from ..acquisition.pool import SliceCandidates
+
+        items = list(self._scores.items())
+        if not items or self.fitted_seq is None:
+            return None, 0.0
+        keys = set.intersection(*(set(v[1]) for _, v in items))
+        refs = [r for r, _ in items]
+        unc = {k: np.array([v[1][k] for _, v in items], np.float32) for k in keys}
+        emb = np.stack([v[2] for _, v in items])
+        fg = np.array([v[3] for _, v in items], np.float32)
+        cand = SliceCandidates(refs, unc, emb, fg, model_version=f"instant:{self.fitted_seq}")
+        return cand, len(items) / max(1, len(self._score_order))
+
+    def _collect(self, dirty: set[SliceRef] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Coordinates ``(N, 3)``, labels ``(N,)`` and held-out flags of every labelled voxel; and the seq."""
+        from ..training.holdout import holdout_mask
+
+        refs = list(dict.fromkeys(self._labelled_slices()))
+        seq = -1
+        for ref in refs:
+            if dirty is None or ref in dirty or ref not in self._planes:
+                self._planes[ref] = self._read_labels(ref)
+        for gone in [r for r in self._planes if r not in refs]:
+            del self._planes[gone]
+        coords, labels, held = [], [], []
+        for ref in refs:
+            plane, s = self._planes[ref]
+            seq = max(seq, s)
+            rows, cols = np.nonzero(plane)
+            if not rows.size:
+                continue
+            c = np.empty((rows.size, 3), np.int64)
+            others = [a for a in range(3) if a != ref.axis_number]
+            c[:, ref.axis_number] = ref.index
+            c[:, others[0]], c[:, others[1]] = rows, cols
+            coords.append(c)
+            labels.append(plane[rows, cols])
+            held.append(holdout_mask(ref, plane.shape, fraction=self.holdout_fraction)[rows, cols] if self.holdout_fraction else
+                        np.zeros(rows.size, bool))
+        if not coords:
+            return np.zeros((0, 3), np.int64), np.zeros(0, np.uint8), np.zeros(0, bool), seq
+        c, y, h = np.concatenate(coords), np.concatenate(labels), np.concatenate(held)
+        flat = np.ravel_multi_index(c.T, self.shape)  # a voxel painted on two crossing slices counts once
+        _, first = np.unique(flat, return_index=True)
+        return c[first], y[first], h[first], seq
+
+    def _fit(self, dirty: set[SliceRef] | None) -> None:
+        t0 = time.perf_counter()
+        coords, labels, held, seq = self._collect(dirty)
+        t1 = time.perf_counter()
+        if np.unique(labels).size < 2:
+            self.classifier, self.fitted_seq, self.heldout_dice = None, seq, None
+            return
+        feats = self.bank.features_at(coords)
+        t2 = time.perf_counter()
+        train = ~held
+        use_holdout = held.sum() >= 200 and np.unique(labels[held]).size >= 2 and np.unique(labels[train]).size >= 2
+        clf = self._make_classifier()
+        clf.fit(feats[train] if use_holdout else feats, labels[train] if use_holdout else labels)
+        t3 = time.perf_counter()
+        if use_holdout:
+            pred = clf.predict(feats[held])
+            self.heldout_dice, self.heldout_per_class = _dice(pred, labels[held], self.n_classes)
+        else:
+            self.heldout_dice, self.heldout_per_class = None, []
+        self.classifier, self.fitted_seq = clf, seq
+        self._score_pos = 0  # re-score every slice with the new fit (old scores serve meanwhile)
+        self.timings = {"collect_s": t1 - t0, "features_s": t2 - t1, "fit_s": t3 - t2, "score_s": time.perf_counter() - t3,
+                        "labelled": int(labels.size), "held_out": int(held.sum()) if use_holdout else 0}
+
+    def _predict(self, ref: SliceRef, dirty: set[SliceRef] | None) -> PlanePreview | None:
+        t0 = time.perf_counter()
+        if dirty is None or dirty or self.classifier is None:
+            self._fit(dirty)
+        if self.classifier is None:
+            return None
+        block = [slice(None)] * 3
+        block[ref.axis_number] = ref.index
+        t1 = time.perf_counter()
+        feats = self.bank.features(tuple(block))  # (H, W, F): the plane's axis kept as length 1
+        feats = np.squeeze(feats, axis=ref.axis_number)
+        probs = self.classifier.predict_proba(feats)  # (H, W, C)
+        probs = np.moveaxis(probs.astype(np.float32, copy=False), -1, 0)
+        pred = (probs.argmax(0) + 1).astype(np.uint8)
+        conf = np.clip(np.round(probs.max(0) * 255), 0, 255).astype(np.uint8)
+        self.timings["plane_s"] = time.perf_counter() - t1
+        return PlanePreview(ref, int(self.fitted_seq), pred, conf, probs, time.perf_counter() - t0)
+
+
+def _dice(pred: np.ndarray, true: np.ndarray, n_classes: int) -> tuple[float | None, list[float | None]]:
+    """Mean Dice over the classes present in ``true`` (class values 1..C)."""
+    per = []
+    for c in range(1, n_classes + 1):
+        t, p = true == c, pred == c
+        per.append(float(2 * (t & p).sum() / (t.sum() + p.sum())) if t.any() else None)
+    valid = [d for d in per if d is not None]
+    return (float(np.mean(valid)) if valid else None), per
+
+
+def _spread_order(shape: tuple[int, ...]) -> list[SliceRef]:
+    """Every slice of every axis, axes interleaved, each axis coarse to fine (0, n/2, n/4, 3n/4, ...):
+    a partial pass already covers the volume evenly."""
+    from ..types import AXES
+
+    per_axis = []
+    for a, n in enumerate(shape):
+        order, seen, step = [], set(), 1 << max(0, int(n - 1).bit_length())
+        while step >= 1:
+            for i in range(0, n, step):
+                if i not in seen:
+                    seen.add(i)
+                    order.append(SliceRef(AXES[a], i))
+            step //= 2
+        per_axis.append(order)
+    out = []
+    for k in range(max(len(o) for o in per_axis)):
+        out += [o[k] for o in per_axis if k < len(o)]
+    return out

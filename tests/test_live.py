@@ -1,0 +1,155 @@
+"""Tier 1 live: the instant classifier learns from a few strokes, previews the plane on screen, and
+serves or yields to the deep tier by their held-out scores."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from al_annotator.core import Session  # noqa: E402
+from al_annotator.datasets import make_phantom  # noqa: E402
+from al_annotator.store.models import publish_version  # noqa: E402
+from al_annotator.types import SliceRef  # noqa: E402
+
+SHAPE = (24, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(SHAPE, seed=2)
+
+
+def _scribble(session, gt, ref, per_class, seed):
+    rng = np.random.default_rng(seed)
+    plane = gt[ref.selection()].reshape(-1)
+    for c in np.unique(plane):
+        idx = np.flatnonzero(plane == c)
+        session.paint(rng.choice(idx, min(per_class, idx.size), replace=False), int(c), ref=ref)
+
+
+def _publish(session, version, heldout_dice):
+    grp = session.store.root.require_group(f"models/v{version:04d}")
+    for name, value in (("prediction", 1), ("confidence", 250)):
+        grp.create_array(name, shape=SHAPE, dtype=np.uint8, chunks=(8, 32, 32), overwrite=True)[...] = value
+    from al_annotator.acquisition.pool import SliceCandidates
+
+    d = session.store.path / "models" / f"v{version:04d}.partial"
+    d.mkdir(parents=True)
+    refs = [SliceRef("z", i) for i in range(4)]
+    cand = SliceCandidates(refs, {"entropy": np.linspace(0, 1, 4).astype(np.float32)},
+                           embeddings=np.eye(4, 8, dtype=np.float32), model_version=version)
+    np.savez(d / "scores.npz", **cand.to_arrays())
+    publish_version(session.store, version, {"created": time.time(), "trained_on_seq": 0,
+                                             "metrics": {"heldout_dice": heldout_dice}})
+
+
+def test_a_few_strokes_give_a_preview_of_the_plane_on_screen(tmp_path, phantom):
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
+    ref = SliceRef("z", 12)
+    s.goto(ref)
+    seen = []
+    s.preview_changed.connect(seen.append)
+    assert s.served_tier()["tier"] is None and s.prediction() is None
+    _scribble(s, phantom.labels, ref, 150, 0)
+    s.wait_preview()
+    assert seen and seen[-1].ref == ref and seen[-1].seq == s.labels_seq
+    gt = phantom.labels[ref.selection()]
+    assert (s.prediction() == gt).mean() > 0.85  # learnt from ~2 % of the plane's voxels
+    assert s.confidence().shape == gt.shape and 0 <= s.confidence().min() <= s.confidence().max() <= 1
+    assert s.served_tier()["tier"] == "instant" and s.prediction_token == ("instant", s.labels_seq)
+    # another axis: predicted from the fitted classifier when the front end goes there
+    s.goto("x", 30)
+    s.wait_preview()
+    other = s.prediction(SliceRef("x", 30))
+    assert other.shape == (24, 64) and (other == phantom.labels[SliceRef("x", 30).selection()]).mean() > 0.8
+    s.close()
+
+
+def test_erasing_strokes_refits_and_a_single_class_is_no_fit(tmp_path, phantom):
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
+    ref = s.goto(SliceRef("y", 30))
+    s.paint(np.arange(10, 40), 1, ref=ref)
+    s.wait_preview()
+    assert s.preview(ref) is None and s.live_error is None  # one class: nothing to tell apart yet
+    s.paint(np.arange(64 * 10, 64 * 10 + 30), 3, ref=ref)
+    s.wait_preview()
+    assert s.preview(ref) is not None and set(np.unique(s.preview(ref).prediction)) <= {1, 3}
+    s.undo()  # back to one class: the classifier is dropped, tier 1 serves nothing
+    s.wait_preview()
+    assert s._live.classifier is None and s.served_tier()["tier"] is None
+    s.close()
+
+
+def test_the_served_tier_is_the_one_that_scores_higher_on_held_out_voxels(tmp_path, phantom):
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
+    for k, z in enumerate((4, 12, 20)):  # enough voxels for a held-out set
+        _scribble(s, phantom.labels, SliceRef("z", z), 700, k)
+    s.goto(SliceRef("z", 12))
+    s.wait_preview()
+    instant = s.served_tier()["instant"]
+    assert instant is not None and 0.5 < instant <= 1.0 and s._live.timings["held_out"] >= 200
+    changes = []
+    s.served_changed.connect(changes.append)
+    _publish(s, 1, heldout_dice=min(1.0, instant + 0.05))  # the deep tier wins
+    s.poll()
+    assert s.served_tier()["tier"] == "deep" and changes[-1]["tier"] == "deep"
+    assert s.prediction_token == ("deep", 1) and (s.prediction() == 1).all()  # the deep version's planes
+    _publish(s, 2, heldout_dice=instant - 0.2)  # a worse deep version: tier 1 serves again
+    s.poll()
+    assert s.served_tier()["tier"] == "instant" and "at least as high" in s.served_tier()["reason"]
+    assert not (s.prediction() == 1).all()
+    s.close()
+
+
+def test_crossing_edits_refresh_the_cached_planes_they_cross(tmp_path, phantom):
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
+    _scribble(s, phantom.labels, SliceRef("z", 12), 150, 0)
+    _scribble(s, phantom.labels, SliceRef("y", 30), 150, 1)
+    s.wait_preview()
+    before = s._live.timings["labelled"]
+    # erase on x = 5 every voxel of the y = 30 row it crosses: the cached y = 30 plane must be re-read
+    ref = SliceRef("x", 5)
+    row = np.arange(24) * 64 + 30  # (z, y=30) on the x plane
+    s.erase(row, ref=ref)
+    s.wait_preview()
+    y30 = s.labels(SliceRef("y", 30))
+    assert not y30[:, 5].any()
+    assert s._live.timings["labelled"] < before  # recounted from the re-read planes
+    assert s._live._planes[SliceRef("y", 30)][0][:, 5].sum() == 0
+    s.close()
+
+
+def test_live_preview_is_off_unless_asked(tmp_path, phantom):
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes)
+    _scribble(s, phantom.labels, SliceRef("z", 12), 100, 0)
+    assert s._live is None and s.take_previews() == [] and not s.request_preview()
+    s.close()
+
+
+def test_tier_1_scores_rank_the_queue_when_it_serves(tmp_path, phantom):
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True, strategy="entropy")
+    _scribble(s, phantom.labels, SliceRef("z", 12), 150, 0)
+    s.wait_preview()
+    deadline = time.monotonic() + 120
+    while s._live.candidates()[1] < 1.0 and time.monotonic() < deadline:  # scored while idle
+        s._live.wait_idle(5)
+        time.sleep(0.05)
+    cand, coverage = s._live.candidates()
+    assert coverage == 1.0 and len(cand) == sum(SHAPE) and cand.model_version == f"instant:{s.labels_seq}"
+    queue = s.refresh_suggestions(n=4)
+    assert [q.suggestion.model_version for q in queue] == [cand.model_version] * 4 and not any(s.is_stale(q) for q in queue)
+    ent = dict(zip(cand.refs, cand.uncertainty["entropy"]))
+    assert ent[queue[0].ref] == max(v for r, v in ent.items() if r != SliceRef("z", 12))  # the most uncertain slice first
+    s.close()
+
+
+def test_spread_order_covers_every_slice_once_coarse_first():
+    from al_annotator.core.live import _spread_order
+
+    order = _spread_order((5, 9, 3))
+    assert len(order) == 17 and len(set(order)) == 17
+    assert [r.index for r in order if r.axis == "y"][:3] == [0, 8, 4]
