@@ -21,14 +21,25 @@ results.json
                "rounds": [{"round", "annotated_slices", "annotated_voxels", "annotated_fraction",
                            "dice_per_class", "iou_per_class", "mean_dice", "miou",
                            "unrevealed": {dice_per_class, mean_dice, miou, voxels},
-                           "train_seconds", "train_steps", "loss", "predict_seconds",
-                           "picked": [[axis, index], ...]}]}],
+                           "train_seconds", "train_steps", "train_budget_seconds", "loss", "predict_seconds",
+                           "strokes", "strokes_total", "annotation_seconds", "annotation_seconds_total",
+                           "picked": [[axis, index], ...],
+                           "tiers" (--tiers only): {"deep": {heldout_dice, val_dice, score, heldout_voxels, mean_dice, ...},
+                                     "instant": {heldout_dice, heldout_voxels, train_voxels, mean_dice, dice_per_class, ...},
+                                     "served": {tier, reason, mean_dice, dice_per_class, miou}}}]}],
      "peer": [{"method": "random_forest", "picks_from": "random", "seed", "rounds": [...same keys...]}],
-     "summary": {strategy or "peer:random_forest(random)": {"budget_to_90pct", "budget_to_95pct",
+     "summary": {strategy, "served:STRATEGY", "tier1:STRATEGY" (--tiers) or "peer:random_forest(random)": {"budget_to_90pct", "budget_to_95pct",
                  "fraction_voxels_at_90pct", "fraction_voxels_at_95pct", "final_mean_dice",
                  "relative_to_full", "curve": [{annotated_slices, annotated_fraction, mean_dice,
-                 mean_dice_std, miou, n_seeds}]}},
+                 mean_dice_std, mean_dice_median, mean_dice_seeds, miou, n_seeds, strokes_total,
+                 annotation_seconds_total, deep_served (served: in how many seeds tier 2 served)}]}},
      "timing": {...}, "complete": true}
+
+Served mode (``--tiers``, :mod:`.tiers`): tier 1 (instant classifier) and tier 2 (the network) each
+round, scored on the same held-out revealed voxels; the better one is served and all three are
+evaluated on the test voxels. ``--seconds-per-round`` / ``--seconds-per-slice`` give the network a
+training time per round, converted to steps with ``--step-rate`` (measured at the start when not
+given; ``config.step_rate``). :func:`.report.served_table` is the markdown of the comparison.
 
 Scores (``dice_per_class``, ``mean_dice``, ``miou``) are on the held-out test voxels; ``mean_dice``
 averages the classes present there. ``annotated_fraction`` is revealed voxels / all voxels of the

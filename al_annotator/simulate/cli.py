@@ -62,6 +62,23 @@ def register(sub: Any, command: Callable) -> None:
     p.add_argument("--no-full", action="store_true", help="skip the full-supervision reference")
     p.add_argument("--peer", action="store_true", help="also run the scikit-image random-forest peer on the random strategy's picks")
     p.add_argument("--peer-max-samples", type=int_arg(1), default=200_000, help="the forest is fitted on at most this many revealed voxels")
+    g = p.add_argument_group("served mode and compute budget (issue #11)")
+    g.add_argument("--tiers", action="store_true",
+                   help="also fit tier 1 (the instant classifier) each round and evaluate tier 1, tier 2 and the served system "
+                   "(the tier with the higher Dice on the held-out labelled voxels)")
+    g.add_argument("--holdout", type=float_arg(0, 0.5, lo_open=True), default=0.1, dest="holdout_fraction",
+                   help="--tiers: share of the revealed voxels held out in 16x16 blocks to score the tiers (default 0.1)")
+    g.add_argument("--val-every", type=int_arg(0), default=5,
+                   help="--tiers: the trainer holds out 1 in N annotated slices for validation once N are annotated, as the "
+                   "worker does (default 5; 0: none)")
+    g.add_argument("--seconds-per-round", type=float_arg(0, lo_open=True),
+                   help="train the network this many seconds per round (the expert's annotation time), instead of --steps-per-round")
+    g.add_argument("--seconds-per-slice", type=float_arg(0, lo_open=True),
+                   help="train the network this many seconds per slice revealed in the round (e.g. 60); also the annotation cost "
+                   "of a complete slice (default cost 60 s)")
+    g.add_argument("--step-rate", type=float_arg(0),
+                   help="training steps per second that converts seconds to steps (default: measured once at the start, recorded)")
+    g.add_argument("--seconds-per-stroke", type=float_arg(0), default=3.0, help="annotation cost of one scribble stroke (default 3 s)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int_arg(1), help="torch threads (default: torch's choice)")
     p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.png")
@@ -79,6 +96,8 @@ def config_from_args(args: argparse.Namespace):
         steps_per_round=args.steps_per_round, crop=args.crop, batch_size=args.batch_size, lr=args.lr, input_norm=args.input_norm, model=args.model,
         mc_samples=args.mc_samples, full_supervision=not args.no_full, full_steps=args.full_steps, peer=args.peer,
         peer_max_samples=args.peer_max_samples, device=args.device, threads=args.threads,
+        tiers=args.tiers, holdout_fraction=args.holdout_fraction, val_every=args.val_every, seconds_per_round=args.seconds_per_round,
+        seconds_per_slice=args.seconds_per_slice, step_rate=args.step_rate, seconds_per_stroke=args.seconds_per_stroke,
     )
 
 
@@ -98,6 +117,11 @@ def _simulate(args: argparse.Namespace) -> int:
             return "-" if v is None else f.format(v)
         print(f"{name:<34}{fmt(s['final_mean_dice']):>11}{fmt(s['relative_to_full'], '{:.2f}'):>8}{fmt(s['budget_to_90pct'], '{}'):>12}"
               f"{fmt(s['budget_to_95pct'], '{}'):>12}{fmt(s['fraction_voxels_at_95pct'], '{:.3%}'):>12}")
+    if cfg.tiers:
+        from .report import served_table
+
+        print()
+        print(served_table(results))
     full = results.get("full_supervision")
     if full:
         print(f"full supervision: mean Dice {full['mean_dice']:.3f} ({full['annotated_slices']} slices, {full['steps']} steps)")

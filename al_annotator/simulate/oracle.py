@@ -10,7 +10,12 @@
   gets at least a small stroke when it has room for one.
 
 Both paint through :meth:`ProjectStore.paint` (one edit per class) and mark the slice
-``"annotated"``; voxels held out for testing (``allowed`` false) are never revealed. The random
+``"annotated"``; voxels held out for testing (``allowed`` false) are never revealed.
+
+Annotation cost: :meth:`ScribbleOracle.scribble` also returns the number of strokes it drew (each
+random walk that painted at least one new voxel), so a simulation can report the expert's cost in
+strokes and seconds (:func:`reveal_counted`); the slice oracle counts no strokes (one complete slice:
+its cost is a time per slice). The random
 generator of a scribble is seeded by ``(seed, axis, index)``, so the same pick gives the same
 strokes in every run (this is what lets the random-forest peer see exactly the same voxels).
 """
@@ -25,7 +30,7 @@ from scipy import ndimage
 from ..errors import InputError
 from ..types import SliceRef
 
-__all__ = ["SliceOracle", "ScribbleOracle", "make_oracle", "reveal"]
+__all__ = ["SliceOracle", "ScribbleOracle", "make_oracle", "reveal", "reveal_counted"]
 
 
 def _disk(r: int) -> np.ndarray:
@@ -42,6 +47,10 @@ class SliceOracle:
 
     def mask(self, labels2d: np.ndarray, allowed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return allowed.copy()
+
+    def scribble(self, labels2d: np.ndarray, allowed: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """``(mask, strokes)``: the whole slice, no strokes counted."""
+        return self.mask(labels2d, allowed, rng), 0
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.name}
@@ -63,27 +72,34 @@ class ScribbleOracle:
         return {"kind": self.name, "fraction": self.fraction, "brush_radii": list(self.radii), "stroke_length": [self.min_len, self.max_len]}
 
     def mask(self, labels2d: np.ndarray, allowed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.scribble(labels2d, allowed, rng)[0]
+
+    def scribble(self, labels2d: np.ndarray, allowed: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """``(mask, strokes)``: the painted voxels and the number of strokes that painted them."""
         out = np.zeros(labels2d.shape, bool)
         n_allowed = int(allowed.sum())
         if n_allowed == 0:
-            return out
+            return out, 0
         values, areas = np.unique(labels2d[allowed], return_counts=True)
         w = np.sqrt(areas.astype(np.float64))
         total = self.fraction * n_allowed
+        strokes = 0
         for v, area, share in zip(values, areas, w / w.sum()):
             region = (labels2d == v) & allowed
             budget = min(max(total * share, min(9.0, float(area))), 0.5 * area)
-            self._scribble_class(region, budget, rng, out)
-        return out
+            strokes += self._scribble_class(region, budget, rng, out)
+        return out, strokes
 
-    def _scribble_class(self, region: np.ndarray, budget: float, rng: np.random.Generator, out: np.ndarray) -> None:
+    def _scribble_class(self, region: np.ndarray, budget: float, rng: np.random.Generator, out: np.ndarray) -> int:
+        """Paint strokes into ``out`` until ``budget`` voxels are covered; returns the strokes that painted something."""
         cores: dict[int, np.ndarray] = {}
         for r in sorted(set(self.radii) | {0}):
             core = ndimage.binary_erosion(region, structure=_disk(r)) if r else region
             if core.any():
                 cores[r] = core
         if not cores:
-            return
+            return 0
+        strokes = 0
         usable = [r for r in self.radii if r in cores] or [max(cores)]
         covered = 0
         h, w = region.shape
@@ -106,7 +122,10 @@ class ScribbleOracle:
             stamp &= region[y0:y1, x0:x1]
             before = int(out[y0:y1, x0:x1].sum())
             out[y0:y1, x0:x1] |= stamp
-            covered += int(out[y0:y1, x0:x1].sum()) - before
+            gained = int(out[y0:y1, x0:x1].sum()) - before
+            covered += gained
+            strokes += gained > 0
+        return strokes
 
     def _walk(self, core: np.ndarray, start: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
         """A smooth random walk (unit steps, slowly turning) that stays on ``core``."""
@@ -150,10 +169,20 @@ def reveal(store: Any, oracle: Any, ref: SliceRef, gt_labels: np.ndarray, test_m
 
     Returns the 2D mask of the voxels revealed on this slice (test voxels are never among them).
     """
+    return reveal_counted(store, oracle, ref, gt_labels, test_mask, revealed, seed)[0]
+
+
+def reveal_counted(store: Any, oracle: Any, ref: SliceRef, gt_labels: np.ndarray, test_mask: np.ndarray, revealed: np.ndarray,
+                   seed: int) -> tuple[np.ndarray, int]:
+    """:func:`reveal`, also returning the strokes the oracle drew (0 for the slice oracle)."""
     sel = ref.selection()
     lab2d = np.asarray(gt_labels[sel])
     allowed = ~np.asarray(test_mask[sel])
-    mask = oracle.mask(lab2d, allowed, slice_rng(seed, ref)) & allowed
+    if hasattr(oracle, "scribble"):
+        mask, strokes = oracle.scribble(lab2d, allowed, slice_rng(seed, ref))
+    else:
+        mask, strokes = oracle.mask(lab2d, allowed, slice_rng(seed, ref)), 0
+    mask = mask & allowed
     flat_mask = mask.reshape(-1)
     flat_lab = lab2d.reshape(-1)
     for v in np.unique(flat_lab[flat_mask]):
@@ -161,4 +190,4 @@ def reveal(store: Any, oracle: Any, ref: SliceRef, gt_labels: np.ndarray, test_m
         store.paint(ref, idx, int(v), tool="oracle", author="oracle")
     store.set_slice_state(ref, "annotated", author="oracle")
     revealed[sel] |= mask
-    return mask
+    return mask, int(strokes)

@@ -13,7 +13,8 @@ __all__ = ["plot_learning_curves"]
 def plot_learning_curves(results: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
     """Two panels: test mean Dice vs annotated slices, and vs annotated voxel fraction (log x).
 
-    Each strategy: mean over seeds with a band of +/- one standard deviation; the random-forest
+    In served mode (``--tiers``) each strategy has three curves: the network (tier 2), ``tier1:``
+    (the instant classifier, dashed) and ``served:`` (bold). Each strategy: mean over seeds with a band of +/- one standard deviation; the random-forest
     peer as a black dotted curve; full supervision as a dashed horizontal line.
     """
     # A Figure of its own (no pyplot): the user's backend and open figures are left alone.
@@ -34,7 +35,12 @@ def plot_learning_curves(results: dict[str, Any], path: str | Path, title: str |
         sd = np.array([p["mean_dice_std"] or 0.0 for p in curve])
         is_peer = name.startswith("peer:")
         style = dict(color="black", ls=":", marker="s", ms=4) if is_peer else dict(color=cmap(k % 10), marker="o", ms=3)
-        label = "RF peer (random picks)" if is_peer else name
+        if name.startswith("tier1:"):  # served mode: tier 1 dashed, the served system bold
+            style |= dict(ls="--", marker="^")
+        elif name.startswith("served:"):
+            style |= dict(lw=2.6, marker="D", ms=4)
+        label = "RF peer (random picks)" if is_peer else (f"{name} (tier 2)" if any(n.startswith("served:") for n in names)
+                                                          and ":" not in name else name)
         for ax, key in ((axes[0], "annotated_slices"), (axes[1], "annotated_fraction")):
             x = np.array([p[key] for p in curve], float)
             ax.plot(x, y, label=label, **style)

@@ -17,6 +17,23 @@ The *full supervision* reference trains the same initial weights on the complete
 every candidate slice (test voxels excluded) for as many steps as the longest run
 (``rounds x steps_per_round``), and is evaluated on the same test voxels.
 
+Served mode (``tiers=True``, ``--tiers``): in every round the revealed voxels are also split as the
+product splits them (``training.holdout.split_voxels``: ~10 % in stable 16 x 16 blocks; the trainer
+also holds out whole annotated slices for validation once ``val_every`` are annotated, as the
+worker does): the network trains on the rest, tier 1 (the instant classifier, :mod:`.tiers`) is
+fitted on every revealed voxel outside the blocks, both are scored on the blocks, and the tier with
+the higher held-out Dice is *served* (``Session.served_tier``'s rule). Tier 1, tier 2 and the served
+system are all evaluated on the test voxels.
+
+Compute budget: ``steps_per_round`` steps (fixed-step mode), or, with ``seconds_per_round`` (or
+``seconds_per_slice`` x the slices revealed that round: the time the expert spends annotating it),
+that many seconds of training, converted to steps with ``step_rate`` (steps per second; measured
+once at the start when not given, and recorded) so that a run is deterministic.
+
+Annotation cost per round: strokes (the scribble oracle counts them) and seconds (strokes x
+``seconds_per_stroke`` for scribbles, slices x ``seconds_per_slice`` (default 60 s) for complete
+slices), besides voxels.
+
 Test split: every ``test_every``-th slice along the first candidate axis (from ``test_every // 2``)
 is held out; its voxels are never revealed (slices of other axes are revealed except where they
 cross a test slice) and are the same for every strategy and seed.
@@ -39,9 +56,13 @@ from ..errors import InputError
 from ..types import AXES, SliceRef
 from .data import GroundTruth, TestSplit, choose_axes, make_test_split
 from .metrics import evaluate_labels
-from .oracle import make_oracle, reveal
+from .oracle import make_oracle, reveal_counted
+from .progress import Progress, format_seconds
 
-__all__ = ["SimulationConfig", "run_simulation", "summarise"]
+__all__ = ["SimulationConfig", "run_simulation", "summarise", "measure_step_rate", "SECONDS_PER_SLICE_DEFAULT"]
+
+#: Annotation cost of one complete slice (slice oracle) when ``seconds_per_slice`` is not given.
+SECONDS_PER_SLICE_DEFAULT = 60.0
 
 
 @dataclass
@@ -71,6 +92,25 @@ class SimulationConfig:
     device: str = "auto"
     threads: int | None = None
     predict_batch: int = 8
+    #: Served mode: tier 1 (instant) and tier 2 (network) each round, the better on held-out voxels serves.
+    tiers: bool = False
+    holdout_fraction: float = 0.1
+    #: Served mode: whole annotated slices held out for validation once this many are annotated (the worker's
+    #: ``TrainConfig.val_every``); 0: none.
+    val_every: int = 5
+    #: Options of tier 1's classifier (``InstantClassifier``) and feature bank (``FeatureBank``).
+    instant_classifier: dict | None = None
+    instant_features: dict | None = None
+    #: Seconds mode: training seconds per round, or per slice revealed that round; converted with step_rate.
+    seconds_per_round: float | None = None
+    seconds_per_slice: float | None = None
+    step_rate: float | None = None
+    #: Annotation cost of one scribble stroke.
+    seconds_per_stroke: float = 3.0
+
+    @property
+    def seconds_mode(self) -> bool:
+        return self.seconds_per_round is not None or self.seconds_per_slice is not None
 
     def validate(self) -> None:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -87,6 +127,22 @@ class SimulationConfig:
             raise InputError(f"--full-steps must be >= 1, got {self.full_steps}")
         if self.input_norm not in ("window", "slice"):
             raise InputError(f"--input-norm must be 'window' or 'slice', got {self.input_norm!r}")
+        for name in ("seconds_per_round", "seconds_per_slice"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise InputError(f"--{name.replace('_', '-')} must be a positive number of seconds, got {v!r}")
+        if self.seconds_per_round is not None and self.seconds_per_slice is not None:
+            raise InputError("give --seconds-per-round or --seconds-per-slice, not both")
+        if self.step_rate is not None and not (math.isfinite(self.step_rate) and self.step_rate >= 0):
+            raise InputError(f"--step-rate must be a number of steps per second >= 0, got {self.step_rate!r}")
+        if self.step_rate is not None and not self.seconds_mode:
+            raise InputError("--step-rate converts seconds to steps: give --seconds-per-round or --seconds-per-slice too")
+        if not (math.isfinite(self.seconds_per_stroke) and self.seconds_per_stroke >= 0):
+            raise InputError(f"--seconds-per-stroke must be >= 0, got {self.seconds_per_stroke!r}")
+        if not 0 < self.holdout_fraction < 0.5:
+            raise InputError(f"--holdout must be in (0, 0.5), got {self.holdout_fraction!r}")
+        if self.val_every < 0 or self.val_every == 1:
+            raise InputError(f"--val-every must be 0 (off) or >= 2, got {self.val_every!r}")
         make_oracle(self.oracle, self.scribble_fraction)
 
 
@@ -157,6 +213,35 @@ class _Context:
         fg = cold_start_foreground(self.base_store, tuple(self.axes))
         self.cold_fg = np.array([fg[r.axis][r.index] for r in self.candidates], np.float32)
         self.total_voxels = int(np.prod(gt.shape))
+        #: Slices revealed in each round (the last one may be short).
+        self.round_slices = [min(cfg.per_round, self.budget - r * cfg.per_round) for r in range(self.n_rounds)]
+        self.step_rate: float | None = cfg.step_rate
+        self.step_rate_measured = False
+        self.instant = None
+        if cfg.tiers:
+            from .tiers import InstantTier
+
+            self.instant = InstantTier(gt.image, gt.spacing, gt.n_classes, self.test_refs, classifier=cfg.instant_classifier,
+                                       features=cfg.instant_features)
+
+    def round_budget_seconds(self, r: int) -> float | None:
+        """Seconds mode: the training seconds of round ``r`` (the expert's annotation time for it)."""
+        cfg = self.cfg
+        if cfg.seconds_per_round is not None:
+            return float(cfg.seconds_per_round)
+        if cfg.seconds_per_slice is not None:
+            return float(cfg.seconds_per_slice) * self.round_slices[min(r, len(self.round_slices) - 1)]
+        return None
+
+    def round_steps(self, r: int) -> int:
+        """Training steps of round ``r``: fixed, or the round's seconds x the step rate (deterministic)."""
+        sec = self.round_budget_seconds(r)
+        if sec is None:
+            return int(self.cfg.steps_per_round)
+        return int(round(sec * float(self.step_rate)))
+
+    def total_steps(self) -> int:
+        return sum(self.round_steps(r) for r in range(self.n_rounds))
 
     def new_store(self):
         from ..store import create_project
@@ -168,10 +253,15 @@ class _Context:
         return np.array([where[r] for r in self.candidates], np.int64)
 
 
-def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_state: dict, device: Any) -> dict[str, Any]:
-    from ..training.data import collect_labelled_slices
-    from ..training.fit import train_round
+def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_state: dict, device: Any,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from ..training.data import collect_labelled_slices, split_validation
+    from ..training.fit import RoundResult, evaluate_dice, train_round
+    from ..training.holdout import split_voxels
     from ..training.predict import predict_volume
+    from .tiers import HOLDOUT_SEED, choose_served
 
     cfg, gt = ctx.cfg, ctx.gt
     t_run = time.perf_counter()
@@ -186,35 +276,91 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
     picks = [s.ref for s in suggest(cold, strategy, n=min(cfg.per_round, ctx.budget), seed=seed * 1000)]
     cand_pos = None
     rounds = []
+    strokes_total, cost_total = 0, 0.0
+    slice_cost = cfg.seconds_per_slice if cfg.seconds_per_slice is not None else SECONDS_PER_SLICE_DEFAULT
     for r in range(ctx.n_rounds + 1):
         if not picks:
             break
         t0 = time.perf_counter()
+        strokes = 0
         for ref in picks:
-            reveal(store, ctx.oracle, ref, gt.labels, ctx.test_mask, revealed, seed)
+            strokes += reveal_counted(store, ctx.oracle, ref, gt.labels, ctx.test_mask, revealed, seed)[1]
             done.append(ref)
         oracle_seconds = time.perf_counter() - t0
+        cost = strokes * cfg.seconds_per_stroke if cfg.oracle == "scribble" else len(picks) * slice_cost
+        strokes_total += strokes
+        cost_total += cost
         samples = collect_labelled_slices(store, cfg.input_norm)
-        result, optimizer = train_round(model, samples, tcfg, device=device, optimizer=optimizer, seed=seed * 1000 + r)
+        train, val, held = samples, [], []
+        if cfg.tiers:  # what the trainer worker trains on and scores by
+            train, val = split_validation(samples, cfg.val_every) if cfg.val_every else (list(samples), [])
+            train, held = split_voxels(train, fraction=cfg.holdout_fraction, seed=HOLDOUT_SEED)
+        steps = ctx.round_steps(r)
+        if steps > 0:
+            result, optimizer = train_round(model, train, replace(tcfg, steps_per_round=steps), device=device, optimizer=optimizer,
+                                            seed=seed * 1000 + r)
+        else:  # seconds mode with no time to train: the weights stay as they are
+            result = RoundResult(steps=0, seconds=0.0)
+            model.eval()
         t0 = time.perf_counter()
         pred = predict_volume(store, model, axes=ctx.axes, device=device, batch_size=cfg.predict_batch, tile=tcfg.tile,
                               mc_samples=mc, seed=r, model_version=r, input_norm=cfg.input_norm)
         predict_seconds = time.perf_counter() - t0
         test, unrev = _evaluate(pred.probabilities, gt, ctx.test_mask, revealed)
         nvox = int(revealed.sum())
-        rounds.append({
+        row = {
             "round": r,
             **_scores(test, len(done), nvox, ctx),
             "unrevealed": _brief(unrev),
             "train_seconds": result.seconds,
             "train_steps": result.steps,
+            "train_budget_seconds": ctx.round_budget_seconds(r),
             "loss": result.loss,
             "predict_seconds": predict_seconds,
             "oracle_seconds": oracle_seconds,
+            "strokes": int(strokes),
+            "strokes_total": int(strokes_total),
+            "annotation_seconds": float(cost),
+            "annotation_seconds_total": float(cost_total),
             "picked": [[p.axis, p.index] for p in picks],
-        })
-        ctx.log(f"  [{strategy} seed {seed}] round {r}: {len(done)} slices, {100 * nvox / ctx.total_voxels:.3f}% voxels, "
-                f"mean Dice {test['mean_dice']:.3f} (train {result.seconds:.1f} s, predict {predict_seconds:.1f} s)")
+        }
+        extra = ""
+        if cfg.tiers:
+            held_d = evaluate_dice(model, held, device=device) if held else {"mean": None, "per_class": []}
+            val_d = evaluate_dice(model, val, device=device) if val else {"mean": None, "per_class": []}
+            deep_score = held_d["mean"] if held_d["mean"] is not None else val_d["mean"]
+            # tier 1 as the live preview fits it: every revealed voxel outside the same holdout blocks
+            t1_train, t1_held = split_voxels(samples, fraction=cfg.holdout_fraction, seed=HOLDOUT_SEED)
+            inst = ctx.instant.run_round(t1_train, t1_held, gt.labels, seed)
+            if inst["test"] is None:
+                tier, why = "deep", "the instant classifier is not fitted (it needs labels of two classes)"
+            else:
+                tier, why = choose_served(inst["heldout_dice"], deep_score)
+            served = inst["test"] if tier == "instant" else test
+            row["tiers"] = {
+                "deep": {"heldout_dice": held_d["mean"], "heldout_per_class": held_d["per_class"], "val_dice": val_d["mean"],
+                         "score": deep_score, "heldout_voxels": int(sum((h.target >= 0).sum() for h in held)),
+                         "val_slices": len(val), "dice_per_class": test["dice_per_class"], "mean_dice": test["mean_dice"],
+                         "miou": test["miou"]},
+                "instant": {"heldout_dice": inst["heldout_dice"], "heldout_per_class": inst["heldout_per_class"],
+                            "heldout_voxels": inst["heldout_voxels"], "train_voxels": inst["train_voxels"],
+                            "fit_seconds": inst["fit_seconds"], "features_seconds": inst["features_seconds"],
+                            "predict_seconds": inst["predict_seconds"],
+                            **({k: inst["test"][k] for k in ("dice_per_class", "iou_per_class", "mean_dice", "miou")}
+                               if inst["test"] is not None else {"dice_per_class": None, "mean_dice": None, "miou": None})},
+                "served": {"tier": tier, "reason": why, "dice_per_class": served["dice_per_class"], "mean_dice": served["mean_dice"],
+                           "miou": served["miou"]},
+            }
+            extra = (f"; tier 1 {_fmt(inst['test'] and inst['test']['mean_dice'])} (held-out {_fmt(inst['heldout_dice'])}), "
+                     f"tier 2 held-out {_fmt(deep_score)}, served {tier} {_fmt(served['mean_dice'])}")
+        rounds.append(row)
+        msg = (f"[{strategy} seed {seed}] round {r}: {len(done)} slices, {100 * nvox / ctx.total_voxels:.3f}% voxels, "
+               f"{strokes_total} strokes, {format_seconds(cost_total)} annotating; tier 2 mean Dice {test['mean_dice']:.3f} "
+               f"({result.steps} steps, train {result.seconds:.1f} s, predict {predict_seconds:.1f} s){extra}")
+        if progress is not None:
+            progress.advance(msg)
+        else:
+            ctx.log("  " + msg)
         if len(done) >= ctx.budget:
             break
         if cand_pos is None:
@@ -235,11 +381,40 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
     }
 
 
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def measure_step_rate(ctx: _Context, model: Any, device: Any, steps: int = 3) -> float:
+    """Training steps per second of this machine for this configuration: one warm-up step, then
+    ``steps`` timed steps on two fully labelled candidate slices, on a copy of the model."""
+    from dataclasses import replace
+
+    from ..training.data import LabelledSlice, normalise
+    from ..training.fit import train_round
+
+    gt, cfg = ctx.gt, ctx.cfg
+    refs = [ctx.candidates[0], ctx.candidates[len(ctx.candidates) // 2]]
+    samples = []
+    for ref in refs:
+        sel = ref.selection()
+        target = np.asarray(gt.labels[sel]).astype(np.int64) - 1
+        target[np.asarray(ctx.test_mask[sel])] = -1
+        samples.append(LabelledSlice(ref, normalise(np.asarray(gt.image[sel]), ctx.window, cfg.input_norm), target, "annotated"))
+    trial = copy.deepcopy(model)
+    tcfg = _train_config(cfg, ctx.axes, 0, 1, 0)
+    _, opt = train_round(trial, samples, tcfg, device=device, seed=0)  # warm-up (allocation, first-call costs)
+    result, _ = train_round(trial, samples, replace(tcfg, steps_per_round=steps), device=device, optimizer=opt, seed=1)
+    del trial
+    return float(result.steps / max(result.seconds, 1e-9))
+
+
 #: Full supervision trains on at most this many candidate slices (evenly spread), to bound memory.
 FULL_MAX_SLICES = 256
 
 
-def _full_supervision(ctx: _Context, seed: int, model: Any, init_state: dict, device: Any, steps: int) -> dict[str, Any]:
+def _full_supervision(ctx: _Context, seed: int, model: Any, init_state: dict, device: Any, steps: int,
+                      progress: Progress | None = None) -> dict[str, Any]:
     from ..training.data import LabelledSlice, normalise
     from ..training.fit import train_round
     from ..training.predict import predict_volume
@@ -265,8 +440,11 @@ def _full_supervision(ctx: _Context, seed: int, model: Any, init_state: dict, de
     predict_seconds = time.perf_counter() - t0
     test, _ = _evaluate(pred.probabilities, gt, ctx.test_mask, None)
     nvox = int(revealed.sum())
-    ctx.log(f"  [full supervision seed {seed}] {len(refs)} slices, {steps} steps: mean Dice {test['mean_dice']:.3f} "
-            f"(train {result.seconds:.1f} s)")
+    msg = f"[full supervision seed {seed}] {len(refs)} slices, {steps} steps: mean Dice {test['mean_dice']:.3f} (train {result.seconds:.1f} s)"
+    if progress is not None:
+        progress.advance(msg, ctx.n_rounds)
+    else:
+        ctx.log("  " + msg)
     return {
         "seed": int(seed),
         "steps": int(result.steps),
@@ -288,14 +466,22 @@ def _curve(runs: Sequence[dict]) -> list[dict[str, Any]]:
     for i in range(n):
         rows = [r["rounds"][i] for r in runs]
         md = [row["mean_dice"] for row in rows if row["mean_dice"] is not None]
-        out.append({
+        pt = {
             "annotated_slices": int(round(np.mean([row["annotated_slices"] for row in rows]))),
             "annotated_fraction": float(np.mean([row["annotated_fraction"] for row in rows])),
             "mean_dice": float(np.mean(md)) if md else None,
             "mean_dice_std": float(np.std(md)) if md else None,
+            "mean_dice_median": float(np.median(md)) if md else None,
+            "mean_dice_seeds": md,
             "miou": _mean([row["miou"] for row in rows]),
             "n_seeds": len(rows),
-        })
+        }
+        for key in ("strokes_total", "annotation_seconds_total", "heldout_dice"):
+            if all(key in row for row in rows):
+                pt[key] = _mean([row[key] for row in rows])
+        if all("served_tier" in row for row in rows):
+            pt["deep_served"] = sum(row["served_tier"] == "deep" for row in rows)
+        out.append(pt)
     return out
 
 
@@ -315,6 +501,17 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     groups: dict[str, list[dict]] = {}
     for run in results.get("runs", []):
         groups.setdefault(run["strategy"], []).append(run)
+    for run in results.get("runs", []):
+        if run["rounds"] and "tiers" in run["rounds"][0]:
+            base = {k: run[k] for k in ("strategy", "seed")}
+            for tier, name in (("served", "served"), ("instant", "tier1")):
+                rows = []
+                for row in run["rounds"]:
+                    t = row["tiers"]
+                    rows.append({k: row[k] for k in ("annotated_slices", "annotated_fraction", "strokes_total", "annotation_seconds_total")}
+                                | {k: t[tier][k] for k in ("mean_dice", "miou")}
+                                | ({"served_tier": t["served"]["tier"]} if tier == "served" else {"heldout_dice": t["instant"]["heldout_dice"]}))
+                groups.setdefault(f"{name}:{run['strategy']}", []).append(base | {"rounds": rows})
     for peer in results.get("peer", []) or []:
         groups.setdefault(f"peer:{peer['method']}({peer['picks_from']})", []).append(peer)
     out = {}
@@ -372,41 +569,61 @@ def run_simulation(gt: GroundTruth, cfg: SimulationConfig, out: str | Path | Non
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.seeds))
+    if cfg.seconds_mode and ctx.step_rate is None:
+        torch.manual_seed(cfg.seed_start)
+        probe = create_model(cfg.model, n_classes=gt.n_classes, dropout=0.1).to(device)
+        log("simulate: measuring this machine's training step rate (seconds mode) ...")
+        ctx.step_rate, ctx.step_rate_measured = measure_step_rate(ctx, probe, device), True
+        del probe
+    if cfg.seconds_mode:
+        budget = (f"{cfg.seconds_per_round:g} s of training per round" if cfg.seconds_per_round is not None
+                  else f"{cfg.seconds_per_slice:g} s of training per slice revealed")
+        train_desc = (f"{budget} at {ctx.step_rate:.3f} steps/s ({'measured here' if ctx.step_rate_measured else 'given'}): "
+                      f"{[ctx.round_steps(r) for r in range(ctx.n_rounds)]} steps per round")
+    else:
+        train_desc = f"{cfg.steps_per_round} steps per round"
     log(f"simulate: volume {' x '.join(map(str, gt.shape))}, {gt.n_classes} classes ({', '.join(gt.classes)}), "
         f"candidate axes {ctx.axes} ({len(ctx.candidates)} slices), test: every {ctx.split.every}th {ctx.split.axis} slice "
         f"({len(ctx.split.indices)} slices, {int(ctx.test_mask.sum())} voxels); oracle {cfg.oracle}; budget {ctx.budget} slices, "
-        f"{cfg.per_round} per round, {cfg.steps_per_round} steps per round ({ctx.n_rounds} rounds); "
-        f"strategies {', '.join(cfg.strategies)}; seeds {seeds}; device {device}, {torch.get_num_threads()} threads")
+        f"{cfg.per_round} per round ({ctx.n_rounds} rounds), {train_desc}; "
+        f"strategies {', '.join(cfg.strategies)}; seeds {seeds}; tiers {'tier 1 + tier 2, served' if cfg.tiers else 'network only'}; "
+        f"device {device}, {torch.get_num_threads()} threads")
     runs, fulls, peers = [], [], []
     timing: dict[str, Any] = {"runs": [], "full_supervision": [], "peer": []}
-    full_steps = cfg.full_steps or ctx.n_rounds * cfg.steps_per_round
-    for seed in seeds:
-        torch.manual_seed(seed)
-        model = create_model(cfg.model, n_classes=gt.n_classes, dropout=0.1)
-        model.to(device)
-        init_state = copy.deepcopy(model.state_dict())
-        for strategy in cfg.strategies:
-            run = _run_strategy(ctx, strategy, seed, model, init_state, device)
-            runs.append(run)
-            timing["runs"].append({"strategy": strategy, "seed": seed, "seconds": run["seconds"]})
-            log(f"  [{strategy} seed {seed}] done in {run['seconds']:.1f} s")
-            _save(out, cfg, ctx, runs, fulls, peers, timing, t_start, partial=True)
-        if cfg.full_supervision:
-            t0 = time.perf_counter()
-            fulls.append(_full_supervision(ctx, seed, model, init_state, device, full_steps))
-            timing["full_supervision"].append({"seed": seed, "seconds": time.perf_counter() - t0})
-        if cfg.peer:
-            from .peer import run_peer
+    full_steps = cfg.full_steps or max(1, ctx.total_steps())
+    per_seed = len(cfg.strategies) * ctx.n_rounds + (ctx.n_rounds if cfg.full_supervision else 0) + (1 if cfg.peer else 0)
+    progress = Progress(per_seed * len(seeds), log)
+    try:
+        for seed in seeds:
+            torch.manual_seed(seed)
+            model = create_model(cfg.model, n_classes=gt.n_classes, dropout=0.1)
+            model.to(device)
+            init_state = copy.deepcopy(model.state_dict())
+            for strategy in cfg.strategies:
+                run = _run_strategy(ctx, strategy, seed, model, init_state, device, progress)
+                runs.append(run)
+                timing["runs"].append({"strategy": strategy, "seed": seed, "seconds": run["seconds"]})
+                progress.log(f"  [{strategy} seed {seed}] done in {run['seconds']:.1f} s")
+                _save(out, cfg, ctx, runs, fulls, peers, timing, t_start, partial=True)
+            if cfg.full_supervision:
+                t0 = time.perf_counter()
+                fulls.append(_full_supervision(ctx, seed, model, init_state, device, full_steps, progress))
+                timing["full_supervision"].append({"seed": seed, "seconds": time.perf_counter() - t0})
+            if cfg.peer:
+                from .peer import run_peer
 
-            peer = run_peer(gt=gt, window=ctx.window, candidates=ctx.candidates, test_refs=ctx.test_refs, test_mask=ctx.test_mask,
-                            oracle=ctx.oracle, seed=seed, budget=ctx.budget, per_round=cfg.per_round,
-                            max_samples=cfg.peer_max_samples, log=log)
-            same = [r for r in runs if r["strategy"] == peer["picks_from"] and r["seed"] == seed]
-            if same:
-                peer["same_picks_as_network_run"] = [x["picked"] for x in same[0]["rounds"]] == [x["picked"] for x in peer["rounds"]]
-            peers.append(peer)
-            timing["peer"].append({"seed": seed, "seconds": peer["seconds"]})
-        _save(out, cfg, ctx, runs, fulls, peers, timing, t_start, partial=True)
+                peer = run_peer(gt=gt, window=ctx.window, candidates=ctx.candidates, test_refs=ctx.test_refs, test_mask=ctx.test_mask,
+                                oracle=ctx.oracle, seed=seed, budget=ctx.budget, per_round=cfg.per_round,
+                                max_samples=cfg.peer_max_samples, log=progress.log)
+                same = [r for r in runs if r["strategy"] == peer["picks_from"] and r["seed"] == seed]
+                if same:
+                    peer["same_picks_as_network_run"] = [x["picked"] for x in same[0]["rounds"]] == [x["picked"] for x in peer["rounds"]]
+                peers.append(peer)
+                timing["peer"].append({"seed": seed, "seconds": peer["seconds"]})
+                progress.advance(f"[rf peer seed {seed}] done in {peer['seconds']:.1f} s")
+            _save(out, cfg, ctx, runs, fulls, peers, timing, t_start, partial=True)
+    finally:
+        progress.close()
     results = _save(out, cfg, ctx, runs, fulls, peers, timing, t_start, partial=False, plot=plot)
     log(f"simulate: done in {results['timing']['total_seconds']:.1f} s" + (f"; wrote {out / 'results.json'}" if out else ""))
     return results
@@ -428,7 +645,11 @@ def _assemble(cfg: SimulationConfig, ctx: _Context, runs, fulls, peers, timing, 
         }
     results = {
         "config": asdict(cfg) | {"axes": ctx.axes, "budget": ctx.budget, "rounds": ctx.n_rounds,
-                                 "full_steps": cfg.full_steps or ctx.n_rounds * cfg.steps_per_round,
+                                 "full_steps": cfg.full_steps or max(1, ctx.total_steps()),
+                                 "step_rate": ctx.step_rate, "step_rate_measured": ctx.step_rate_measured,
+                                 "round_steps": [ctx.round_steps(r) for r in range(ctx.n_rounds)],
+                                 "round_budget_seconds": [ctx.round_budget_seconds(r) for r in range(ctx.n_rounds)],
+                                 "instant": ctx.instant.describe() if ctx.instant is not None else None,
                                  "oracle_detail": ctx.oracle.to_json(),
                                  "train_config": _train_config(cfg, ctx.axes, cfg.seed_start, cfg.steps_per_round, 0).to_json()},
         "dataset": {
@@ -449,7 +670,8 @@ def _assemble(cfg: SimulationConfig, ctx: _Context, runs, fulls, peers, timing, 
         "peer": peers,
     }
     results["summary"] = summarise(results)
-    results["timing"] = dict(timing, total_seconds=time.perf_counter() - t_start)
+    results["timing"] = dict(timing, total_seconds=time.perf_counter() - t_start,
+                             instant_feature_seconds=ctx.instant.feature_seconds if ctx.instant is not None else None)
     return _clean(results)
 
 

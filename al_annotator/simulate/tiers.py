@@ -1,0 +1,147 @@
+"""The two tiers in the simulator, and the served choice between them (issue #11).
+
+Tier 1 is the instant pixel classifier (:mod:`al_annotator.instant`: the ilastik-style filter bank,
+sigmas scaled by the voxel spacing, and the ExtraTrees ensemble), refitted every round on the
+voxels the oracle revealed. Tier 2 is the network the simulation trains. Both are scored on the
+same held-out labelled voxels: ~10 % of the revealed voxels in the stable 16 x 16 blocks of
+:func:`al_annotator.training.holdout.split_voxels` (holdout seed 0, what the trainer worker and the
+live preview use by default), which neither tier is fitted on. The *served* system is, per round,
+the tier with the higher held-out Dice (:func:`choose_served`, the rule of
+``Session.served_tier``): never the test set, which only scores what was served.
+
+:class:`InstantTier` keeps one :class:`~al_annotator.instant.FeatureBank` for the whole simulation
+(the features depend only on the image, so every strategy and seed shares the tile cache) and
+predicts the test slices slice by slice (blockwise, through ``FeatureBank.features``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..types import SliceRef
+from .metrics import confusion, scores_from_confusion
+
+__all__ = ["InstantTier", "choose_served", "labelled_voxels", "HOLDOUT_SEED"]
+
+#: The holdout blocks' seed: 0, the default of the trainer (``TrainConfig.seed``) and of the live preview.
+HOLDOUT_SEED = 0
+
+
+def choose_served(instant: float | None, deep: float | None) -> tuple[str, str]:
+    """``(tier, reason)`` from the tiers' held-out Dice, as ``Session.served_tier`` decides when both
+    are fitted: the deep tier serves only when it scores strictly higher (a tie, or no deep score,
+    serves the fresher instant classifier)."""
+    if deep is not None and (instant is None or deep > instant):
+        return "deep", "the deep model scores higher on the held-out voxels"
+    if instant is not None and deep is not None:
+        return "instant", "the instant classifier scores at least as high on the held-out voxels"
+    return "instant", "no held-out score for the deep model: the fresher instant classifier serves"
+
+
+def labelled_voxels(train: Sequence[Any], held: Sequence[Any], shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coordinates ``(N, 3)``, class values ``(N,)`` (``1..C``) and held-out flags of the labelled voxels
+    of ``LabelledSlice`` lists (``target`` -1 = unlabelled). A voxel on two crossing slices counts
+    once (the first slice's flag, as the live preview does)."""
+    held_targets: dict[SliceRef, np.ndarray] = {h.ref: h.target for h in held}
+    coords, values, hflag = [], [], []
+    for s in train:
+        ht = held_targets.get(s.ref)
+        held_mask = None if ht is None else ht >= 0
+        lab = s.target >= 0 if held_mask is None else (s.target >= 0) | held_mask
+        rows, cols = np.nonzero(lab)
+        if not rows.size:
+            continue
+        c = np.empty((rows.size, 3), np.int64)
+        a = s.ref.axis_number
+        others = [k for k in range(3) if k != a]
+        c[:, a] = s.ref.index
+        c[:, others[0]], c[:, others[1]] = rows, cols
+        full = s.target.copy()
+        if held_mask is not None:
+            full[held_mask] = ht[held_mask]
+        coords.append(c)
+        values.append(full[rows, cols] + 1)
+        hflag.append(np.zeros(rows.size, bool) if held_mask is None else held_mask[rows, cols])
+    if not coords:
+        return np.zeros((0, 3), np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
+    c, v, h = np.concatenate(coords), np.concatenate(values), np.concatenate(hflag)
+    _, first = np.unique(np.ravel_multi_index(c.T, shape), return_index=True)
+    first.sort()
+    return c[first], v[first].astype(np.int64), h[first]
+
+
+class InstantTier:
+    """Tier 1 for one simulation: a shared feature bank, a fresh classifier fitted each round.
+
+    ``classifier`` options go to :class:`~al_annotator.instant.InstantClassifier` (default: the
+    product's live preview, ExtraTrees with 1 thread); ``features`` to
+    :class:`~al_annotator.instant.FeatureBank`.
+    """
+
+    def __init__(self, image: np.ndarray, spacing: Sequence[float] | None, n_classes: int, test_refs: Sequence[SliceRef],
+                 *, classifier: dict[str, Any] | None = None, features: dict[str, Any] | None = None) -> None:
+        from ..instant import FeatureBank
+
+        self.shape = tuple(int(n) for n in image.shape)
+        self.n_classes = int(n_classes)
+        self.bank = FeatureBank(image, spacing, **({"cache_bytes": 1 << 30} | dict(features or {})))
+        self.classifier_kw = {"n_jobs": 1} | dict(classifier or {})
+        self.test_refs = list(test_refs)
+        self._test_feats: dict[SliceRef, np.ndarray] | None = None
+        self.feature_seconds = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {"features": self.bank.describe(), "classifier": {"kind": "et", **self.classifier_kw},
+                "holdout": {"fraction": 0.1, "block": 16, "seed": HOLDOUT_SEED}}
+
+    def test_features(self) -> dict[SliceRef, np.ndarray]:
+        """``(H, W, F)`` features of every test slice (computed once, blockwise, then kept)."""
+        if self._test_feats is None:
+            t0 = time.perf_counter()
+            out = {}
+            for ref in self.test_refs:
+                block: list[Any] = [slice(None)] * 3
+                block[ref.axis_number] = ref.index
+                out[ref] = np.squeeze(self.bank.features(tuple(block)), axis=ref.axis_number)
+            self._test_feats = out
+            self.feature_seconds += time.perf_counter() - t0
+        return self._test_feats
+
+    def run_round(self, train: Sequence[Any], held: Sequence[Any], gt_labels: np.ndarray, seed: int) -> dict[str, Any]:
+        """Fit on the revealed voxels not held out; score on the held-out ones and on the test slices.
+
+        Returns ``{"heldout_dice", "heldout_per_class", "heldout_voxels", "train_voxels", "test": scores,
+        "fit_seconds", "features_seconds", "predict_seconds"}`` (``test`` as :func:`scores_from_confusion`);
+        ``test`` is ``None`` when fewer than two classes are revealed (nothing to fit).
+        """
+        from ..instant import InstantClassifier
+
+        t0 = time.perf_counter()
+        coords, values, is_held = labelled_voxels(train, held, self.shape)
+        feats = self.bank.features_at(coords) if len(coords) else np.zeros((0, self.bank.n_features), np.float32)
+        t1 = time.perf_counter()
+        self.feature_seconds += t1 - t0
+        fit_on = ~is_held
+        out: dict[str, Any] = {"heldout_dice": None, "heldout_per_class": [], "heldout_voxels": int(is_held.sum()),
+                               "train_voxels": int(fit_on.sum()), "test": None, "features_seconds": t1 - t0,
+                               "fit_seconds": 0.0, "predict_seconds": 0.0}
+        if np.unique(values[fit_on]).size < 2:
+            return out
+        clf = InstantClassifier(self.n_classes, seed=seed, **self.classifier_kw)
+        clf.fit(feats[fit_on], values[fit_on])
+        t2 = time.perf_counter()
+        out["fit_seconds"] = t2 - t1
+        if is_held.any():
+            hs = scores_from_confusion(confusion(values[is_held], clf.predict(feats[is_held]), self.n_classes))
+            out["heldout_dice"], out["heldout_per_class"] = hs["mean_dice"], hs["dice_per_class"]
+        test_feats = self.test_features()
+        t3 = time.perf_counter()
+        cm = np.zeros((self.n_classes, self.n_classes), np.int64)
+        for ref, f in test_feats.items():
+            cm += confusion(np.asarray(gt_labels[ref.selection()]), clf.predict(f), self.n_classes)
+        out["predict_seconds"] = time.perf_counter() - t3
+        out["test"] = scores_from_confusion(cm)
+        return out

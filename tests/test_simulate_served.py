@@ -1,0 +1,152 @@
+"""``al-annotator simulate --tiers``: tier 1 + tier 2 each round, the served choice by held-out Dice,
+the seconds budget converted with a fixed step rate, annotation cost in strokes, progress lines."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from al_annotator.cli import main
+from al_annotator.simulate import GroundTruth, ScribbleOracle, SimulationConfig, run_simulation
+from al_annotator.simulate.oracle import slice_rng
+from al_annotator.simulate.tiers import choose_served
+from al_annotator.types import SliceRef
+
+pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+#: Tier 1 reduced to a single depth-1 tree: it can name at most 2 of the 4 classes, so a network
+#: that has trained long enough scores higher on the held-out voxels (a case where tier 2 wins).
+STUMP = {"max_depth": 1, "n_estimators": 1}
+TIMING = re.compile(r"seconds$")
+
+
+@pytest.fixture(scope="module")
+def stripes():
+    """4 classes in 12-voxel stripes along x, told apart by intensity (plus noise): easy for both tiers."""
+    rng = np.random.default_rng(0)
+    x = np.broadcast_to(np.arange(48), (16, 48, 48))
+    lab = (1 + (x // 12) % 4).astype(np.uint8)
+    img = (100.0 * (lab - 1) + rng.normal(0, 20, lab.shape)).astype(np.float32)
+    return GroundTruth.from_arrays(img, lab, ("a", "b", "c", "d"))
+
+
+def _cfg(**kw) -> SimulationConfig:
+    base = dict(strategies=("random",), budget=2, per_round=1, axes="z", tiers=True, full_supervision=False, crop=48, batch_size=4,
+                threads=1, lr=3e-3, val_every=0)
+    return SimulationConfig(**(base | kw))
+
+
+def _strip_timing(obj):
+    if isinstance(obj, dict):
+        return {k: _strip_timing(v) for k, v in obj.items() if not TIMING.search(k) or k.startswith(("annotation", "train_budget"))}
+    if isinstance(obj, list):
+        return [_strip_timing(v) for v in obj]
+    return obj
+
+
+def _check_served(rounds):
+    for row in rounds:
+        t = row["tiers"]
+        inst, deep = t["instant"]["heldout_dice"], t["deep"]["score"]
+        want = "deep" if deep is not None and (inst is None or deep > inst) else "instant"
+        assert t["served"]["tier"] == want, t
+        assert t["served"]["mean_dice"] == t[want]["mean_dice"]
+        assert t["served"]["dice_per_class"] == t[want]["dice_per_class"]
+        assert t["deep"]["mean_dice"] == row["mean_dice"]  # tier 2 alone is the run's network score
+
+
+def test_choose_served_follows_the_session_rule():
+    assert choose_served(0.8, 0.9)[0] == "deep"
+    assert choose_served(0.9, 0.8)[0] == "instant"
+    assert choose_served(0.8, 0.8)[0] == "instant"  # a tie serves the fresher instant classifier
+    assert choose_served(None, 0.5)[0] == "deep"
+    assert choose_served(0.5, None)[0] == "instant" and choose_served(None, None)[0] == "instant"
+
+
+def test_served_is_the_tier_with_the_higher_heldout_score(stripes):
+    # tier 2 with no training time: the instant classifier serves every round
+    untrained = run_simulation(stripes, _cfg(seconds_per_round=1.0, step_rate=0.0), None, plot=False, log=lambda m: None)
+    (run,) = untrained["runs"]
+    assert [r["train_steps"] for r in run["rounds"]] == [0, 0]
+    _check_served(run["rounds"])
+    assert [r["tiers"]["served"]["tier"] for r in run["rounds"]] == ["instant", "instant"]
+    assert run["rounds"][-1]["tiers"]["instant"]["heldout_dice"] > 0.9
+    # tier 1 reduced to a stump, tier 2 trained 30 steps a round: the network serves once it is ahead
+    lines: list[str] = []
+    trained = run_simulation(stripes, _cfg(seconds_per_round=1.0, step_rate=30.0, instant_classifier=STUMP), None, plot=False,
+                             log=lines.append)
+    (run,) = trained["runs"]
+    assert [r["train_steps"] for r in run["rounds"]] == [30, 30]
+    _check_served(run["rounds"])
+    last = run["rounds"][-1]["tiers"]
+    assert last["served"]["tier"] == "deep" and last["deep"]["score"] > last["instant"]["heldout_dice"]
+    # held-out voxels: revealed, never the test set, and neither tier is fitted on them
+    assert last["instant"]["heldout_voxels"] > 0 and last["deep"]["heldout_voxels"] == last["instant"]["heldout_voxels"]
+    assert last["instant"]["train_voxels"] + last["instant"]["heldout_voxels"] == run["rounds"][-1]["annotated_voxels"]
+    # the summary carries served / tier 1 / tier 2 side by side
+    s = trained["summary"]
+    assert {"random", "served:random", "tier1:random"} <= set(s)
+    assert s["served:random"]["curve"][-1]["deep_served"] == 1
+    # progress: a line per round with the count and an ETA
+    prog = [m for m in lines if re.match(r"\[\d+/2 rounds, .* elapsed, ETA .*\]", m)]
+    assert [int(m[1]) for m in prog] == [1, 2] and "served deep" in prog[-1]
+
+
+def test_seconds_mode_is_deterministic_with_a_fixed_step_rate(stripes):
+    cfg = dict(oracle="scribble", scribble_fraction=0.05, seconds_per_slice=2.0, step_rate=3.0, seconds_per_stroke=3.0, peer=True)
+    a = run_simulation(stripes, _cfg(**cfg), None, plot=False, log=lambda m: None)
+    b = run_simulation(stripes, _cfg(**cfg), None, plot=False, log=lambda m: None)
+    assert a["config"]["step_rate"] == 3.0 and a["config"]["step_rate_measured"] is False
+    assert a["config"]["round_steps"] == [6, 6] and a["config"]["round_budget_seconds"] == [2.0, 2.0]
+    ra, rb = _strip_timing(a["runs"]), _strip_timing(b["runs"])
+    assert ra == rb
+    assert _strip_timing(a["peer"]) == _strip_timing(b["peer"])
+    rounds = a["runs"][0]["rounds"]
+    assert [r["train_steps"] for r in rounds] == [6, 6]
+    # annotation cost: strokes counted by the scribble oracle, seconds = strokes x 3 s
+    assert all(r["strokes"] >= 4 for r in rounds)  # every class on the slice gets a stroke
+    assert rounds[-1]["strokes_total"] == sum(r["strokes"] for r in rounds)
+    assert rounds[-1]["annotation_seconds_total"] == pytest.approx(3.0 * rounds[-1]["strokes_total"])
+
+
+def test_scribble_reports_its_strokes(stripes):
+    lab = stripes.labels[8]
+    allowed = np.ones(lab.shape, bool)
+    o = ScribbleOracle(0.05)
+    mask, strokes = o.scribble(lab, allowed, slice_rng(0, SliceRef("z", 8)))
+    again = o.mask(lab, allowed, slice_rng(0, SliceRef("z", 8)))
+    assert np.array_equal(mask, again)  # counting strokes changes nothing about what is painted
+    assert 4 <= strokes <= mask.sum()
+
+
+def test_cli_tiers_measures_the_step_rate_and_prints_the_served_table(stripes, tmp_path, capsys):
+    path = tmp_path / "stripes.npz"
+    np.savez(path, image=stripes.image, labels=stripes.labels, class_names=np.array(stripes.classes))
+    out = tmp_path / "o"
+    rc = main(["simulate", "--volume", str(path), "--strategy", "random", "--budget", "2", "--per-round", "2", "--axes", "z", "--tiers",
+               "--seconds-per-round", "0.5", "--no-full", "--no-plot", "--crop", "48", "--batch-size", "2", "--threads", "1",
+               "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    cfg = res["config"]
+    assert cfg["tiers"] is True and cfg["step_rate_measured"] is True and cfg["step_rate"] > 0
+    assert cfg["round_steps"] == [int(round(0.5 * cfg["step_rate"]))]
+    assert "ETA" in printed and "| **served** |" in printed and "tier 1 (instant)" in printed
+    assert res["runs"][0]["rounds"][0]["annotation_seconds"] == 2 * 60.0  # slice oracle: 60 s per complete slice
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--step-rate", "2"], "--seconds-per-round or --seconds-per-slice"),
+    (["--seconds-per-round", "5", "--seconds-per-slice", "5"], "not both"),
+])
+def test_bad_budget_flags(stripes, tmp_path, capsys, extra, message):
+    path = tmp_path / "s.npz"
+    np.savez(path, image=stripes.image, labels=stripes.labels)
+    rc = main(["simulate", "--volume", str(path), "--out", str(tmp_path / "o"), "--axes", "z", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err, err
