@@ -760,3 +760,74 @@ def test_tiled_views_carry_the_prediction_from_memory(tmp_path, fake_comm):
         np.testing.assert_array_equal(np.frombuffer(bufs[2], np.uint8).reshape(32, 32), p)
     assert preds.reads == 1
     w.close()
+
+
+# ---------------------------------------------------------------------------------------------- tier 1 live
+def _two_class_strokes(c, ref, seed=0, per_class=50, seq=1):
+    gt = make_phantom((16, 64, 64), seed=1).labels[ref.selection()].reshape(-1)  # the project fixture's phantom
+    rng = np.random.default_rng(seed)
+    for k, value in enumerate((1, 2)):
+        idx = np.sort(rng.choice(np.flatnonzero(gt == value), per_class, replace=False))
+        stroke(c, idx, value, seq=seq + k, axis=ref.axis, index=ref.index)
+
+
+def test_live_preview_updates_the_overlays_after_a_stroke(project, fake_comm):
+    pytest.importorskip("sklearn")
+    w, c = make_widget(project, fake_comm, live_preview=True)
+    assert w.session.live_preview and w.live_preview and w.served["live"] and w.served["tier"] is None
+    assert not w.show_prediction
+    ref = SliceRef("z", 8)
+    view(c, "z", 8, (64, 64))
+    c.clear()
+    _two_class_strokes(c, ref)
+    w.session.wait_preview()
+    preview = w.session.preview(ref)
+    ov, (pred, conf) = c.custom("overlays")[-1]
+    assert (ov["tier"], ov["labels_seq"]) == ("instant", w.session.labels_seq) and (ov["h"], ov["w"]) == (64, 64)
+    np.testing.assert_array_equal(np.frombuffer(pred, np.uint8).reshape(64, 64), preview.prediction)
+    np.testing.assert_array_equal(np.frombuffer(conf, np.uint8).reshape(64, 64), preview.confidence)
+    assert w.served["tier"] == "instant" and w.served["summary"].startswith("serving: instant classifier")
+    assert w.show_prediction  # the first served prediction turned the overlay on
+    # the page's next view of the slice carries the preview too
+    content, bufs = view(c, "z", 8, (64, 64), req=2)
+    assert content["layers"][2:] == ["prediction", "confidence"] and content["tier"] == "instant"
+    np.testing.assert_array_equal(np.frombuffer(bufs[2], np.uint8).reshape(64, 64), preview.prediction)
+    w.live_preview = False  # from Python or the page: the Session follows
+    assert not w.session.live_preview and not w.served["live"]
+    w.close()
+
+
+def test_a_chosen_prediction_toggle_is_left_alone(project, fake_comm):
+    pytest.importorskip("sklearn")
+    w, c = make_widget(project, fake_comm, live_preview=True, show_prediction=False)
+    view(c, "z", 8, (64, 64))
+    _two_class_strokes(c, SliceRef("z", 8))
+    w.session.wait_preview()
+    assert w.served["tier"] == "instant" and not w.show_prediction
+    w.close()
+
+
+def test_the_live_timer_sends_a_preview_without_a_poll(project, fake_comm):
+    """With the kernel's loop running and no poll timer, the fast timer alone delivers the preview."""
+    pytest.importorskip("sklearn")
+    import asyncio
+
+    async def scenario():
+        w, c = make_widget(project, fake_comm, live_preview=True, live_interval=0.02)
+        assert w._live_task is not None
+        ref = SliceRef("z", 8)
+        c.deliver({"type": "view", "client": "c1", "req": 1, "axis": "z", "index": 8, "r0": 0, "r1": 64, "c0": 0, "c1": 64, "step": 1})
+        deadline = asyncio.get_running_loop().time() + 60
+        while not c.custom("slice"):
+            assert asyncio.get_running_loop().time() < deadline, "no slice"
+            await asyncio.sleep(0.02)
+        _two_class_strokes(c, ref)
+        while not [m for m, b in c.custom("overlays") if b and m["labels_seq"] == w.session.labels_seq]:
+            assert asyncio.get_running_loop().time() < deadline, "the preview never reached the page"
+            await asyncio.sleep(0.02)
+        ov, (pred, _) = c.custom("overlays")[-1]
+        np.testing.assert_array_equal(np.frombuffer(pred, np.uint8).reshape(64, 64), w.session.preview(ref).prediction)
+        w.close()
+        return True
+
+    assert asyncio.run(scenario())

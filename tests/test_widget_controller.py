@@ -141,3 +141,151 @@ def test_the_controller_and_plane_server_load_without_anywidget_or_traitlets():
             "print(sorted(m for m in ('anywidget', 'traitlets', 'ipywidgets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+# ---------------------------------------------------------------------------------------------- tier 1 live
+LIVE_SHAPE = (16, 48, 48)
+
+
+@pytest.fixture
+def live(tmp_path):
+    """A live-preview controller on a directory project, a full view of z = 8 for client c1, and the phantom."""
+    pytest.importorskip("sklearn")
+    ph = make_phantom(LIVE_SHAPE, seed=2)
+    session = Session.create(tmp_path / "proj", ph.image, classes=CLASSES, live_preview=True)
+    browser = Browser()
+    planes = PlaneServer(session, browser)
+    controller = Controller(session, browser, planes, view=ViewState(cursor=[8, 24, 24]))
+    connections = controller.connections()
+    for signal, slot in connections:
+        signal.connect(slot)
+    controller.start()
+    controller.handle({"type": "view", "client": "c1", "req": 1, "axis": "z", "index": 8,
+                       "r0": 0, "r1": 48, "c0": 0, "c1": 48, "step": 1})
+    yield controller, browser, ph
+    for signal, slot in connections:
+        signal.disconnect(slot)
+    planes.close()
+    session.close()
+
+
+def scribble(controller, ph, ref, classes=(1, 2), per_class=40, seq=1):
+    """One stroke per class at voxels of that class in the phantom's ground truth (as the browser sends them)."""
+    rng = np.random.default_rng(seq)
+    plane = ph.labels[ref.selection()].reshape(-1)
+    for k, c in enumerate(classes):
+        idx = np.sort(rng.choice(np.flatnonzero(plane == c), per_class, replace=False))
+        stroke(controller, idx, value=int(c), seq=seq + k, axis=ref.axis, index=ref.index)
+
+
+def overlays(browser, client="c1"):
+    return [(m, [np.frombuffer(b, np.uint8) for b in bufs]) for m, bufs in browser.of("overlays") if m["client"] == client]
+
+
+def publish(session, version, metrics):
+    """A fake deep model version: prediction 1 and confidence 250 everywhere."""
+    from al_annotator.store.models import publish_version
+
+    grp = session.store.root.require_group(f"models/v{version:04d}")
+    for name, value in (("prediction", 1), ("confidence", 250)):
+        grp.create_array(name, shape=LIVE_SHAPE, dtype=np.uint8, chunks=(8, 48, 48), overwrite=True)[...] = value
+    (session.store.path / "models" / f"v{version:04d}.partial").mkdir(parents=True)
+    publish_version(session.store, version, {"created": 0.0, "metrics": metrics})
+
+
+def test_a_stroke_of_two_classes_sends_the_live_preview_of_the_view(live):
+    controller, browser, ph = live
+    session, ref = controller.session, SliceRef("z", 8)
+    assert controller.view.served["tier"] is None and "paint two classes" in controller.view.served["summary"]
+    assert not controller.view.show_prediction and not overlays(browser)
+    scribble(controller, ph, ref)
+    session.wait_preview()
+    preview = session.preview(ref)
+    assert preview is not None and preview.seq == session.labels_seq
+    msg, (pred, conf) = overlays(browser)[-1]
+    assert (msg["axis"], msg["index"], msg["h"], msg["w"], msg["step"]) == ("z", 8, 48, 48, 1)
+    assert (msg["tier"], msg["fit"], msg["labels_seq"]) == ("instant", session.labels_seq, session.labels_seq)
+    np.testing.assert_array_equal(pred.reshape(48, 48), preview.prediction)
+    np.testing.assert_array_equal(conf.reshape(48, 48), preview.confidence)
+    assert set(np.unique(pred)) <= {1, 2} and (pred.reshape(48, 48) == ph.labels[8]).mean() > 0.6
+    served = controller.view.served
+    assert served["tier"] == "instant" and served["live"] and served["error"] is None
+    assert served["summary"].startswith("serving: instant classifier · ")
+    assert controller.view.show_prediction  # turned on once, by the first served prediction
+    # the same preview again (the poll's take_previews, a re-request): not sent twice
+    n = len(overlays(browser))
+    session.request_preview(ref)
+    session.wait_preview()
+    assert len(overlays(browser)) == n
+
+
+def test_a_subsampled_view_of_a_region_gets_the_preview_sampled_to_it(live):
+    controller, browser, ph = live
+    session, ref = controller.session, SliceRef("z", 8)
+    controller.handle({"type": "view", "client": "c2", "req": 1, "axis": "z", "index": 8,
+                       "r0": 8, "r1": 40, "c0": 4, "c1": 48, "step": 2})
+    controller.handle({"type": "view", "client": "c3", "req": 1, "axis": "y", "index": 20,
+                       "r0": 0, "r1": 16, "c0": 0, "c1": 48, "step": 1})
+    scribble(controller, ph, ref)
+    session.wait_preview()
+    preview = session.preview(ref)
+    msg, (pred, conf) = overlays(browser, "c2")[-1]
+    assert (msg["h"], msg["w"], msg["step"]) == (16, 22, 2)
+    np.testing.assert_array_equal(pred.reshape(16, 22), preview.prediction[8:40:2, 4:48:2])
+    np.testing.assert_array_equal(conf.reshape(16, 22), preview.confidence[8:40:2, 4:48:2])
+    assert not any(bufs for _, bufs in overlays(browser, "c3"))  # a view of another plane: no prediction of it yet
+    # it asked for its plane once tier 1 was fitted (Session.goto), and gets it on the next take
+    controller.handle({"type": "view", "client": "c3", "req": 2, "axis": "y", "index": 20,
+                       "r0": 0, "r1": 16, "c0": 0, "c1": 48, "step": 1})
+    session.wait_preview()
+    msg, (pred, _) = overlays(browser, "c3")[-1]
+    np.testing.assert_array_equal(pred.reshape(16, 48), session.preview(SliceRef("y", 20)).prediction)
+
+
+def test_a_served_tier_switch_resends_the_overlays_and_the_cache_follows_the_token(live):
+    controller, browser, ph = live
+    session, planes, ref = controller.session, controller.planes, SliceRef("z", 8)
+    scribble(controller, ph, ref)
+    session.wait_preview()
+    instant = session.preview(ref).prediction.copy()
+    assert session.served_tier()["instant"] is None  # too few held-out voxels: a deep score beats none
+    assert (ref, ("instant", session.labels_seq)) in planes._preds._d
+    n = len(overlays(browser))
+    session.auto_rerank = False  # these fake versions have no scores to rank with
+    publish(session, 1, {"heldout_dice": 0.9})
+    controller.poll()
+    assert not controller.errors
+    assert session.prediction_token == ("deep", 1) and controller.view.served["tier"] == "deep"
+    assert controller.view.served["summary"] == "serving: model v1 · held-out Dice 0.90"
+    (msg, (pred, conf)), = overlays(browser)[n:]  # once, though both the version and the tier changed
+    assert (msg["tier"], msg["fit"]) == ("deep", 1) and (pred == 1).all() and (conf == 250).all()
+    got = planes.prediction_of(ref)
+    assert (got[0] == 1).all() and (ref, ("deep", 1)) in planes._preds._d
+    # a version with no held-out score: the fresher tier 1 serves again, its cached planes come back
+    publish(session, 2, {})
+    controller.poll()
+    assert session.prediction_token == ("instant", session.labels_seq)
+    msg, (pred, _) = overlays(browser)[-1]
+    assert msg["tier"] == "instant" and (pred.reshape(48, 48) == instant).all()
+    # a new fit while tier 1 serves: never the previous fit's planes
+    scribble(controller, ph, ref, classes=(1, 2, 3), per_class=30, seq=10)
+    session.wait_preview()
+    assert session.prediction_token == ("instant", session.labels_seq)
+    np.testing.assert_array_equal(planes.prediction_of(ref)[0], session.preview(ref).prediction)
+    assert overlays(browser)[-1][0]["labels_seq"] == session.labels_seq
+
+
+def test_back_to_one_class_clears_the_overlays_and_a_failure_is_on_the_served_line(live, monkeypatch):
+    controller, browser, ph = live
+    session = controller.session
+    scribble(controller, ph, SliceRef("z", 8))
+    session.wait_preview()
+    controller.handle({"type": "undo"})  # one class left: tier 1 has no fit, nothing serves
+    session.wait_preview()
+    assert session.served_tier()["tier"] is None
+    msg, bufs = overlays(browser)[-1]
+    assert msg["layers"] == [] and bufs == []
+    monkeypatch.setattr(Session, "live_error", property(lambda self: "MemoryError: no room for the features"))
+    controller.take_previews()
+    assert controller.view.served["error"] == "MemoryError: no room for the features"
+    assert controller.view.served["summary"].endswith("instant classifier failed: MemoryError: no room for the features")

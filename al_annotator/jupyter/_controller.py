@@ -86,6 +86,36 @@ class ViewState:
     model_version: int | None = None
     trainer: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    show_prediction: bool = False
+    served: dict = field(default_factory=dict)
+
+
+def served_state(session: Session) -> dict[str, Any]:
+    """What the page shows about the served tier: ``Session.served_tier()`` plus ``live`` (tier 1 on),
+    ``error`` (``Session.live_error``) and ``summary``, the line shown beside the trainer's, e.g.
+    "serving: instant classifier · held-out Dice 0.83"."""
+    served = json_safe(session.served_tier())
+    live, error, version = bool(session.live_preview), session.live_error, session.model_version
+    tier = served.get("tier")
+
+    def dice(x: float | None) -> str:
+        return "no held-out score yet" if x is None else f"held-out Dice {x:.2f}"
+
+    if tier == "instant":
+        text = f"serving: instant classifier · {dice(served.get('instant'))}"
+        if served.get("deep") is not None:
+            text += f" (model v{version}: {served['deep']:.2f})"
+    elif tier == "deep":
+        text = f"serving: model v{version} · {dice(served.get('deep'))}"
+        if served.get("instant") is not None:
+            text += f" (instant classifier: {served['instant']:.2f})"
+    elif live:
+        text = "serving: nothing yet · paint two classes and the instant classifier predicts"
+    else:
+        text = ""
+    if error:
+        text += f"{' · ' if text else ''}instant classifier failed: {error}"
+    return dict(served, live=live, error=error, summary=text)
 
 
 class Controller:
@@ -121,6 +151,9 @@ class Controller:
         self.poll_ms: collections.deque[float] = collections.deque(maxlen=5000)
         self._poll_error: str | None = None
         self._browser_goto = False
+        #: Turn the prediction overlay on the first time a tier serves one (until the user sets it).
+        self.auto_prediction = True
+        self._preview_asked: tuple | None = None
 
     # ================================================================== state out
     def send(self, content: dict, buffers: Sequence[Any] = ()) -> None:
@@ -144,6 +177,8 @@ class Controller:
             (s.model_version_changed, self.on_model_version),
             (s.trainer_status_changed, self.on_trainer_status),
             (s.classes_changed, self.on_classes),
+            (s.preview_changed, self.on_preview),
+            (s.served_changed, self.on_served),
         ]
 
     def start(self) -> None:
@@ -159,6 +194,43 @@ class Controller:
             self.on_suggestions(list(s.queue))
         else:
             self.guard(lambda: s.refresh_suggestions())
+        self.sync_served()
+        if s.live_preview:
+            self.request_preview(s.current)
+
+    def request_preview(self, ref: SliceRef) -> None:
+        """Ask tier 1 for a preview of ``ref`` when it has none (once per plane and labels state:
+        ``Session.goto`` asks for itself once tier 1 is fitted, a stroke makes the Session ask)."""
+        s = self.session
+        key = (ref, s.labels_seq)
+        if s.live_preview and key != self._preview_asked and s.preview(ref) is None:
+            self._preview_asked = key
+            self.guard(lambda: s.request_preview(ref))
+
+    def take_previews(self) -> list:
+        """``Session.take_previews`` (the fast timer calls this): finished tier 1 previews reach the
+        views as ``overlays``; a failure is shown once, never raised."""
+        try:
+            done = self.session.take_previews()
+        except Exception as exc:  # noqa: BLE001 - on a timer: shown, never raised
+            msg = f"the instant classifier's preview failed: {describe(exc)}"
+            if msg != self._poll_error:
+                self._poll_error = msg
+                self.report(msg, exc)
+            return []
+        if self.session.live_error != self.view.served.get("error"):
+            self.sync_served()
+        return done
+
+    def sync_served(self) -> None:
+        """Sync the ``served`` view state (and turn the prediction overlay on the first time a tier serves)."""
+        state = served_state(self.session)
+        if state != self.view.served:
+            self.set(served=state)
+        if self.auto_prediction and state.get("tier") is not None:
+            self.auto_prediction = False
+            if not self.view.show_prediction:
+                self.set(show_prediction=True)
 
     def notice(self, message: str) -> None:
         self.send({"type": "notice", "message": message})
@@ -272,6 +344,7 @@ class Controller:
             finally:
                 self._browser_goto = False
         self.planes.view(client, content.get("req"), ref, region)
+        self.request_preview(ref)
 
     def _msg_stroke(self, client: str, content: dict, buffers: list) -> None:
         seq = P.parse_int(content, "seq", 0)
@@ -288,6 +361,7 @@ class Controller:
         else:
             atom = self.session.paint(idx, value, ref=ref, tool=tool)
         self.send({"type": "ack", "client": client, "seq": seq, "ok": True, "edit_seq": atom.seq, "n": atom.n})
+        self._preview_painted(ref)
 
     def _msg_fill(self, client: str, content: dict, buffers: list) -> None:
         seq = P.parse_int(content, "seq", 0)
@@ -298,6 +372,13 @@ class Controller:
         self._applied(client, seq)
         atom = self.session.flood_fill(row, col, value, ref=ref)
         self.send({"type": "ack", "client": client, "seq": seq, "ok": True, "edit_seq": atom.seq, "n": atom.n})
+        self._preview_painted(ref)
+
+    def _preview_painted(self, ref: SliceRef) -> None:
+        """The Session previews its current slice after an edit; a view painting another slice (a second
+        view of the widget) wants the plane it painted on."""
+        if self.session.live_preview and ref != self.session.current:
+            self.guard(lambda: self.session.request_preview(ref))
 
     def _applied(self, client: str, seq: int) -> None:
         applied = self.planes.applied
@@ -401,6 +482,18 @@ class Controller:
     def on_model_version(self, current: dict) -> None:
         self.set(model_version=self.session.model_version)
         self.refresh_history()
+        self.planes.model_changed()
+        self.sync_served()
+
+    def on_preview(self, preview: Any) -> None:
+        """Tier 1 previewed a plane: the views showing it get the new overlays (while it serves)."""
+        self.planes.preview_changed(preview)
+        if self.session.live_error != self.view.served.get("error"):
+            self.sync_served()
+
+    def on_served(self, served: dict) -> None:
+        """Another tier serves, or its held-out scores changed: the line, and every view's overlays."""
+        self.sync_served()
         self.planes.model_changed()
 
     def on_trainer_status(self, status: TrainerStatus) -> None:

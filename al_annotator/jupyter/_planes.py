@@ -150,6 +150,7 @@ class PlaneServer:
         self._pred_tiles: tuple[int, TileCache | None] | None = None  # (model version, its prediction tiles)
         self._tile_lock = threading.Lock()
         self._preds = _LRU(4)
+        self._overlays_sent: dict[str, tuple] = {}  # client -> overlay_key of what its view shows
         self._thumbs: dict[SliceRef, np.ndarray] = {}
         self._ortho_sent: dict[str, tuple[int, int]] = {}
         self._deferred: dict[str, tuple] = {}
@@ -286,11 +287,19 @@ class PlaneServer:
             for atom in replay:  # edits made while this was read (setting values is idempotent)
                 self.tiles.apply(atom.slice_ref, atom.indices, atom.new_values)
 
-    # ================================================================== the model's prediction
+    # ================================================================== the served tier's prediction
+    # What the overlays show is the Session's served tier (``Session.prediction_token``): a deep model
+    # version (read from its volume outputs; large slices through a tile cache of them) or tier 1's
+    # newest fit (previews of single planes, in memory: ``Session.preview``). Cached planes are keyed by
+    # that token, so a switch of tier or a new fit never shows a stale plane.
+    def deep_served(self) -> bool:
+        return self.session.prediction_token[0] == "deep"
+
     def prediction_tiles(self) -> TileCache | None:
-        """The current model's prediction (as labels) and confidence (as image), tiled; None before a model."""
+        """The served model version's prediction (as labels) and confidence (as image), tiled; None before
+        a model, or while tier 1 serves (its planes are previews in memory, not volume outputs)."""
         version = self.session.model_version
-        if version is None:
+        if version is None or not self.deep_served():
             return None
         if self._pred_tiles is None or self._pred_tiles[0] != version:
             cache = None
@@ -312,26 +321,43 @@ class PlaneServer:
             preds.install(key, *preds.read(key))
 
     def prediction_tiled(self, ref: SliceRef, region: Region) -> bool:
-        """Whether the prediction of a tiled view is in memory (or there is none)."""
-        if self.session.model_version is None:
+        """Whether the prediction of a tiled view is in memory (or there is none, or tier 1 serves it)."""
+        if self.session.model_version is None or not self.deep_served():
             return True
         preds = self.prediction_tiles()
         return preds is not None and preds.has(ref, region)
 
     def prediction_of(self, ref: SliceRef) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(prediction, confidence as 0..255)`` of a slice under the current model, or None (any thread)."""
-        version = self.session.model_version
-        if version is None:
-            return None
-        key = (ref, version)
-        got = self._preds.get(key)
-        if got is None:
-            pred = self.session.prediction(ref)
-            conf = self.session.confidence(ref)
-            if pred is None or conf is None:
+        """``(prediction, confidence as 0..255)`` of a slice under the served tier, or None (any thread).
+
+        Cached by ``(ref, Session.prediction_token)``: ``("instant", fit)`` planes are tier 1's
+        previews (in memory), ``("deep", version)`` planes are read from that version's outputs. While
+        tier 1 serves a plane it has not previewed yet, the deep version's plane stands in (as
+        ``Session.prediction`` does) until the preview comes (:meth:`preview_changed`)."""
+        s = self.session
+        token = s.prediction_token
+        got = self._preds.get((ref, token))
+        if got is not None:
+            return got
+        if token[0] == "instant":
+            preview = s.preview(ref)
+            if preview is not None:
+                got = (np.ascontiguousarray(preview.prediction, dtype=np.uint8), np.ascontiguousarray(preview.confidence, dtype=np.uint8))
+                self._preds.put((ref, token), got)
+                return got
+            if s.model_version is None:
                 return None
-            got = (np.ascontiguousarray(pred, dtype=np.uint8), np.rint(conf * 255).astype(np.uint8))
-            self._preds.put(key, got)
+            got = self._preds.get((ref, ("deep", s.model_version)))
+            if got is not None:
+                return got
+        elif token[1] is None:
+            return None
+        outputs = s.model_outputs()
+        if outputs is None or outputs.prediction is None or outputs.confidence is None:
+            return None
+        sel = ref.selection()
+        got = (np.ascontiguousarray(outputs.prediction[sel], dtype=np.uint8), np.ascontiguousarray(outputs.confidence[sel], dtype=np.uint8))
+        self._preds.put((ref, ("deep", outputs.version)), got)
         return got
 
     def _prediction_tile(self, ref: SliceRef, region: Region) -> tuple[np.ndarray, np.ndarray] | None:
@@ -341,13 +367,26 @@ class PlaneServer:
         return None if got is None else (got[1], got[0])
 
     def model_changed(self) -> None:
-        """A new model version is served: read its prediction for every view (off the loop), then send overlays."""
+        """A new model version, or another served tier: read its prediction for every view (off the
+        loop), then send overlays."""
         self._preds.clear()
         views = list(self.views.items())
         # the new prediction is read off the event loop (a 2048^2 slice: two reads of 1024 chunks)
         self.defer("overlays", lambda: [self._load_prediction(view.ref, view.region) for _, view in views],
                    lambda _: [self.send_overlays(client, view) for client, view in views if self.views.get(client) == view],
                    delay=0.0, pool="view")
+
+    def preview_changed(self, preview: Any) -> None:
+        """Tier 1 previewed a plane (``Session.preview_changed``): while it serves, send the new overlays
+        to every view showing that plane (a view of a large slice gets them sampled to its region)."""
+        if self.deep_served():
+            return  # the deep tier serves: what the views show did not change
+        ref = preview.ref
+        got = (np.ascontiguousarray(preview.prediction, dtype=np.uint8), np.ascontiguousarray(preview.confidence, dtype=np.uint8))
+        self._preds.put((ref, self.session.prediction_token), got)
+        for client, view in list(self.views.items()):
+            if view.ref == ref:
+                self.send_overlays(client, view)
 
     # ================================================================== sending pixels
     def send_slice(self, client: str, req: Any, ref: SliceRef, region: Region) -> None:
@@ -358,6 +397,7 @@ class PlaneServer:
         else:
             image, labels = self.quant.encode(block_mean(self.image(ref), region)), sample(self.labels_of(ref), region)
         layers, bufs = ["image", "labels"], [image, labels]
+        key = self._overlays_sent[client] = self.overlay_key(View(ref, region))
         ptile = self._prediction_tile(ref, region) if tile is not None else None
         if ptile is not None:
             layers += ["prediction", "confidence"]
@@ -370,7 +410,7 @@ class PlaneServer:
         content = {"type": "slice", "client": client, "req": req, "axis": ref.axis, "index": ref.index,
                    **region.to_json(), "image": self.quant.to_json(), "layers": layers,
                    "applied": self.applied.get(client, 0), "model_version": self.session.model_version,
-                   "kernel_ms": round((time.perf_counter() - t0) * 1000, 2)}
+                   "tier": key[1], "fit": key[2], "labels_seq": key[3], "kernel_ms": round((time.perf_counter() - t0) * 1000, 2)}
         self.send(content, bufs)
 
     def send_labels(self, client: str, view: View | None = None) -> None:
@@ -384,15 +424,35 @@ class PlaneServer:
         self.send({"type": "labels", "client": client, "applied": self.applied.get(client, 0),
                    "axis": view.ref.axis, "index": view.ref.index, **view.region.to_json()}, [labels])
 
-    def send_overlays(self, client: str, view: View) -> None:
+    def overlay_key(self, view: View) -> tuple:
+        """What decides the overlays of a view: its region, the served token, the deep version (a
+        stand-in while tier 1 has not previewed the plane) and the labels a tier 1 preview was made from."""
+        tier, fit = self.session.prediction_token
+        seq = stand_in = None
+        if tier == "instant":
+            preview = self.session.preview(view.ref)
+            if preview is None:
+                stand_in = self.session.model_version
+            else:
+                seq = int(preview.seq)
+        return (view, tier, fit, seq, stand_in)
+
+    def send_overlays(self, client: str, view: View, *, force: bool = False) -> None:
+        """The served tier's prediction and confidence of ``client``'s view, unless that view already
+        has them (same :meth:`overlay_key`). ``tier`` and ``fit`` are ``Session.prediction_token``;
+        ``labels_seq`` is the edit-log position a tier 1 preview was made from (the page times
+        stroke -> overlay with it). No prediction (tier 1 dropped its fit, no model): no buffers."""
+        key = self.overlay_key(view)
+        if not force and self._overlays_sent.get(client) == key:
+            return
         ptile = self._prediction_tile(view.ref, view.region)
         if ptile is None:
             pred = self.prediction_of(view.ref)
-            if pred is None:
-                return
-            ptile = (sample(pred[0], view.region), sample(pred[1], view.region))
+            ptile = () if pred is None else (sample(pred[0], view.region), sample(pred[1], view.region))
+        self._overlays_sent[client] = key
         self.send({"type": "overlays", "client": client, "axis": view.ref.axis, "index": view.ref.index,
-                   **view.region.to_json(), "model_version": self.session.model_version}, list(ptile))
+                   **view.region.to_json(), "model_version": self.session.model_version, "tier": key[1],
+                   "fit": key[2], "labels_seq": key[3], "layers": ["prediction", "confidence"] if ptile else []}, list(ptile))
 
     def image(self, ref: SliceRef) -> np.ndarray:
         """The image of a slice (from a cached chunk slab; any thread)."""

@@ -69,6 +69,19 @@ class Annotator(anywidget.AnyWidget):
     poll_interval
         Seconds between ``Session.poll`` calls on the kernel's event loop (``None``: no timer;
         call :meth:`poll` yourself).
+    live_preview
+        Tier 1 live (``Session.live_preview``, also settable later: ``w.live_preview = True``): after
+        every stroke the instant classifier (filter bank + random forest) refits on a background
+        thread and predicts the slice on screen; the prediction and uncertainty overlays follow
+        without blocking painting, and the page says which tier serves them ("serving: instant
+        classifier · held-out Dice 0.83", or the deep model when it scores higher on the held-out voxels).
+    live_interval
+        Seconds between checks for finished tier 1 previews (``Session.take_previews``) on the
+        kernel's event loop while live preview is on, so one reaches the page within about this
+        long of being ready (``None``: only the poll timer checks).
+    show_prediction
+        Show the prediction overlay. ``None`` (default): off until a tier first serves a prediction,
+        then on, unless the toggle was used before.
     trainer_options
         Passed to ``Session.start_trainer`` by the Start button (e.g. ``{"device": "cpu", "steps": 40}``).
     brush_size, tool, active_class, opacity
@@ -107,7 +120,7 @@ class Annotator(anywidget.AnyWidget):
     brush_size = t.Int(5).tag(sync=True)
     opacity = t.Float(0.5).tag(sync=True)
     show_labels = t.Bool(True).tag(sync=True)
-    show_prediction = t.Bool(False).tag(sync=True)
+    show_prediction = t.Bool(False).tag(sync=True)  # turned on once when a prediction is first served (show_prediction=None)
     show_uncertainty = t.Bool(False).tag(sync=True)
     canvas_size = t.Int(512).tag(sync=True)
     # ---- suggestions and training (kernel -> browser)
@@ -119,6 +132,10 @@ class Annotator(anywidget.AnyWidget):
     model_version = t.Int(None, allow_none=True).tag(sync=True)
     trainer = t.Dict().tag(sync=True)
     history = t.List(t.Dict()).tag(sync=True)
+    #: Tier 1 live on (``Session.live_preview``).
+    live_preview = t.Bool(False).tag(sync=True)
+    #: Which tier serves the overlays: ``Session.served_tier()`` plus ``live``, ``error`` and the ``summary`` line.
+    served = t.Dict().tag(sync=True)
 
     def __init__(
         self,
@@ -132,6 +149,9 @@ class Annotator(anywidget.AnyWidget):
         n_suggestions: int = 8,
         canvas_size: int = 512,
         poll_interval: float | None = 0.5,
+        live_preview: bool = False,
+        live_interval: float | None = 0.1,
+        show_prediction: bool | None = None,
         trainer_options: dict[str, Any] | None = None,
         brush_size: int = 5,
         tool: str = "brush",
@@ -143,7 +163,10 @@ class Annotator(anywidget.AnyWidget):
                                                          author=author, strategy=strategy, n_suggestions=n_suggestions)
         s = self.session
         s.auto_rerank = self.auto_rerank
+        if live_preview:
+            s.live_preview = True
         self.poll_interval = poll_interval
+        self.live_interval = live_interval
         vol = s.volume
         lo, hi = vol.display_window
 
@@ -157,6 +180,7 @@ class Annotator(anywidget.AnyWidget):
         #: How long each poll took (ms).
         self.poll_ms: collections.deque[float] = self._controller.poll_ms
         self._poll_task: asyncio.Task | None = None
+        self._live_task: asyncio.Task | None = None
         cur = s.current
         cursor = [n // 2 for n in vol.shape]
         cursor[cur.axis_number] = cur.index
@@ -178,7 +202,10 @@ class Annotator(anywidget.AnyWidget):
             tool=tool,
             active_class=int(active_class),
             opacity=float(opacity),
+            show_prediction=bool(show_prediction),
+            live_preview=bool(s.live_preview),
         )
+        self._controller.auto_prediction = show_prediction is None
         self.on_msg(lambda _widget, content, buffers: self._controller.handle(content, buffers or []))
         ctl = self._controller
         self._signals = ctl.connections()
@@ -187,6 +214,7 @@ class Annotator(anywidget.AnyWidget):
         self._closed = False
         ctl.start()
         self._start_polling()
+        self._start_live_timer()
 
     # ================================================================== public API
     @property
@@ -211,8 +239,9 @@ class Annotator(anywidget.AnyWidget):
         if getattr(self, "_closed", True):  # closed already, or __init__ failed before there was anything to close
             return
         self._closed = True
-        if self._poll_task is not None:
-            self._poll_task.cancel()
+        for task in (self._poll_task, self._live_task):
+            if task is not None:
+                task.cancel()
         for signal, slot in self._signals:
             try:
                 signal.disconnect(slot)
@@ -236,7 +265,39 @@ class Annotator(anywidget.AnyWidget):
 
         self._poll_task = loop.create_task(run())
 
+    def _start_live_timer(self) -> None:
+        """While live preview is on: ``Session.take_previews`` every ``live_interval`` s on the kernel's
+        loop (cheap when nothing is ready), so a finished preview is sent within ~0.1 s, not at the next poll."""
+        loop = running_loop()
+        if loop is None or self.live_interval is None or not self.session.live_preview:
+            return
+        if self._live_task is not None and not self._live_task.done():
+            return
+
+        async def run() -> None:
+            while not self._closed and self.session.live_preview:
+                await asyncio.sleep(self.live_interval)
+                self._controller.take_previews()
+
+        self._live_task = loop.create_task(run())
+
     # ================================================================== traits set in the browser
+    @t.observe("live_preview")
+    def _live_preview_changed(self, change: dict) -> None:
+        if getattr(self, "_closed", True):
+            return
+        self.session.live_preview = bool(change["new"])
+        self._controller.sync_served()
+        if change["new"]:
+            self._controller.request_preview(self.session.current)
+            self._start_live_timer()
+
+    @t.observe("show_prediction")
+    def _show_prediction_changed(self, change: dict) -> None:
+        controller = getattr(self, "_controller", None)
+        if controller is not None and change["old"] != change["new"]:  # set by the user (or once by the controller itself): no more automatic switching
+            controller.auto_prediction = False
+
     @t.observe("auto_rerank")
     def _auto_rerank_changed(self, change: dict) -> None:
         session = getattr(self, "session", None)

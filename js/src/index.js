@@ -19,7 +19,7 @@ import { AXES, h } from "./util.js";
 const MIN_BESIDE = 256;  // CSS px: a narrower canvas goes above the side panel rather than beside it
 
 function render({ model, el }) {
-  const dbg = (globalThis.__alAnnotator ||= { timings: { paint: [], painted: [], queued: [], raster: [], slice: [], ack: [], wl: [], ping: [], install: [] }, widgets: [], measurePaint: false });
+  const dbg = (globalThis.__alAnnotator ||= { timings: { paint: [], painted: [], queued: [], raster: [], slice: [], ack: [], wl: [], ping: [], install: [], overlay: [] }, widgets: [], measurePaint: false });
   const record = (name, ms) => { const a = (dbg.timings[name] ||= []); a.push(ms); if (a.length > 2000) a.shift(); };
   const now = () => performance.now();
   const get = (k) => model.get(k);
@@ -37,6 +37,9 @@ function render({ model, el }) {
     overlays: true,        // Space toggles
     seq: 0, pending: [],   // strokes sent, not yet in a labels message from the kernel
     upTimes: new Map(),    // stroke seq -> pointer-up time (for the ack latency)
+    liveWait: [],          // acked strokes [{editSeq, tUp}] whose prediction has not been drawn yet (stroke -> overlay time)
+    overlayDirty: false,   // overlays came during a stroke: drawn when it ends
+    overlaysSeen: 0,
     stroke: null, drag: null, mouse: null,
     ortho: null, thumbs: new Map(),
     window: (get("window") || []).slice(),
@@ -45,7 +48,8 @@ function render({ model, el }) {
   const views = createViewRequests(send, now);
   const isStrokeTool = (name) => (get("tools") || []).some((t) => t.name === name && t.stroke);
   const app = { model, get, setTrait, st, channel, dbg, record, now, isStrokeTool, navigate, switchAxis, requestView, scheduleView, setWindow,
-    redrawMain: () => { if (st.tile) { app.view.compose(); app.view.present(); } } };
+    redrawMain: () => { if (st.tile) { app.view.compose(); app.view.present(); } },
+    flushOverlays: () => { if (st.overlayDirty && st.tile) { st.overlayDirty = false; app.view.compose(); app.view.present(); overlaysDrawn(st.tile.labelsSeq); } } };
 
   // ------------------------------------------------------------------ DOM
   const view = app.view = createCanvas(app);
@@ -121,13 +125,27 @@ function render({ model, el }) {
     if (save) st.wlTimer = setTimeout(() => setTrait("window", st.window.slice()), 150);
   }
 
+  // the prediction drawn was made from the labels up to edit `labelsSeq` (tier 1's preview): the strokes it
+  // includes are timed from their pointer-up (dbg.timings.overlay), and tests read data-overlay-*
+  function overlaysDrawn(labelsSeq) {
+    root.dataset.overlays = String(++st.overlaysSeen);
+    root.dataset.overlayTier = st.tile.tier || "";
+    root.dataset.overlaySeq = labelsSeq === null || labelsSeq === undefined ? "" : String(labelsSeq);
+    if (labelsSeq === null || labelsSeq === undefined || !st.liveWait.length) return;
+    if (dbg.measurePaint) view.readPixel(view.S() / 2, view.S() / 2);  // benchmarks: force the raster first
+    const t = now();
+    st.liveWait = st.liveWait.filter((w) => { if (w.editSeq > labelsSeq) return true; record("overlay", t - w.tUp); return false; });
+  }
+
   function installSlice(msg, buffers) {
     const t0 = now();
     const t = decodeTile(msg, buffers);
     if (typeof t === "string") { panels.showError(t); return false; }
+    t.tier = msg.tier; t.labelsSeq = msg.labels_seq;
     view.installTile(t);
     painter.dropPending(msg.applied); painter.reapplyPending();
     view.compose(); view.present();
+    if (t.pred) overlaysDrawn(msg.labels_seq);
     root.dataset.axis = t.axis; root.dataset.index = String(t.index); root.dataset.ready = "1";
     root.dataset.step = String(t.step);
     record("install", now() - t0);
@@ -155,17 +173,24 @@ function render({ model, el }) {
         if (sameTile(t, msg)) { t.lab = u8(buffers[0]); painter.reapplyPending(); view.compose(); view.present(); }
         break;
       }
-      case "overlays": {
+      case "overlays": {  // the served tier's prediction changed (a tier 1 preview, a model version, a tier switch)
         const t = st.tile;
         if (sameTile(t, msg)) {
-          t.pred = u8(buffers[0]); t.conf = u8(buffers[1]);
-          if (!st.stroke) { view.compose(); view.present(); }
+          const has = buffers.length >= 2;  // none: nothing serves any more
+          t.pred = has ? u8(buffers[0]) : null; t.conf = has ? u8(buffers[1]) : null;
+          t.tier = msg.tier; t.labelsSeq = msg.labels_seq;
+          if (st.stroke) st.overlayDirty = true;
+          else { view.compose(); view.present(); overlaysDrawn(msg.labels_seq); }
         } else requestView(true);
         break;
       }
       case "ack": {
         const tUp = st.upTimes.get(msg.seq);
         if (tUp !== undefined) { record("ack", now() - tUp); st.upTimes.delete(msg.seq); }
+        if (tUp !== undefined && msg.ok && get("live_preview")) {
+          st.liveWait.push({ editSeq: msg.edit_seq, tUp });
+          if (st.liveWait.length > 200) st.liveWait.shift();
+        }
         root.dataset.acked = String(msg.seq);
         // the kernel is done with it; labels it changed in view came before this ack (or follow an error)
         painter.dropPending(msg.seq);
@@ -199,6 +224,7 @@ function render({ model, el }) {
     ["change:suggestions", panels.renderSuggestions],
     ["change:trainer change:history", panels.renderTraining],
     ["change:model_version", () => { panels.syncOverlayUI(); panels.renderTraining(); }],
+    ["change:served change:live_preview", () => { panels.syncOverlayUI(); panels.renderServed(); }],
     ["change:slice_state change:can_undo change:can_redo", panels.syncStateUI],
     ["change:cursor", () => view.present()],
     ["change:canvas_size", () => { if (lastWidth > 0) layout(lastWidth); else view.fitWidth(get("canvas_size")); view.fitView(); requestView(true); }],
@@ -211,7 +237,7 @@ function render({ model, el }) {
   // ------------------------------------------------------------------ start
   panels.title.textContent = get("project_name");
   view.rebuildColours(); view.sizeCanvas(); panels.renderStrategies(); panels.renderTools();
-  panels.syncSliceUI(); panels.syncOverlayUI(); panels.syncWindowUI(); panels.syncStateUI(); panels.syncPolicyUI(); panels.renderSuggestions(); panels.renderTraining();
+  panels.syncSliceUI(); panels.syncOverlayUI(); panels.syncWindowUI(); panels.syncStateUI(); panels.syncPolicyUI(); panels.renderSuggestions(); panels.renderTraining(); panels.renderServed();
   view.fitView(); view.present(); view.updateStatus(null);
   send({ type: "hello" });
   requestView(true);

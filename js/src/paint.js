@@ -180,6 +180,7 @@ export function createPainter(app) {
     if (st.stroke) {
       if (e.type !== "pointercancel") extendStroke(e);
       endStroke(); view.present(); view.updateStatus(st.mouse);
+      app.flushOverlays();  // overlays that came during the stroke
     } else if (st.drag) {
       const d = st.drag; st.drag = null;
       if (d.kind === "wl") app.setWindow(st.window.slice(), true);

@@ -35,8 +35,8 @@ export function createPanels(app) {
     return [box, h("label", { class: "al-check", title: tip }, box, label)];
   };
   const [showLab, showLabL] = check("show_labels", "Labels", "label overlay (Space hides all overlays)");
-  const [showPred, showPredL] = check("show_prediction", "Prediction", "the current model's prediction");
-  const [showUnc, showUncL] = check("show_uncertainty", "Uncertainty", "heat map of 1 - confidence of the current model");
+  const [showPred, showPredL] = check("show_prediction", "Prediction", "the served prediction (the instant classifier's or the model's)");
+  const [showUnc, showUncL] = check("show_uncertainty", "Uncertainty", "heat map of 1 - confidence of the served prediction");
   const opacity = h("input", { type: "range", class: "al-opacity", min: 0, max: 1, step: 0.05,
     oninput: () => setTrait("opacity", +opacity.value) });
   const levelR = h("input", { type: "range", class: "al-level", step: "any", oninput: () => wlFromSliders() });
@@ -59,6 +59,10 @@ export function createPanels(app) {
   const startBtn = h("button", { class: "al-start", text: "Start", title: "start the background trainer process", onclick: () => send({ type: "trainer", action: "start" }) });
   const stopBtn = h("button", { class: "al-stop", text: "Stop", title: "stop the trainer", onclick: () => send({ type: "trainer", action: "stop" }) });
   const trainStatus = h("div", { class: "al-train-status" });
+  // which tier serves the overlays (the kernel's words: the `served` trait's summary), and tier 1 on/off
+  const servedLine = h("div", { class: "al-served" });
+  const [liveBox, liveL] = check("live_preview", "live", "instant classifier: refit after every stroke and predict the slice on screen");
+  liveL.classList.add("al-auto");
   const progress = h("div", { class: "al-progress" }, h("div", { class: "al-progress-bar" }));
   const curve = h("canvas", { class: "al-curve" });
   const msgBox = h("div", { class: "al-msg", hidden: true });
@@ -78,7 +82,7 @@ export function createPanels(app) {
     h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Classes"), palette),
     h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Suggestions", strategySel, refreshBtn, autoRerankL), suggList,
       h("div", { class: "al-row" }, nextBtn, skipBtn)),
-    h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Training", startBtn, stopBtn), trainStatus, progress, curve));
+    h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Training", startBtn, stopBtn, liveL), trainStatus, servedLine, progress, curve));
 
   function wlFromSliders() {
     const level = +levelR.value, width = Math.max(+widthR.value, 1e-9);
@@ -157,6 +161,16 @@ export function createPanels(app) {
     drawCurve();
   }
 
+  function renderServed() {
+    const sv = get("served") || {};
+    liveBox.checked = !!get("live_preview");
+    servedLine.textContent = sv.summary || "";
+    servedLine.hidden = !sv.summary;
+    servedLine.title = sv.reason || "";
+    servedLine.classList.toggle("al-served-error", !!sv.error);
+    app.root.dataset.served = sv.tier || "none";
+  }
+
   // the learning curve: validation Dice and loss per model version
   function drawCurve() {
     const hist = get("history") || [], w = 280, hh = 84, dpr = window.devicePixelRatio || 1;
@@ -208,9 +222,13 @@ export function createPanels(app) {
   function syncOverlayUI() {
     showLab.checked = get("show_labels"); showPred.checked = get("show_prediction"); showUnc.checked = get("show_uncertainty");
     opacity.value = String(get("opacity"));
-    const hasModel = get("model_version") !== null && get("model_version") !== undefined;
-    showPred.disabled = showUnc.disabled = !hasModel;
-    showPredL.title = hasModel ? "the current model's prediction" : "no model yet: start the trainer";
+    const served = (get("served") || {}).tier;
+    const hasPrediction = !!served || (get("model_version") !== null && get("model_version") !== undefined);
+    showPred.disabled = showUnc.disabled = !hasPrediction;
+    showPredL.title = served === "instant" ? "the instant classifier's prediction (it serves: see the Training section)"
+      : hasPrediction ? "the model's prediction"
+      : get("live_preview") ? "no prediction yet: paint two classes (the instant classifier predicts), or start the trainer"
+      : "no model yet: start the trainer";
   }
 
   function syncWindowUI() {
@@ -242,7 +260,7 @@ export function createPanels(app) {
 
   return {
     bars, side, msgBox, title,
-    renderTools, renderPalette, renderSuggestions, renderTraining, renderStrategies,
+    renderTools, renderPalette, renderSuggestions, renderTraining, renderServed, renderStrategies,
     syncSliceUI, syncToolUI, syncOverlayUI, syncWindowUI, syncStateUI, syncPolicyUI,
     showMsg, showError: (text) => showMsg(text, "error"), hideMsg,
     detach: () => clearTimeout(msgTimer),

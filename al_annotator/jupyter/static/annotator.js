@@ -624,6 +624,7 @@ function createPainter(app) {
       endStroke();
       view.present();
       view.updateStatus(st.mouse);
+      app.flushOverlays();
     } else if (st.drag) {
       const d = st.drag;
       st.drag = null;
@@ -745,8 +746,8 @@ function createPanels(app) {
     return [box, h("label", { class: "al-check", title: tip }, box, label)];
   };
   const [showLab, showLabL] = check("show_labels", "Labels", "label overlay (Space hides all overlays)");
-  const [showPred, showPredL] = check("show_prediction", "Prediction", "the current model's prediction");
-  const [showUnc, showUncL] = check("show_uncertainty", "Uncertainty", "heat map of 1 - confidence of the current model");
+  const [showPred, showPredL] = check("show_prediction", "Prediction", "the served prediction (the instant classifier's or the model's)");
+  const [showUnc, showUncL] = check("show_uncertainty", "Uncertainty", "heat map of 1 - confidence of the served prediction");
   const opacity = h("input", {
     type: "range",
     class: "al-opacity",
@@ -782,6 +783,9 @@ function createPanels(app) {
   const startBtn = h("button", { class: "al-start", text: "Start", title: "start the background trainer process", onclick: () => send({ type: "trainer", action: "start" }) });
   const stopBtn = h("button", { class: "al-stop", text: "Stop", title: "stop the trainer", onclick: () => send({ type: "trainer", action: "stop" }) });
   const trainStatus = h("div", { class: "al-train-status" });
+  const servedLine = h("div", { class: "al-served" });
+  const [liveBox, liveL] = check("live_preview", "live", "instant classifier: refit after every stroke and predict the slice on screen");
+  liveL.classList.add("al-auto");
   const progress = h("div", { class: "al-progress" }, h("div", { class: "al-progress-bar" }));
   const curve = h("canvas", { class: "al-curve" });
   const msgBox = h("div", { class: "al-msg", hidden: true });
@@ -819,7 +823,7 @@ function createPanels(app) {
       suggList,
       h("div", { class: "al-row" }, nextBtn, skipBtn)
     ),
-    h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Training", startBtn, stopBtn), trainStatus, progress, curve)
+    h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Training", startBtn, stopBtn, liveL), trainStatus, servedLine, progress, curve)
   );
   function wlFromSliders() {
     const level = +levelR.value, width = Math.max(+widthR.value, 1e-9);
@@ -945,6 +949,15 @@ function createPanels(app) {
     stopBtn.disabled = !persistent || !tr.alive;
     drawCurve();
   }
+  function renderServed() {
+    const sv = get("served") || {};
+    liveBox.checked = !!get("live_preview");
+    servedLine.textContent = sv.summary || "";
+    servedLine.hidden = !sv.summary;
+    servedLine.title = sv.reason || "";
+    servedLine.classList.toggle("al-served-error", !!sv.error);
+    app.root.dataset.served = sv.tier || "none";
+  }
   function drawCurve() {
     const hist = get("history") || [], w = 280, hh = 84, dpr = window.devicePixelRatio || 1;
     curve.width = w * dpr;
@@ -1035,9 +1048,10 @@ function createPanels(app) {
     showPred.checked = get("show_prediction");
     showUnc.checked = get("show_uncertainty");
     opacity.value = String(get("opacity"));
-    const hasModel = get("model_version") !== null && get("model_version") !== void 0;
-    showPred.disabled = showUnc.disabled = !hasModel;
-    showPredL.title = hasModel ? "the current model's prediction" : "no model yet: start the trainer";
+    const served = (get("served") || {}).tier;
+    const hasPrediction = !!served || get("model_version") !== null && get("model_version") !== void 0;
+    showPred.disabled = showUnc.disabled = !hasPrediction;
+    showPredL.title = served === "instant" ? "the instant classifier's prediction (it serves: see the Training section)" : hasPrediction ? "the model's prediction" : get("live_preview") ? "no prediction yet: paint two classes (the instant classifier predicts), or start the trainer" : "no model yet: start the trainer";
   }
   function syncWindowUI() {
     const [vmin, vmax] = get("value_range"), [lo, hi] = st.window;
@@ -1084,6 +1098,7 @@ function createPanels(app) {
     renderPalette,
     renderSuggestions,
     renderTraining,
+    renderServed,
     renderStrategies,
     syncSliceUI,
     syncToolUI,
@@ -1195,7 +1210,7 @@ function createViewRequests(send, now) {
 // src/index.js
 var MIN_BESIDE = 256;
 function render({ model, el }) {
-  const dbg = globalThis.__alAnnotator ||= { timings: { paint: [], painted: [], queued: [], raster: [], slice: [], ack: [], wl: [], ping: [], install: [] }, widgets: [], measurePaint: false };
+  const dbg = globalThis.__alAnnotator ||= { timings: { paint: [], painted: [], queued: [], raster: [], slice: [], ack: [], wl: [], ping: [], install: [], overlay: [] }, widgets: [], measurePaint: false };
   const record = (name, ms) => {
     const a = dbg.timings[name] ||= [];
     a.push(ms);
@@ -1226,6 +1241,11 @@ function render({ model, el }) {
     // strokes sent, not yet in a labels message from the kernel
     upTimes: /* @__PURE__ */ new Map(),
     // stroke seq -> pointer-up time (for the ack latency)
+    liveWait: [],
+    // acked strokes [{editSeq, tUp}] whose prediction has not been drawn yet (stroke -> overlay time)
+    overlayDirty: false,
+    // overlays came during a stroke: drawn when it ends
+    overlaysSeen: 0,
     stroke: null,
     drag: null,
     mouse: null,
@@ -1256,6 +1276,14 @@ function render({ model, el }) {
       if (st.tile) {
         app.view.compose();
         app.view.present();
+      }
+    },
+    flushOverlays: () => {
+      if (st.overlayDirty && st.tile) {
+        st.overlayDirty = false;
+        app.view.compose();
+        app.view.present();
+        overlaysDrawn(st.tile.labelsSeq);
       }
     }
   };
@@ -1332,6 +1360,19 @@ function render({ model, el }) {
     clearTimeout(st.wlTimer);
     if (save) st.wlTimer = setTimeout(() => setTrait("window", st.window.slice()), 150);
   }
+  function overlaysDrawn(labelsSeq) {
+    root.dataset.overlays = String(++st.overlaysSeen);
+    root.dataset.overlayTier = st.tile.tier || "";
+    root.dataset.overlaySeq = labelsSeq === null || labelsSeq === void 0 ? "" : String(labelsSeq);
+    if (labelsSeq === null || labelsSeq === void 0 || !st.liveWait.length) return;
+    if (dbg.measurePaint) view.readPixel(view.S() / 2, view.S() / 2);
+    const t = now();
+    st.liveWait = st.liveWait.filter((w) => {
+      if (w.editSeq > labelsSeq) return true;
+      record("overlay", t - w.tUp);
+      return false;
+    });
+  }
   function installSlice(msg, buffers) {
     const t0 = now();
     const t = decodeTile(msg, buffers);
@@ -1339,11 +1380,14 @@ function render({ model, el }) {
       panels.showError(t);
       return false;
     }
+    t.tier = msg.tier;
+    t.labelsSeq = msg.labels_seq;
     view.installTile(t);
     painter.dropPending(msg.applied);
     painter.reapplyPending();
     view.compose();
     view.present();
+    if (t.pred) overlaysDrawn(msg.labels_seq);
     root.dataset.axis = t.axis;
     root.dataset.index = String(t.index);
     root.dataset.ready = "1";
@@ -1378,11 +1422,16 @@ function render({ model, el }) {
       case "overlays": {
         const t = st.tile;
         if (sameTile(t, msg)) {
-          t.pred = u8(buffers[0]);
-          t.conf = u8(buffers[1]);
-          if (!st.stroke) {
+          const has = buffers.length >= 2;
+          t.pred = has ? u8(buffers[0]) : null;
+          t.conf = has ? u8(buffers[1]) : null;
+          t.tier = msg.tier;
+          t.labelsSeq = msg.labels_seq;
+          if (st.stroke) st.overlayDirty = true;
+          else {
             view.compose();
             view.present();
+            overlaysDrawn(msg.labels_seq);
           }
         } else requestView(true);
         break;
@@ -1392,6 +1441,10 @@ function render({ model, el }) {
         if (tUp !== void 0) {
           record("ack", now() - tUp);
           st.upTimes.delete(msg.seq);
+        }
+        if (tUp !== void 0 && msg.ok && get("live_preview")) {
+          st.liveWait.push({ editSeq: msg.edit_seq, tUp });
+          if (st.liveWait.length > 200) st.liveWait.shift();
         }
         root.dataset.acked = String(msg.seq);
         painter.dropPending(msg.seq);
@@ -1458,6 +1511,10 @@ function render({ model, el }) {
       panels.syncOverlayUI();
       panels.renderTraining();
     }],
+    ["change:served change:live_preview", () => {
+      panels.syncOverlayUI();
+      panels.renderServed();
+    }],
     ["change:slice_state change:can_undo change:can_redo", panels.syncStateUI],
     ["change:cursor", () => view.present()],
     ["change:canvas_size", () => {
@@ -1483,6 +1540,7 @@ function render({ model, el }) {
   panels.syncPolicyUI();
   panels.renderSuggestions();
   panels.renderTraining();
+  panels.renderServed();
   view.fitView();
   view.present();
   view.updateStatus(null);
