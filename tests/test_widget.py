@@ -831,3 +831,29 @@ def test_the_live_timer_sends_a_preview_without_a_poll(project, fake_comm):
         return True
 
     assert asyncio.run(scenario())
+
+
+def test_a_tiled_view_gets_the_live_preview_sampled_then_the_deep_tiles_when_the_model_wins(tmp_path, fake_comm):
+    pytest.importorskip("sklearn")
+    w, c, path, vol = _tiled_widget(tmp_path, fake_comm, shape=(16, 64, 64))
+    w.live_preview = True
+    ref = SliceRef("z", 8)
+    view(c, "z", 8, (64, 64), step=2)
+    assert w._planes.tiled(ref, w._planes.views["c1"].region)
+    stroke(c, np.arange(0, 64 * 20), 1, seq=1)  # rows 0..19 class 1, rows 40..63 class 2
+    stroke(c, np.arange(64 * 40, 64 * 64), 2, seq=2)
+    w.session.wait_preview()
+    ov, (pred, conf) = c.custom("overlays")[-1]
+    assert (ov["h"], ov["w"], ov["step"], ov["tier"]) == (32, 32, 2, "instant")
+    preview = w.session.preview(ref)
+    np.testing.assert_array_equal(np.frombuffer(pred, np.uint8).reshape(32, 32), preview.prediction[::2, ::2])
+    np.testing.assert_array_equal(np.frombuffer(conf, np.uint8).reshape(32, 32), preview.confidence[::2, ::2])
+    c.clear()
+    _publish_fake_model(path)  # val_dice 0.7 and no held-out score for tier 1 (too few voxels): the model serves
+    w.poll()
+    assert w.served["tier"] == "deep"
+    ov, (pred, _) = c.custom("overlays")[-1]
+    p = np.frombuffer(pred, np.uint8).reshape(32, 32)
+    assert ov["tier"] == "deep" and (p[:, :16] == 2).all() and (p[:, 16:] == 3).all()  # from the model's tiles
+    assert w._planes.prediction_tiles() is not None and w._planes.prediction_tiles().reads == 1
+    w.close()

@@ -26,11 +26,15 @@ Kernel -> browser
 ``slice``     ``{client, req, axis, index, r0, r1, c0, c1, step, h, w, image: {dtype, qlo, qscale},
               layers, applied, model_version}``; buffers in the order of ``layers``
               (``image`` uint8/uint16, ``labels`` uint8, then ``prediction`` and ``confidence`` uint8
-              when a model exists). ``value = qlo + code * qscale``.
+              when a tier serves one). ``value = qlo + code * qscale``.
 ``labels``    ``{client, applied, axis, index, r0, ..., step, h, w}`` + the authoritative labels of the
               client's current tile. ``applied`` is the last stroke ``seq`` of that client the kernel
               has handled: the browser re-applies its own later strokes on top, so nothing flickers.
-``overlays``  as ``labels`` with ``prediction`` and ``confidence`` (a new model version landed).
+``overlays``  as ``labels`` with ``prediction`` and ``confidence`` (the served prediction changed: a
+              tier 1 preview of the plane, a new model version, another tier serving), and ``tier``,
+              ``fit`` (``Session.prediction_token``), ``labels_seq`` (the edit-log position a tier 1
+              preview was made from) and ``layers`` (``[]``, no buffers: nothing serves any more).
+              ``slice`` carries ``tier``, ``fit`` and ``labels_seq`` too.
 ``navigate``  ``{axis, index}``: the kernel moved the session (next suggestion, undo elsewhere, ``w.goto``);
               the browser shows that slice (it asks with ``view``).
 ``ack``       ``{client, seq, ok, edit_seq, n}``; ``error`` ``{message, client?, seq?}``; ``notice`` ``{message}``.
