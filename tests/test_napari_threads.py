@@ -25,7 +25,7 @@ from test_napari import SHAPE, _drag, _publish, _skip_without_qt, gui, phantom, 
 #: Session methods that change the session or the project (``__setattr__`` catches the rest).
 MUTATING = ("__init__", "goto", "apply_edit", "paint", "erase", "flood_fill", "accept_prediction", "undo", "redo",
             "mark_annotated", "refresh_suggestions", "next_suggestion", "skip", "poll", "set_class_colour",
-            "rename_class", "start_trainer", "stop_trainer", "close")
+            "rename_class", "start_trainer", "stop_trainer", "close", "take_previews", "request_preview", "wait_preview")
 
 
 @pytest.fixture
@@ -88,6 +88,11 @@ def test_every_mutating_session_call_runs_on_the_one_worker_thread(gui, plugin, 
     w.skip()
     w.refresh_suggestions(wait=True)
     w.auto_refresh_check.setChecked(False)
+    # tier 1 live: the dock's preview timer collects previews; the "live" checkbox off and on again
+    w.take_previews()
+    w.live_check.setChecked(False)
+    w.live_check.setChecked(True)
+    w.wait_idle()
     # a new model version picked up by the poll, palette edits, the trainer's buttons
     pred = np.ones(SHAPE, np.uint8)
     conf = np.full(SHAPE, 200, np.uint8)
@@ -105,7 +110,7 @@ def test_every_mutating_session_call_runs_on_the_one_worker_thread(gui, plugin, 
     seen = {what.split(" ")[0] if not what.startswith("set ") else what for what, _ in session_calls}
     for name in ("__init__", "goto", "apply_edit", "undo", "redo", "mark_annotated", "refresh_suggestions",
                  "next_suggestion", "skip", "poll", "set_class_colour", "rename_class", "start_trainer",
-                 "stop_trainer", "close", "set auto_rerank"):
+                 "stop_trainer", "close", "set auto_rerank", "take_previews", "request_preview", "set live_preview"):
         assert name in seen, f"the workflow never called Session.{name}: the test does not cover it"
     assert worker is not None and worker != threading.main_thread().ident
     elsewhere = [(what, ident) for what, ident in session_calls if ident != worker]

@@ -21,6 +21,19 @@ thread when the job's completion is posted back. ``tests/test_napari_threads.py`
 mutating Session call comes from another thread; ``benchmarks/bench_napari.py`` measures the
 longest GUI pause.
 
+Tier 1 live (issue #11): the "live" checkbox (on by default) turns on ``session.live_preview``;
+after each stroke the instant classifier refits on its own thread and predicts the slice the
+session shows. The prediction and uncertainty layers' data are a
+:class:`~al_annotator.napari._layers.ServedOutputs`: each plane is whatever serves it now (tier 1's
+preview of that plane while the instant classifier serves, else the deep model version, else zeros;
+``Session.prediction``/``confidence``). A fast ``QTimer`` (``preview_ms``, 100 ms) hands
+``session.take_previews()`` to the worker thread, which then reads the displayed plane as served into
+the layers' plane caches; ``preview_changed`` / ``served_changed`` arrive on the GUI thread after
+that and refresh the two layers when what the displayed plane shows changed. The prediction layer
+becomes visible the first time a prediction exists (a preview or a model version) unless the user
+showed or hid it before; the uncertainty layer stays as the user left it (hidden at first). The dock
+says which tier serves and its held-out Dice, and tier 1's last error.
+
 Showing a slice reads zarr chunks (0.5-1 s for the planes of four layers at 1024^3). The layer
 data wrappers cache whole planes (``_arrays.PlaneCache``); before the dock moves napari's dims
 (Next, a click in the suggestion table) or refreshes a layer (labels another process edited, a new
@@ -38,18 +51,20 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Signal as QtSignal
 from qtpy.QtWidgets import QApplication, QFileDialog, QWidget
 
 from ..core import Session
 from ..core.values import TrainerStatus
 from ..errors import AlAnnotatorError
 from ..types import AXES, SliceRef
-from ._arrays import ZerosArray, read_only
+from ._arrays import read_only
 from ._bridge import LabelsBridge
 from ._io import prefer_this_reader
 from ._jobs import GuiPoster, Job, Jobs
-from ._layers import class_colormap, image_layer_kwargs, labels_array, layer_names, model_arrays, prefetch_planes
-from ._ui import build_dock_ui, class_button, show_slice_state, show_suggestions, show_trainer_status
+from ._layers import (ServedOutputs, class_colormap, image_layer_kwargs, labels_array, layer_names, model_arrays,
+                      prefetch_planes)
+from ._ui import build_dock_ui, class_button, show_served, show_slice_state, show_suggestions, show_trainer_status
 
 if TYPE_CHECKING:
     import napari
@@ -60,6 +75,8 @@ log = logging.getLogger(__name__)
 
 #: How often the dock picks up what the trainer and other front ends did (ms).
 POLL_MS = 500
+#: How often the dock collects tier 1's finished previews (ms): a preview shows within this of being ready.
+PREVIEW_MS = 100
 
 
 class AnnotatorWidget(QWidget):
@@ -72,6 +89,9 @@ class AnnotatorWidget(QWidget):
     poll_ms
         Period of the timer that calls :meth:`Session.poll`; ``0`` disables the timer (tests
         and scripts then call :meth:`poll` themselves).
+    preview_ms
+        Period of the timer that collects tier 1's previews (``Session.take_previews`` on the
+        worker thread) while "live" is on; ``0`` disables it (:meth:`take_previews` by hand).
 
     Examples
     --------
@@ -82,7 +102,11 @@ class AnnotatorWidget(QWidget):
     >>> dock.open_project("my_project")                             # doctest: +SKIP
     """
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer", *, poll_ms: int = POLL_MS) -> None:
+    #: Emitted (GUI thread) with tier 1's :class:`~al_annotator.core.live.PlanePreview` once the
+    #: prediction layer shows it on the displayed slice (latency measurements, tests).
+    preview_shown = QtSignal(object)
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer", *, poll_ms: int = POLL_MS, preview_ms: int = PREVIEW_MS) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.session: Any = None
@@ -97,6 +121,15 @@ class AnnotatorWidget(QWidget):
         self._opened_models: dict[int, tuple[Any, Any]] = {}
         self._qt_dims: Any = None
         self._volume: Any = None  # the open session's VolumeFacts
+        #: The prediction and uncertainty layers' data: the served tier, plane by plane.
+        self.outputs: ServedOutputs | None = None
+        self._preview_job: Job | None = None
+        self._shown_token: Any = None  # (slice, token) the prediction layer last showed
+        self._served: dict | None = None  # session.served_tier() as last shown
+        self._live_error: str | None = None
+        self._user_visibility: set[str] = set()  # model layers whose visibility the user set
+        self._setting_visibility = False
+        self._prediction_shown = False  # the prediction layer was made visible once (or by the user)
         #: Time :meth:`Session.poll` took on the worker thread (the GUI thread does not wait for it).
         self.poll_stats = {"n": 0, "max_s": 0.0, "total_s": 0.0}
         #: The one worker thread every mutating Session call runs on (module docstring).
@@ -104,6 +137,7 @@ class AnnotatorWidget(QWidget):
         self.ui = build_dock_ui(self, Session.strategies())
         for name, widget in self.ui.widgets().items():  # dock.next_button, ... (scripts and tests use them)
             setattr(self, name, widget)
+        self._live_on = self.live_check.isChecked()  # read by the layers' data on any thread (not the widget)
         self._wire()
         self.viewer.dims.events.current_step.connect(self._on_dims)
         self.viewer.dims.events.order.connect(self._on_dims)
@@ -115,6 +149,11 @@ class AnnotatorWidget(QWidget):
         self.timer.timeout.connect(self._tick)
         if poll_ms:
             self.timer.start(int(poll_ms))
+        self.preview_timer = QTimer(self)
+        self.preview_timer.timeout.connect(self._preview_tick)
+        self._preview_ms = int(preview_ms)
+        if self._preview_ms:
+            self.preview_timer.start(self._preview_ms)
         self.ui.set_project_controls(False)
 
     # ================================================================== UI wiring
@@ -129,6 +168,7 @@ class AnnotatorWidget(QWidget):
                                (ui.start_button, self.start_trainer), (ui.stop_button, self.stop_trainer)):
             button.clicked.connect(lambda _=False, action=action: self._guard(action))
         ui.auto_refresh_check.toggled.connect(self._on_auto_rerank)
+        ui.live_check.toggled.connect(self._on_live)
         ui.suggestion_table.cellClicked.connect(self._suggestion_clicked)
 
     def _message(self, text: str) -> None:
@@ -218,6 +258,7 @@ class AnnotatorWidget(QWidget):
             raise AlAnnotatorError("type a project directory first (a folder with project.json)")
         path = Path(str(path)).expanduser()
         session_kw.setdefault("auto_rerank", self.auto_refresh_check.isChecked())
+        session_kw.setdefault("live_preview", self._live_on)
         self._attach(self.jobs.call("open project", lambda: _opened(Session.open(path, **session_kw))))
         return self.session
 
@@ -237,6 +278,7 @@ class AnnotatorWidget(QWidget):
         if classes:
             create_kw["classes"] = parse_classes(classes)
         create_kw.setdefault("auto_rerank", self.auto_refresh_check.isChecked())
+        create_kw.setdefault("live_preview", self._live_on)
         path = Path(str(path)).expanduser()
         QApplication.setOverrideCursor(Qt.WaitCursor)
         try:
@@ -255,8 +297,8 @@ class AnnotatorWidget(QWidget):
             return
         self._guard(self.create_project, self.path_edit.text(), name, self.classes_edit.text())
 
-    def _attach(self, opened: tuple[Any, Any, Any]) -> None:
-        session, volume, outputs = opened
+    def _attach(self, opened: tuple[Any, Any, Any, Any]) -> None:
+        session, volume, outputs, served = opened
         self.close_project()
         self.session = session
         self._volume = volume
@@ -269,7 +311,14 @@ class AnnotatorWidget(QWidget):
         if session.strategy in [self.strategy_combo.itemText(i) for i in range(self.strategy_combo.count())]:
             self.strategy_combo.setCurrentText(session.strategy)
         image = self.viewer.add_image(read_only(session.image_array), **image_layer_kwargs(volume, name))
-        pred_layer, unc_layer = self._add_model_layers(names, outputs)
+        pred, unc = outputs
+        self.outputs = ServedOutputs(session, (session.model_version if pred is not None else None, pred, unc),
+                                     live=lambda: self._live_on)
+        self._user_visibility = set()
+        self._prediction_shown = False
+        self._shown_token = None
+        self._served, self._live_error = served, None
+        pred_layer, unc_layer = self._add_model_layers(names)
         colours = list(session.colours)
         labels = self.viewer.add_labels(
             labels_array(session),
@@ -301,11 +350,15 @@ class AnnotatorWidget(QWidget):
         self._on_trainer_status(TrainerStatus(state="loading", alive=True))
         self.poll(wait=False)  # the trainer's status
         self.refresh_suggestions()  # before the first model: the cold start reads a few hundred chunks
+        self._show_served()
+        if self._live_on:  # labels painted before (another session): tier 1 fits them and previews the slice shown
+            self._submit("live preview", lambda: session.request_preview(session.current))
 
     def _slots(self, session: Any) -> list[tuple[Any, Callable]]:
         return [(session.slice_changed, self._on_session_slice), (session.slice_state_changed, self._on_slice_state),
                 (session.suggestions_changed, self._on_suggestions), (session.model_version_changed, self._on_model_version),
-                (session.trainer_status_changed, self._on_trainer_status), (session.classes_changed, self._on_classes)]
+                (session.trainer_status_changed, self._on_trainer_status), (session.classes_changed, self._on_classes),
+                (session.preview_changed, self._on_preview), (session.served_changed, self._on_served)]
 
     def close_project(self) -> None:
         """Remove the project's layers and close the session (a trainer this dock started is asked to stop)."""
@@ -322,6 +375,7 @@ class AnnotatorWidget(QWidget):
         stop = self._started_trainer
         self._started_trainer = False
         self._poll_job = None
+        self._preview_job = None
 
         def close() -> None:  # worker thread
             if stop:
@@ -336,6 +390,7 @@ class AnnotatorWidget(QWidget):
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.layers = {}
+        self.outputs = None
         self._opened_models = {}
         try:
             self.jobs.call("close project", close)
@@ -347,6 +402,8 @@ class AnnotatorWidget(QWidget):
             self.ui.set_project_controls(False)
             self.info_label.setText("No project open.")
             self.slice_label.setText("–")
+            self._served, self._live_error = None, None
+            show_served(self.ui, None, live=self._live_on)
 
     def _update_info(self) -> None:
         s = self.session
@@ -427,52 +484,68 @@ class AnnotatorWidget(QWidget):
             b.setChecked(k == value)
 
     # ================================================================== model layers
-    def _add_model_layers(self, names: dict[str, str], outputs: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
-        """Prediction and uncertainty layers, added at open (hidden placeholders before the first
-        model): adding a napari layer costs ~0.3-1 s of GUI time, which must not land mid-session.
-        ``outputs``: the served version's arrays, opened on the worker (else opened here)."""
+    def _add_model_layers(self, names: dict[str, str]) -> tuple[Any, Any]:
+        """Prediction and uncertainty layers, added at open over :attr:`outputs` (the served tier,
+        plane by plane; hidden before the first prediction): adding a napari layer costs ~0.3-1 s
+        of GUI time, which must not land mid-session."""
         volume = self._volume
-        version = self.session.model_version
-        pred, unc = outputs if outputs is not None else model_arrays(self.session)
+        outputs = self.outputs
         colours = list(self.session.colours)
         kw = {"scale": tuple(volume.spacing), "axis_labels": AXES}
-        pred_layer = self.viewer.add_labels(
-            pred if pred is not None else ZerosArray(volume.shape, np.uint8), name=names["prediction"],
-            colormap=class_colormap(colours), opacity=0.35, visible=pred is not None, **kw)
+        shown = self._prediction_shown or outputs.has_deep
+        pred_layer = self.viewer.add_labels(outputs.prediction, name=names["prediction"], colormap=class_colormap(colours),
+                                            opacity=0.35, visible=shown, **kw)
         pred_layer.editable = False
-        pred_layer.metadata["model_version"] = version if pred is not None else None
-        unc_layer = self.viewer.add_image(
-            unc if unc is not None else ZerosArray(volume.shape, np.float32), name=names["uncertainty"],
-            colormap="inferno", contrast_limits=[0.0, 1.0], blending="additive", opacity=0.6, visible=False, **kw)
-        unc_layer.metadata["model_version"] = version if unc is not None else None
+        pred_layer.metadata["model_version"] = outputs.deep_version
+        unc_layer = self.viewer.add_image(outputs.uncertainty, name=names["uncertainty"], colormap="inferno",
+                                          contrast_limits=[0.0, 1.0], blending="additive", opacity=0.6, visible=False, **kw)
+        unc_layer.metadata["model_version"] = outputs.deep_version
+        self._prediction_shown = shown
+        for key, layer in (("prediction", pred_layer), ("uncertainty", unc_layer)):
+            layer.events.visible.connect(lambda _e=None, key=key: self._visibility_set(key))
         return pred_layer, unc_layer
 
+    def _visibility_set(self, key: str) -> None:
+        if not self._setting_visibility:
+            self._user_visibility.add(key)  # the user's choice: never changed by the dock again
+            if key == "prediction":
+                self._prediction_shown = True
+
+    def _show_prediction_once(self) -> None:
+        """The first prediction (a tier 1 preview or a model version): show the prediction layer,
+        unless the user showed or hid it already."""
+        layer = self.layers.get("prediction")
+        if self._prediction_shown or layer is None or "prediction" in self._user_visibility:
+            return
+        self._prediction_shown = True
+        self._setting_visibility = True
+        try:
+            layer.visible = True
+            layer.editable = False  # napari re-enables it when data or visibility change
+        finally:
+            self._setting_visibility = False
+
     def _on_model_version(self, current: dict) -> None:
-        """A new model version landed: point the prediction and uncertainty layers at it."""
+        """A new model version landed: the prediction and uncertainty layers show it where tier 1 does not serve."""
         version = int(current["version"])
         opened = self._opened_models.pop(version, None)  # opened by the poll on the worker thread
         for older in [v for v in self._opened_models if v < version]:
             del self._opened_models[older]
         if opened is None:
             opened = model_arrays(self.session, version)
+        if opened[0] is not None and self.outputs is not None:
+            self.outputs.set_deep(version, *opened)  # its displayed plane was read on the worker thread (poll)
         if any(self.layers.get(k) not in self.viewer.layers for k in ("prediction", "uncertainty")):
             for k in ("prediction", "uncertainty"):  # the user deleted one: add both again
                 if self.layers.get(k) in self.viewer.layers:
                     self.viewer.layers.remove(self.layers[k])
             self.layers["prediction"], self.layers["uncertainty"] = self._add_model_layers(
-                layer_names(self._volume.name if self._volume.path else "project"), opened)
-        for key, data in zip(("prediction", "uncertainty"), opened):
-            if data is None:
-                continue
-            layer = self.layers[key]
-            first = layer.metadata.get("model_version") is None
-            if layer.metadata.get("model_version") != version:
-                layer.data = data  # its displayed plane was read on the worker thread (poll)
-                layer.metadata["model_version"] = version
-            if first and key == "prediction":
-                layer.visible = True  # the first model: show what it predicts
-            if key == "prediction":
-                layer.editable = False  # napari re-enables it when data or visibility change
+                layer_names(self._volume.name if self._volume.path else "project"))
+        for key in ("prediction", "uncertainty"):
+            self.layers[key].metadata["model_version"] = self.outputs.deep_version if self.outputs is not None else None
+        if opened[0] is not None:
+            self._show_prediction_once()
+        self._refresh_outputs(force=True)
         # keep the labels layer on top (painting) and active
         labels = self.layers.get("labels")
         if labels is not None and labels in self.viewer.layers:
@@ -480,6 +553,118 @@ class AnnotatorWidget(QWidget):
             if i != len(self.viewer.layers) - 1:
                 self.viewer.layers.move(i, len(self.viewer.layers))
         self._update_info()  # re-ranking on a new version is the Session's policy (session.auto_rerank)
+        self._show_served()
+
+    # ================================================================== tier 1 live
+    def _on_live(self, checked: bool) -> None:
+        """The "live" checkbox: tier 1 refits after every stroke (on) or stays as it is (off: the
+        prediction layers show the deep model version only)."""
+        self._live_on = bool(checked)
+        if self._live_on and self._preview_ms:
+            self.preview_timer.start(self._preview_ms)
+        elif not self._live_on:
+            self.preview_timer.stop()
+        if self.session is not None:
+            session = self.session
+            shown = self._shown()
+
+            def job() -> Any:  # worker thread
+                session.live_preview = bool(checked)
+                if checked and shown is not None:
+                    session.request_preview(shown)  # the slice on screen, from the labels as they are now
+                return None
+
+            self._submit("live preview", job)
+            self._refresh_outputs()
+            self._show_served()
+
+    def _preview_tick(self) -> None:
+        if self.session is not None and self._live_on and self._preview_job is None:
+            self.take_previews(wait=False)
+
+    def take_previews(self, *, wait: bool = True) -> list[Any] | None:
+        """Collect tier 1's finished previews (:meth:`Session.take_previews` on the worker thread,
+        which then reads the displayed plane as served into the layers' plane caches); their
+        ``preview_changed`` refreshes the layers on the GUI thread. The fast timer calls it with
+        ``wait=False``; ``wait=True`` (scripts, tests) blocks until it is handled and returns the previews."""
+        if self.session is None:
+            return None
+        task = self._preview_job
+        if task is None:
+            session = self.session
+            fill = self._fill_outputs_job()
+
+            def job() -> Any:  # worker thread
+                previews = session.take_previews()
+                fill()
+                return previews, session.served_tier(), session.live_error
+
+            def done(result: Any, error: BaseException | None) -> None:
+                if self._preview_job is task:
+                    self._preview_job = None
+                if result is not None:
+                    self._show_served(result[1], result[2])
+
+            task = self._preview_job = self._submit("previews", job, done)
+        if not wait:
+            return None
+        self.jobs.drain(upto=task)
+        if self._preview_job is task:
+            self._preview_job = None
+        result = task.result()
+        return None if result is None else list(result[0])
+
+    def _fill_outputs_job(self) -> Callable[[], int]:
+        """A worker job that reads the displayed slice's served planes into the model layers' caches; built on the GUI thread."""
+        outputs, shown = self.outputs, self.displayed_slice()
+        unc = self.layers.get("uncertainty")
+        unc_visible = unc is not None and unc.visible
+        if outputs is None or shown is None:
+            return lambda: 0
+        return lambda: outputs.prefetch(shown, uncertainty=unc_visible)
+
+    def _on_preview(self, preview: Any) -> None:
+        """Tier 1 previewed a plane (GUI thread): refresh the model layers if it is the one shown."""
+        if self.outputs is None or not self._live_on:
+            return
+        shown = self.displayed_slice()
+        if shown is not None and preview.ref == shown:
+            self._refresh_outputs()
+
+    def _on_served(self, served: dict) -> None:
+        """The served tier or its held-out scores changed: the label, and the layers if what they show changed."""
+        self._show_served(served)
+        self._refresh_outputs()
+
+    def _refresh_outputs(self, *, force: bool = False) -> None:
+        """Refresh the prediction and uncertainty layers when what the displayed plane shows
+        changed (a new preview, another served tier, a new deep version); its planes were read
+        on the worker thread first."""
+        outputs = self.outputs
+        shown = self.displayed_slice()
+        if outputs is None or shown is None:
+            return
+        token = (shown, outputs.token(shown))
+        if token == self._shown_token and not force:
+            return
+        self._shown_token = token
+        preview = outputs.served_preview(shown)
+        if preview is not None:
+            self._show_prediction_once()
+        for key in ("prediction", "uncertainty"):
+            layer = self.layers.get(key)
+            if layer is not None and layer in self.viewer.layers and layer.visible:
+                layer.refresh()
+        if preview is not None:
+            self.preview_shown.emit(preview)
+
+    def _show_served(self, served: dict | None = None, error: str | None | bool = False) -> None:
+        if served is not None:
+            self._served = served
+        if error is not False:
+            self._live_error = error
+        show_served(self.ui, self._served, self._live_error, live=self._live_on,
+                    deep_version=self.outputs.deep_version if self.outputs is not None else None)
 
     def _on_auto_rerank(self, checked: bool) -> None:
         if self.session is not None:
@@ -794,10 +979,11 @@ class AnnotatorWidget(QWidget):
             labels = self.layers["labels"].data
             unc = self.layers.get("uncertainty")
             unc_visible = unc is not None and unc.visible
+            fill = self._fill_outputs_job()
 
             def job() -> dict[str, bool]:  # worker thread
                 t0 = time.perf_counter()
-                changed = session.poll()
+                changed = session.poll()  # also takes tier 1's previews (preview_changed)
                 if changed["labels"] and shown is not None:
                     # another process's edits: the shown plane is read here, the layer's refresh finds it
                     labels.prefetch(shown.axis_number, int(shown.index))
@@ -809,6 +995,7 @@ class AnnotatorWidget(QWidget):
                         prefetch_planes([a for a, show in zip(arrays, (True, unc_visible)) if a is not None and show],
                                         shown.axis_number, int(shown.index))
                     opened[session.model_version] = arrays
+                fill()  # the shown plane as served now (a preview taken, the served tier switched)
                 dt = time.perf_counter() - t0
                 stats["n"] += 1
                 stats["total_s"] += dt
@@ -833,11 +1020,13 @@ class AnnotatorWidget(QWidget):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self.timer.stop()
+        self.preview_timer.stop()
         self.close_project()
         super().closeEvent(event)
 
 
-def _opened(session: Any) -> tuple[Any, Any, Any]:
+def _opened(session: Any) -> tuple[Any, Any, Any, Any]:
     """What the dock needs to show a session, read on the worker thread: the session, its volume
-    facts and the served model version's layer data (zarr metadata reads off the GUI thread)."""
-    return session, session.volume, model_arrays(session)
+    facts, the served model version's layer data (zarr metadata reads off the GUI thread) and the
+    served tier."""
+    return session, session.volume, model_arrays(session), session.served_tier()
