@@ -153,3 +153,19 @@ def test_spread_order_covers_every_slice_once_coarse_first():
     order = _spread_order((5, 9, 3))
     assert len(order) == 17 and len(set(order)) == 17
     assert [r.index for r in order if r.axis == "y"][:3] == [0, 8, 4]
+
+
+def test_turning_live_on_warms_the_plane_on_screen_before_the_first_stroke(tmp_path, phantom):
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes)
+    s.goto(SliceRef("y", 20))
+    s.live_preview = True
+    s._live.wait_idle(60)
+    block = (slice(None), 20, slice(None))
+    tiles = s._live.bank.tiles_of(block)
+    assert s._live.bank.stats["tiles_computed"] >= len(tiles) and s._live.classifier is None
+    computed = s._live.bank.stats["tiles_computed"]
+    _scribble(s, phantom.labels, SliceRef("y", 20), 150, 0)
+    s.wait_preview()
+    assert s.preview(SliceRef("y", 20)) is not None
+    assert s._live.bank.stats["tiles_computed"] == computed  # the stroke's fit and plane found them warm
+    s.close()

@@ -89,6 +89,7 @@ class LivePreview:
         self._planes: dict[SliceRef, tuple[np.ndarray, int]] = {}  # labels of the labelled slices, with their seq
         self._dirty: set[SliceRef] | None = None  # None: re-read every labelled slice
         self._wanted: SliceRef | None = None
+        self._prefetch: SliceRef | None = None
         self._seq_wanted = -1
         self._done: list[PlanePreview] = []
         #: Per-slice acquisition scores from tier 1 (filled when idle): ref -> (seq, scores, embedding, fg).
@@ -121,6 +122,13 @@ class LivePreview:
             self._wanted = ref
             self._cv.notify()
 
+    def prefetch(self, ref: SliceRef) -> None:
+        """Compute the features of ``ref``'s plane while idle (the plane on screen before the first
+        stroke: the 3D filters of a cold 512^2 plane take seconds, the expert's first strokes longer)."""
+        with self._cv:
+            self._prefetch = ref
+            self._cv.notify()
+
     def take(self) -> list[PlanePreview]:
         """Previews finished since the last call (the caller emits its signals for them)."""
         with self._cv:
@@ -141,7 +149,7 @@ class LivePreview:
         """Block until nothing is queued or running (tests, scripts); False on timeout."""
         deadline = time.monotonic() + timeout
         with self._cv:
-            while (self._busy or self._wanted is not None) and not self._closed:
+            while (self._busy or self._wanted is not None or self._prefetch is not None) and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -163,7 +171,7 @@ class LivePreview:
         while True:
             with self._cv:
                 while not self._closed and self._wanted is None:
-                    if self._scoring_due():
+                    if self._prefetch is not None or self._scoring_due():
                         break
                     self._cv.wait()
                 if self._closed:
@@ -175,7 +183,18 @@ class LivePreview:
                     scoring = False
             if scoring:
                 try:
-                    self._score_some(budget_s=0.5)
+                    with self._cv:
+                        warm, self._prefetch = self._prefetch, None
+                    if warm is not None:
+                        block = [slice(None)] * 3
+                        block[warm.axis_number] = warm.index
+                        for tile in self.bank.tiles_of(tuple(block)):  # tile by tile: a stroke's request waits at most one
+                            with self._cv:
+                                if self._wanted is not None or self._closed:
+                                    break
+                            self.bank.tile_features(tile)
+                    else:
+                        self._score_some(budget_s=0.5)
                 except Exception as exc:  # noqa: BLE001
                     self.last_error = f"scoring slices: {type(exc).__name__}: {exc}"
                     self._score_pos = len(self._score_order)  # no retry loop on a persistent error

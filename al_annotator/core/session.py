@@ -137,10 +137,12 @@ class Session:
         self._pin_current()
         #: Tier 1 (the instant classifier) refits after every stroke and predicts the plane on screen
         #: (:mod:`al_annotator.core.live`); the front ends turn it on, scripts need not pay for it.
-        self.live_preview = bool(live_preview)
+        self._live_preview = bool(live_preview)
         self._live = None
         self._served = self.served_tier()
         self.labels_changed.connect(self._live_on_labels)
+        if self._live_preview:
+            self.live_preview = True  # starts warming the plane on screen
 
     @classmethod
     def open(cls, project: str | os.PathLike, *, read_only: bool = False, **kw: Any) -> "Session":
@@ -308,8 +310,11 @@ class Session:
         if ref != self.current:
             self.current = ref
             self.slice_changed.emit(ref)
-            if self._live is not None and self._live.classifier is not None:
-                self._live.request(ref)  # the new plane's preview from the fitted tier 1
+            if self._live is not None:
+                if self._live.classifier is not None:
+                    self._live.request(ref)  # the new plane's preview from the fitted tier 1
+                else:
+                    self._live.prefetch(ref)  # its features, before the first strokes
         return ref
 
     def image(self, ref: SliceRef | None = None) -> np.ndarray:
@@ -373,6 +378,20 @@ class Session:
             tier, why = None, "no labels of two classes and no model yet"
         return {"tier": tier, "instant": instant, "deep": deep, "reason": why}
 
+    @property
+    def live_preview(self) -> bool:
+        """Tier 1 live on (see :mod:`al_annotator.core.live`); turning it on starts computing the
+        features of the plane on screen in the background, so the first stroke's preview is quick."""
+        return self._live_preview
+
+    @live_preview.setter
+    def live_preview(self, on: bool) -> None:
+        self._live_preview = bool(on)
+        if self._live_preview:
+            live = self._ensure_live()
+            if live.classifier is None:
+                live.prefetch(self.current)
+
     def preview(self, ref: SliceRef | None = None) -> Any:
         """Tier 1's newest :class:`~al_annotator.core.live.PlanePreview` of a plane (whatever serves), or ``None``."""
         return None if self._live is None else self._live.latest(ref or self.current)
@@ -420,7 +439,7 @@ class Session:
         return self._live.latest(ref)
 
     def _ensure_live(self) -> Any:
-        if not self.live_preview:
+        if not self._live_preview:
             return None
         if self._live is None:
             from .live import LivePreview
