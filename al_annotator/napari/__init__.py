@@ -22,6 +22,8 @@ _LAZY = {
     "Jobs": "._jobs",
     "StoreLabels": "._arrays",
     "MappedArray": "._arrays",
+    "ServedPlanes": "._arrays",
+    "ServedOutputs": "._layers",
     "voxels_from_history": "._edits",
     "voxels_to_atoms": "._edits",
     "class_colormap": "._layers",
