@@ -13,6 +13,9 @@ examples:
   al-annotator simulate --volume drosophila_l1_sstem.npz --labels-offset 1 --strategy entropy,foreground_random --out sim_em
   # scribbles instead of complete slices, 2 seeds, the random-forest peer
   al-annotator simulate --volume vol.npz --strategy hybrid --oracle scribble --seeds 2 --peer --out sim
+  # the product as it serves: tier 1 + tier 2 each round, the better on held-out voxels served; the network
+  # trains 60 s per slice the expert scribbled (steps = seconds x the step rate measured at the start)
+  al-annotator simulate --volume vol.npz --strategy random --oracle scribble --tiers --seconds-per-slice 60 --peer --out sim
 
 Writes OUT/results.json (config, dataset, full_supervision, runs[].rounds[], peer, summary) and
 OUT/learning_curves.png.
@@ -74,11 +77,13 @@ def register(sub: Any, command: Callable) -> None:
     g.add_argument("--seconds-per-round", type=float_arg(0, lo_open=True),
                    help="train the network this many seconds per round (the expert's annotation time), instead of --steps-per-round")
     g.add_argument("--seconds-per-slice", type=float_arg(0, lo_open=True),
-                   help="train the network this many seconds per slice revealed in the round (e.g. 60); also the annotation cost "
-                   "of a complete slice (default cost 60 s)")
+                   help="train the network this many seconds per slice revealed in the round (e.g. 60, the time an expert "
+                   "spends on a scribbled slice)")
     g.add_argument("--step-rate", type=float_arg(0),
                    help="training steps per second that converts seconds to steps (default: measured once at the start, recorded)")
     g.add_argument("--seconds-per-stroke", type=float_arg(0), default=3.0, help="annotation cost of one scribble stroke (default 3 s)")
+    g.add_argument("--cost-per-slice", type=float_arg(0), default=60.0,
+                   help="annotation cost of one complete slice, slice oracle (default 60 s)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int_arg(1), help="torch threads (default: torch's choice)")
     p.add_argument("--no-plot", action="store_true", help="do not write learning_curves.png")
@@ -98,6 +103,7 @@ def config_from_args(args: argparse.Namespace):
         peer_max_samples=args.peer_max_samples, device=args.device, threads=args.threads,
         tiers=args.tiers, holdout_fraction=args.holdout_fraction, val_every=args.val_every, seconds_per_round=args.seconds_per_round,
         seconds_per_slice=args.seconds_per_slice, step_rate=args.step_rate, seconds_per_stroke=args.seconds_per_stroke,
+        cost_per_slice=args.cost_per_slice,
     )
 
 

@@ -31,8 +31,8 @@ that many seconds of training, converted to steps with ``step_rate`` (steps per 
 once at the start when not given, and recorded) so that a run is deterministic.
 
 Annotation cost per round: strokes (the scribble oracle counts them) and seconds (strokes x
-``seconds_per_stroke`` for scribbles, slices x ``seconds_per_slice`` (default 60 s) for complete
-slices), besides voxels.
+``seconds_per_stroke`` (3 s) for scribbles, slices x ``cost_per_slice`` (60 s) for complete slices),
+besides voxels. The cost is independent of the training budget, which may be scaled down to fit a run.
 
 Test split: every ``test_every``-th slice along the first candidate axis (from ``test_every // 2``)
 is held out; its voxels are never revealed (slices of other axes are revealed except where they
@@ -105,8 +105,9 @@ class SimulationConfig:
     seconds_per_round: float | None = None
     seconds_per_slice: float | None = None
     step_rate: float | None = None
-    #: Annotation cost of one scribble stroke.
+    #: Annotation cost of one scribble stroke, and of one complete slice (slice oracle).
     seconds_per_stroke: float = 3.0
+    cost_per_slice: float = SECONDS_PER_SLICE_DEFAULT
 
     @property
     def seconds_mode(self) -> bool:
@@ -137,8 +138,10 @@ class SimulationConfig:
             raise InputError(f"--step-rate must be a number of steps per second >= 0, got {self.step_rate!r}")
         if self.step_rate is not None and not self.seconds_mode:
             raise InputError("--step-rate converts seconds to steps: give --seconds-per-round or --seconds-per-slice too")
-        if not (math.isfinite(self.seconds_per_stroke) and self.seconds_per_stroke >= 0):
-            raise InputError(f"--seconds-per-stroke must be >= 0, got {self.seconds_per_stroke!r}")
+        for name in ("seconds_per_stroke", "cost_per_slice"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {v!r}")
         if not 0 < self.holdout_fraction < 0.5:
             raise InputError(f"--holdout must be in (0, 0.5), got {self.holdout_fraction!r}")
         if self.val_every < 0 or self.val_every == 1:
@@ -277,7 +280,7 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
     cand_pos = None
     rounds = []
     strokes_total, cost_total = 0, 0.0
-    slice_cost = cfg.seconds_per_slice if cfg.seconds_per_slice is not None else SECONDS_PER_SLICE_DEFAULT
+    slice_cost = cfg.cost_per_slice
     for r in range(ctx.n_rounds + 1):
         if not picks:
             break
