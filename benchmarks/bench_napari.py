@@ -14,6 +14,13 @@ Three parts, each in a fresh process (clean memory figures, no napari state carr
   deleted afterwards); time and memory to open it in the dock, time to show a z, y and x slice
   (``go_to`` alone, and as Next does it: planes read on the dock's worker thread first), and stroke
   latency there.
+* ``live``: tier 1 live (issue #11) on a phantom with 512 x 512 slices: strokes alternating two
+  classes through napari's drag callbacks on one z slice; time from each stroke's mouse release
+  until the dock's prediction layer shows tier 1's preview of that plane made from labels including
+  the stroke (``AnnotatorWidget.preview_shown``), and the longest GUI pause meanwhile (10 ms
+  heartbeat). Written to its own section (``bench_napari_live``)::
+
+    xvfb-run -a .venv/bin/python benchmarks/bench_napari.py --only live --write-md docs/BENCHMARKS.md
 
 Needs a display: run under ``xvfb-run -a`` (or it starts Xvfb through pyvirtualdisplay when installed)::
 
@@ -475,7 +482,149 @@ def _drop_cache(path: Path) -> None:
         pass  # not root: the figures then include a warm page cache (said in the report)
 
 
-PARTS = {"strokes": part_strokes, "trainer": part_trainer, "big": part_big}
+def part_live(args) -> dict:
+    from qtpy.QtCore import QTimer
+    from scipy import ndimage
+
+    from al_annotator.datasets import make_phantom
+    from al_annotator.store import create_project
+    from al_annotator.types import SliceRef
+
+    shape = tuple(int(n) for n in args.live_shape.split(","))
+    ph = make_phantom(shape, dtype="uint16")
+    ref = SliceRef("z", shape[0] // 2)
+    gt = ph.labels[ref.selection()]
+    rng = np.random.default_rng(4)
+    values = [int(v) for v in np.unique(gt)][:2]  # two classes of the slice, alternated
+    inside = {v: np.argwhere(ndimage.binary_erosion(gt == v, iterations=8)) for v in values}
+    inside = {v: pts if len(pts) else np.argwhere(gt == v) for v, pts in inside.items()}  # thin classes: anywhere inside
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        path = Path(tmp) / "p"
+        create_project(path, ph.image, classes=ph.classes)
+        viewer, widget, _ = make_viewer()  # the dock's 100 ms preview timer runs (preview_ms default)
+        widget.open_project(path)
+        widget.timer.start(500)  # and its poll, as for a user
+        widget.go_to(ref)
+        layer = widget.layers["labels"]
+        layer.brush_size = 10
+        stroker = Stroker(viewer, widget)
+        seqs: list[int] = []
+        widget.bridge.stroke_committed.connect(lambda atoms: seqs.append(max(int(a.seq) for a in atoms)))
+        shown: list[tuple[float, object]] = []
+        widget.preview_shown.connect(lambda p: shown.append((time.perf_counter(), p)))
+        beats: list[float] = []
+        heartbeat = QTimer()
+        heartbeat.setInterval(10)
+        heartbeat.timeout.connect(lambda: beats.append(time.perf_counter()))
+        actions: list[tuple[float, float, str]] = []  # GUI-thread handlers, to attribute the pauses
+        finish_job = widget.jobs.finish
+
+        def finish_job_timed(job):
+            t = time.perf_counter()
+            try:
+                finish_job(job)
+            finally:
+                actions.append((t, time.perf_counter(), f"{job.name} done"))
+
+        widget.jobs.finish = finish_job_timed
+        latency, compute, timeouts, cold = [], [], 0, None
+        t_start = time.perf_counter()
+        heartbeat.start()
+        for k in range(args.live_strokes + 1):  # the first stroke: one class only, nothing to fit yet
+            value = values[k % 2]
+            r, c = inside[value][rng.integers(len(inside[value]))]
+            pts = []
+            for j in range(10):
+                p = [0.0, 0.0, 0.0]
+                p[0], p[1], p[2] = float(ref.index), float(np.clip(r + rng.integers(-3, 4), 0, shape[1] - 1)), float(
+                    np.clip(c - 15 + 3 * j, 0, shape[2] - 1))
+                pts.append(tuple(p))
+            widget.select_label(value)
+            t = time.perf_counter()
+            stroker.press(pts[0])
+            for p in pts[1:]:
+                stroker.move(p)
+            t_release = time.perf_counter()
+            stroker.release(pts[-1])
+            actions.append((t, time.perf_counter(), "stroke (dabs + release)"))
+            n_seen = len(shown)
+            deadline = time.perf_counter() + args.live_timeout
+            while (widget.bridge.pending or len(seqs) <= k) and time.perf_counter() < deadline:
+                settle(0.002)
+            if k == 0:
+                settle(0.5)
+                continue
+            want = seqs[k]
+            done = None
+            while done is None and time.perf_counter() < deadline:
+                settle(0.002)
+                done = next(((t, p) for t, p in shown[n_seen:] if p.ref == ref and p.seq >= want), None)
+            if done is None:
+                timeouts += 1
+                continue
+            ms = (done[0] - t_release) * 1e3
+            if cold is None:
+                cold = ms  # the first fit computes the plane's features (the cache is cold)
+            else:
+                latency.append(ms)
+                compute.append(done[1].seconds * 1e3)
+            settle(args.live_gap)
+        heartbeat.stop()
+        gaps = np.diff(np.asarray(beats)) * 1e3
+        late = gaps - 10.0
+        longest = []
+        beat_t = np.asarray(beats[1:])
+        for i in np.argsort(late)[::-1][:3]:
+            end, start = beat_t[i], beat_t[i] - gaps[i] / 1e3
+            inside: dict[str, float] = {}
+            for a, b, label in actions:
+                overlap = min(b, end) - max(a, start)
+                if overlap > 0:
+                    inside[label] = inside.get(label, 0.0) + overlap * 1e3
+            longest.append((round(float(late[i])), round(start - t_start, 1), {k: round(v) for k, v in inside.items() if v >= 1}))
+        served = widget.session.served_tier()
+        timings = dict(widget.session._live.timings) if widget.session._live is not None else {}
+        viewer.close()
+    return {
+        "shape": shape, "plane": list(gt.shape), "strokes": len(latency), "timeouts": timeouts, "brush": 10,
+        "cold_ms": cold, "p50": pct(latency, 50), "p95": pct(latency, 95), "max": max(latency) if latency else float("nan"),
+        "compute_p50": pct(compute, 50), "compute_p95": pct(compute, 95),
+        "overhead_p50": pct(np.subtract(latency, compute), 50) if latency else float("nan"),
+        "late_p50": pct(late, 50), "late_p99": pct(late, 99), "late_max": float(late.max()) if late.size else float("nan"),
+        "commit_p95": pct(stroker.commit_ms, 95), "dab_p95": pct(stroker.dab_ms, 95), "release_p95": pct(stroker.release_ms, 95),
+        "longest": longest, "served": served, "timings": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in timings.items()},
+    }
+
+
+def report_live(r: dict, args: dict) -> str:
+    shape = "x".join(str(n) for n in r["shape"])
+    return "\n".join([
+        f"**Stroke to tier 1 preview on screen** (phantom {shape} uint16, {r['plane'][0]} x {r['plane'][1]} z slice; "
+        f"{r['strokes']} strokes of 10 dabs with a {r['brush']}-voxel brush alternating two classes, through napari's mouse drag "
+        f"callbacks; dock with its 100 ms preview timer and 500 ms poll). From the mouse release until the prediction layer "
+        "shows tier 1's preview of that plane made from labels that include the stroke (`AnnotatorWidget.preview_shown`, "
+        "emitted after the layer's refresh):",
+        "",
+        "| | p50 (ms) | p95 (ms) | max (ms) |",
+        "| --- | --- | --- | --- |",
+        f"| release -> preview shown | {r['p50']:.0f} | {r['p95']:.0f} | {r['max']:.0f} |",
+        f"| of which tier 1 refit + plane prediction (`PlanePreview.seconds`, its own thread) | {r['compute_p50']:.0f} | {r['compute_p95']:.0f} | |",
+        "",
+        f"The rest (p50 {r['overhead_p50']:.0f} ms) is the stroke's commit on the worker thread (p95 {r['commit_p95']:.0f} ms), "
+        "tier 1 picking the request up, the preview timer (<= 100 ms) and the worker reading the plane into the layers' caches, "
+        f"then the layer refresh. The first preview (cold feature cache: the filter bank computes the plane's tiles) took "
+        f"{r['cold_ms'] / 1e3:.1f} s and is not in the table; {r['timeouts']} strokes timed out ({args.get('live_timeout')} s). "
+        f"GUI thread meanwhile (10 ms heartbeat): lateness p50 {r['late_p50']:.1f} ms, p99 {r['late_p99']:.0f} ms, "
+        f"longest pause {r['late_max']:.0f} ms (the three longest, at seconds into the run, with the dock's GUI handlers "
+        "inside them; the rest is Qt/vispy drawing on software GL, the GIL held by tier 1's thread and the CPU given to others: "
+        + "; ".join(f"{ms} ms at {at} s" + (" = " + " + ".join(f"{v} {k}" for k, v in inside.items()) if inside else "")
+                    for ms, at, inside in r["longest"]) + f"); dab p95 {r['dab_p95']:.1f} ms, release p95 {r['release_p95']:.1f} ms. "
+        f"Served at the end: {r['served']['tier']} (held-out Dice instant {r['served']['instant']}, deep {r['served']['deep']}). "
+        f"Tier 1's last fit: {r['timings']}." + _load(r),
+    ])
+
+
+PARTS = {"strokes": part_strokes, "trainer": part_trainer, "big": part_big, "live": part_live}
 
 
 # ---------------------------------------------------------------------- driver
@@ -593,6 +742,10 @@ def main() -> None:
     ap.add_argument("--train-seconds", type=float, default=20)
     ap.add_argument("--big", type=int, default=1024)
     ap.add_argument("--big-dtype", default="uint8")
+    ap.add_argument("--live-shape", default="8,512,512", help="phantom shape of the live part (z, y, x)")
+    ap.add_argument("--live-strokes", type=int, default=20, help="strokes timed in the live part (after one warm-up)")
+    ap.add_argument("--live-timeout", type=float, default=180.0, help="seconds to wait for one stroke's preview")
+    ap.add_argument("--live-gap", type=float, default=0.3, help="seconds between a preview shown and the next stroke")
     ap.add_argument("--tmp", default=tempfile.gettempdir(), help="where the projects are created")
     ap.add_argument("--write-md", type=Path)
     ap.add_argument("--screenshot", help="save the viewer at the end of the trainer part to this PNG")
@@ -616,6 +769,14 @@ def main() -> None:
         res = {"args": vars(args) | {"write_md": None}}
         for name in args.only.split(","):
             res[name] = run_part(name, argv)
+        if "live" in res:  # its own section: the other parts' figures stay as they were measured
+            md = report_live(res.pop("live"), res["args"])
+            print(md)
+            if args.write_md:
+                write_section(args.write_md, "bench_napari_live", "napari front end, tier 1 live (`benchmarks/bench_napari.py --only live`)",
+                              md, "xvfb-run -a .venv/bin/python benchmarks/bench_napari.py --only live --write-md docs/BENCHMARKS.md")
+            if len(res) == 1:
+                return
         md = report(res)
         print(md)
         if args.write_md:
