@@ -169,3 +169,44 @@ def test_turning_live_on_warms_the_plane_on_screen_before_the_first_stroke(tmp_p
     assert s.preview(SliceRef("y", 20)) is not None
     assert s._live.bank.stats["tiles_computed"] == computed  # the stroke's fit and plane found them warm
     s.close()
+
+
+def test_live_off_stops_serving_and_on_again_refits_with_what_was_painted(tmp_path, phantom):
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
+    ref = s.goto(SliceRef("z", 12))
+    _scribble(s, phantom.labels, ref, 150, 0)
+    s.wait_preview()
+    assert s.served_tier()["tier"] == "instant" and s.prediction() is not None
+    s.live_preview = False
+    assert s.served_tier()["tier"] is None and s.prediction() is None and s.prediction_token == ("deep", None)
+    seq_before = s._live.fitted_seq
+    _scribble(s, phantom.labels, SliceRef("z", 4), 100, 1)  # painted while off: no refit
+    s._live.wait_idle(30)
+    assert s._live.fitted_seq == seq_before
+    s.live_preview = True  # on again: the strokes painted meanwhile are in the next fit
+    s.wait_preview()
+    assert s._live.fitted_seq == s.labels_seq and s.served_tier()["tier"] == "instant"
+    s.close()
+
+
+def test_idle_scoring_of_a_volume_too_large_for_the_cache_only_uses_cached_tiles(tmp_path, phantom):
+    from al_annotator.core.live import LivePreview
+
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes)
+    live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [SliceRef("z", 12)], 4,
+                       feature_kw={"cache_bytes": 20 << 20, "tile_shape": (8, 64, 64)})
+    try:
+        assert not live.scores_whole_volume
+        _scribble(s, phantom.labels, SliceRef("z", 12), 150, 0)
+        live.labels_changed(None, s.labels_seq)
+        live.request(SliceRef("z", 12))
+        live.wait_idle(60)
+        deadline = time.monotonic() + 60
+        while live._score_pos < len(live._score_order) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        scored = set(live._scores)
+        assert SliceRef("z", 12) in scored and SliceRef("z", 0) not in scored  # z 0..7 is another, uncomputed tile
+        assert all(live._cached(r) for r in scored)
+    finally:
+        live.close()
+        s.close()

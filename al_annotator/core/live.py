@@ -233,6 +233,13 @@ class LivePreview:
             return False  # a refit is due first (it comes with the next request)
         return self._score_pos < len(self._score_order)
 
+    @property
+    def scores_whole_volume(self) -> bool:
+        """Whether idle scoring may compute features anywhere: the whole volume's features fit the
+        cache. Otherwise only slices whose feature tiles are already cached are scored (a large
+        volume is not filtered end to end on a laptop's two cores behind the expert's back)."""
+        return int(np.prod(self.shape)) * self.bank.n_features * 4 <= self.bank.cache_bytes
+
     def _score_some(self, budget_s: float) -> None:
         """Score slices in spread order (every axis, coarse to fine) until ``budget_s`` or a request."""
         t0 = time.perf_counter()
@@ -243,7 +250,15 @@ class LivePreview:
                     return
             ref = self._score_order[self._score_pos]
             self._score_pos += 1
+            if not self.scores_whole_volume and not self._cached(ref):
+                continue
             self._scores[ref] = (seq, *self._score_plane(ref))
+
+    def _cached(self, ref: SliceRef) -> bool:
+        block = [slice(None)] * 3
+        block[ref.axis_number] = ref.index
+        cache = self.bank._cache
+        return all(t in cache for t in self.bank.tiles_of(tuple(block)))
 
     def _score_plane(self, ref: SliceRef) -> tuple[dict[str, float], np.ndarray, float]:
         from ..acquisition.pool import SliceCandidates

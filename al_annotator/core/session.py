@@ -310,7 +310,7 @@ class Session:
         if ref != self.current:
             self.current = ref
             self.slice_changed.emit(ref)
-            if self._live is not None:
+            if self._live is not None and self._live_preview:
                 if self._live.classifier is not None:
                     self._live.request(ref)  # the new plane's preview from the fitted tier 1
                 else:
@@ -347,7 +347,7 @@ class Session:
     def prediction_token(self) -> tuple:
         """What the overlays show now, as a cache key: ``("deep", version)`` or ``("instant", seq of the
         newest fit)``; front ends re-read overlay planes when it changes (and on ``preview_changed``)."""
-        if self._served["tier"] == "instant" and self._live is not None:
+        if self._served["tier"] == "instant" and self._live is not None and self._live_preview:
             return ("instant", self._live.fitted_seq)
         return ("deep", self.model_version)
 
@@ -355,7 +355,7 @@ class Session:
         """Which tier serves the overlays, chosen by evidence: the Dice each scored on the same
         held-out labelled voxels (``training.holdout``). ``{"tier": "instant" | "deep" | None,
         "instant": dice | None, "deep": dice | None, "reason": str}``."""
-        live = self._live
+        live = self._live if self._live_preview else None  # off: tier 1 neither serves nor scores
         instant = None if live is None else live.heldout_dice
         fitted = live is not None and live.classifier is not None
         deep = None
@@ -386,11 +386,16 @@ class Session:
 
     @live_preview.setter
     def live_preview(self, on: bool) -> None:
-        self._live_preview = bool(on)
+        was, self._live_preview = self._live_preview, bool(on)
         if self._live_preview:
             live = self._ensure_live()
+            if not was:  # strokes painted while it was off: refit before the next preview
+                live.labels_changed(None, self.labels_seq)
             if live.classifier is None:
                 live.prefetch(self.current)
+            else:
+                live.request(self.current)
+        self._update_served()  # off: tier 1 no longer serves, its previews are not shown
 
     def preview(self, ref: SliceRef | None = None) -> Any:
         """Tier 1's newest :class:`~al_annotator.core.live.PlanePreview` of a plane (whatever serves), or ``None``."""
@@ -434,7 +439,7 @@ class Session:
             self.served_changed.emit(dict(served))
 
     def _served_preview(self, ref: SliceRef) -> Any:
-        if self._live is None or self._served["tier"] != "instant":
+        if self._live is None or not self._live_preview or self._served["tier"] != "instant":
             return None
         return self._live.latest(ref)
 
@@ -587,7 +592,7 @@ class Session:
     INSTANT_SCORES_MIN_COVERAGE = 0.25
 
     def _instant_pool(self) -> Any:
-        if self._live is None or self._served["tier"] != "instant":
+        if self._live is None or not self._live_preview or self._served["tier"] != "instant":
             return None
         cand, coverage = self._live.candidates()
         if cand is None or coverage < self.INSTANT_SCORES_MIN_COVERAGE:
