@@ -18,10 +18,12 @@ def noise():
     return np.random.default_rng(0).normal(size=(18, 34, 30)).astype(np.float32)
 
 
-@pytest.mark.parametrize("spacing, mode", [((5.0, 1.0, 1.0), "3d"), (None, "3d"), ((5.0, 1.0, 1.0), "2d")])
-def test_tiles_with_halo_equal_whole_volume(noise, spacing, mode):
-    bank = FeatureBank(noise, spacing, sigmas=SIGMAS, mode=mode, tile_shape=(7, 12, 11), intensity=(0.0, 1.0))
-    full = compute_features(noise, spacing, sigmas=SIGMAS, mode=mode)
+@pytest.mark.parametrize("spacing, mode, boundary", [((5.0, 1.0, 1.0), "3d", "reflect"), (None, "3d", "reflect"),
+                                                     ((5.0, 1.0, 1.0), "2d", "reflect"), ((5.0, 1.0, 1.0), "3d", "nearest"),
+                                                     (None, "2d", "nearest")])
+def test_tiles_with_halo_equal_whole_volume(noise, spacing, mode, boundary):
+    bank = FeatureBank(noise, spacing, sigmas=SIGMAS, mode=mode, tile_shape=(7, 12, 11), intensity=(0.0, 1.0), boundary=boundary)
+    full = compute_features(noise, spacing, sigmas=SIGMAS, mode=mode, boundary=boundary)
     assert full.shape == noise.shape + (bank.n_features,) and full.dtype == np.float32
     got = bank.features((slice(None),) * 3)
     np.testing.assert_allclose(got, full, atol=1e-5, rtol=1e-5)
@@ -29,6 +31,53 @@ def test_tiles_with_halo_equal_whole_volume(noise, spacing, mode):
     np.testing.assert_allclose(bank.features(block), full[3:11, 20:21, 5:29], atol=1e-5, rtol=1e-5)
     coords = np.random.default_rng(1).integers(0, noise.shape, size=(50, 3))
     np.testing.assert_allclose(bank.features_at(coords), full[tuple(coords.T)], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("boundary", ["nearest", "reflect"])
+def test_inplane_tiles_equal_each_planes_2d_features(noise, boundary):
+    """In-plane mode: a plane along axis a, and voxels labelled on a-slices, get the 2D features of that plane
+    (pixel sigmas, spacing unused), tile by tile equal to the whole-volume computation; keys carry the axis."""
+    sig = (1.0, 2.0, 4.0)
+    bank = FeatureBank(noise, (5.0, 1.0, 1.0), sigmas=sig, mode="inplane", tile_shape=(7, 12, 11), intensity=(0.0, 1.0),
+                       boundary=boundary)
+    coords = np.random.default_rng(2).integers(0, noise.shape, size=(90, 3))
+    axes = np.arange(90) % 3
+    want = np.empty((90, bank.n_features), np.float32)
+    for a in range(3):
+        full = compute_features(noise, None, sigmas=sig, mode="2d", flat_axis=a, boundary=boundary)
+        np.testing.assert_array_equal(full, compute_features(noise, (9.0, 1.0, 1.0), sigmas=sig, mode="inplane", flat_axis=a,
+                                                             boundary=boundary))
+        assert full.shape[-1] == bank.n_features
+        block = [slice(None)] * 3
+        block[a] = 5
+        np.testing.assert_allclose(bank.features(tuple(block)), full[tuple(slice(5, 6) if d == a else slice(None) for d in range(3))],
+                                   atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(bank.features((slice(None),) * 3, axis=a), full, atol=1e-5, rtol=1e-5)
+        assert all(t[0] == a and len(t) == 4 for t in bank.tiles_of(tuple(block)))
+        want[axes == a] = full[tuple(coords[axes == a].T)]
+        if a == bank.flat_axis:  # the default orientation: features_at without axes, bare tile indices
+            np.testing.assert_allclose(bank.features_at(coords), full[tuple(coords.T)], atol=1e-5, rtol=1e-5)
+            np.testing.assert_array_equal(bank.tile_features((0, 1, 1)), bank.tile_features((a, 0, 1, 1)))
+    np.testing.assert_allclose(bank.features_at(coords, axes=axes), want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="axes must be axis numbers"):
+        bank.features_at(coords, axes=np.full(90, 3))
+    with pytest.raises(InputError, match="needs a 3D volume"):
+        FeatureBank(noise[0], mode="inplane")
+    with pytest.raises(InputError, match="boundary must be one of"):
+        FeatureBank(noise, boundary="wrap")
+
+
+def test_auto_features_rule():
+    from al_annotator.instant.segmenter import auto_features
+
+    assert auto_features((50.0, 4.0, 4.0))["mode"] == "3d"
+    assert auto_features(None) == {"mode": "inplane", "sigmas": (1.0, 2.0, 4.0, 8.0, 16.0), "boundary": "nearest"}
+    assert auto_features((1.5, 1.0, 1.0))["mode"] == "inplane"
+    vol = np.zeros((6, 20, 20), np.float32)
+    assert InstantSegmenter(vol, (50, 4, 4), n_jobs=1).bank.mode == "3d"
+    seg = InstantSegmenter(vol, None, sigmas=(1.0, 2.0), n_jobs=1)
+    assert (seg.bank.mode, seg.bank.boundary, seg.bank.sigmas) == ("inplane", "nearest", (1.0, 2.0))
+    assert InstantSegmenter(vol, None, mode="3d", n_jobs=1).bank.boundary == "reflect"
 
 
 def test_features_match_direct_scipy(noise):
@@ -171,6 +220,35 @@ def test_update_reuses_features_and_handles_erasing():
     c = np.argwhere(lab2)
     info = seg.update(coords=c[: len(c) // 2 + 40], values=lab2[tuple(c[: len(c) // 2 + 40].T)])
     assert info["new_voxels"] == 0
+
+
+def test_inplane_segmenter_uses_each_voxels_slice_plane():
+    img, truth = _two_class_volume()
+    seg = InstantSegmenter(img, None, n_classes=2, sigmas=(1.0, 2.0), mode="inplane", n_jobs=1)
+    lab = _scribbles(truth)  # painted on z slice 8
+    c = np.argwhere(lab)
+    yc = np.argwhere(truth[:, 24:25, :] > 0)[::7] + [0, 24, 0]  # and some voxels of y slice 24
+    yc = yc[yc[:, 0] != 8]  # (not those of the z slice: a voxel is labelled once)
+    coords = np.concatenate([c, yc])
+    axes = np.r_[np.zeros(len(c), int), np.ones(len(yc), int)]
+    vals = np.r_[lab[tuple(c.T)], truth[tuple(yc.T)]]
+    info = seg.update(coords=coords, values=vals, axes=axes)
+    assert info["labelled"] == len(coords)
+    np.testing.assert_array_equal(seg._X[np.searchsorted(seg._lin, np.ravel_multi_index(tuple(yc.T), img.shape))],
+                                  seg.bank.features_at(yc, axes=1))
+    # relabelled as seen from x slices: the same voxels, new features
+    info = seg.update(coords=coords, values=vals, axes=np.where(axes == 1, 2, 0))
+    assert info["new_voxels"] == len(yc)
+    info = seg.update(coords=coords, values=vals, axes=np.array(["z"] * len(c) + ["x"] * len(yc)))
+    assert info["new_voxels"] == 0
+    p = seg.predict_plane("y", 24)
+    f = np.squeeze(seg.bank.features((slice(None), 24, slice(None)), axis=1), 1)
+    np.testing.assert_allclose(p, np.moveaxis(seg.classifier.predict_proba(f), -1, 0), atol=1e-6)
+    assert ((p.argmax(0) + 1) == truth[:, 24]).mean() > 0.9
+    with pytest.raises(InputError, match="axes go with coords"):
+        seg.update(lab, axes=0)
+    with pytest.raises(InputError, match="axes must be one axis"):
+        seg.update(coords=coords, values=vals, axes=np.zeros(3, int))
 
 
 def test_classifier_kinds_and_probabilities():

@@ -49,10 +49,12 @@ from scipy import ndimage
 
 from ..errors import InputError
 
-__all__ = ["ILASTIK_SIGMAS", "FAMILIES", "FeatureBank", "compute_features", "feature_plan", "eigvalsh_sym"]
+__all__ = ["ILASTIK_SIGMAS", "OCTAVE_SIGMAS", "FAMILIES", "MODES", "BOUNDARIES", "FeatureBank", "compute_features", "feature_plan", "eigvalsh_sym"]
 
 #: ilastik's default scales (in pixels of the finest axis).
 ILASTIK_SIGMAS: tuple[float, ...] = (0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0)
+#: Scale-space octaves 1..16, the scikit-image forest peer's sigmas (``sigma_min=1, sigma_max=16``).
+OCTAVE_SIGMAS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
 #: The filter families, in channel order within a scale.
 FAMILIES: tuple[str, ...] = ("gaussian", "log", "ggm", "dog", "st", "hessian")
 #: Derivative families start at this scale (ilastik offers 0.3 for smoothing only).
@@ -60,6 +62,10 @@ DERIVATIVE_MIN_SCALE = 0.7
 DOG_RATIO = 0.66
 ST_OUTER_RATIO = 0.5
 TRUNCATE = 4.0
+#: Feature modes of :class:`FeatureBank`.
+MODES: tuple[str, ...] = ("3d", "2d", "inplane")
+#: How the filters extend the image past the volume's edges (scipy.ndimage modes).
+BOUNDARIES: tuple[str, ...] = ("reflect", "nearest")
 
 
 def _radius(sigma: float) -> int:
@@ -152,12 +158,12 @@ def eigvalsh_sym(m: dict[tuple[int, int], np.ndarray], n: int) -> list[np.ndarra
     return [e1.astype(np.float32), e2.astype(np.float32), e3.astype(np.float32)]
 
 
-def _gauss(img: np.ndarray, sigma: Sequence[float], order: Sequence[int] | int = 0) -> np.ndarray:
-    return ndimage.gaussian_filter(img, sigma=tuple(sigma), order=order, mode="reflect", truncate=TRUNCATE, output=np.float32)
+def _gauss(img: np.ndarray, sigma: Sequence[float], order: Sequence[int] | int = 0, boundary: str = "reflect") -> np.ndarray:
+    return ndimage.gaussian_filter(img, sigma=tuple(sigma), order=order, mode=boundary, truncate=TRUNCATE, output=np.float32)
 
 
 def _scale_features(img: np.ndarray, sc: _Scale, min_sigma: float, flat: Sequence[int],
-                    crop: tuple[slice, ...] | None = None) -> list[np.ndarray]:
+                    crop: tuple[slice, ...] | None = None, boundary: str = "reflect") -> list[np.ndarray]:
     """The channels of one scale, cropped to ``crop`` (pointwise steps run on the crop only)."""
     ndim = img.ndim
     crop = crop if crop is not None else (slice(None),) * ndim
@@ -165,13 +171,13 @@ def _scale_features(img: np.ndarray, sc: _Scale, min_sigma: float, flat: Sequenc
     fams = sc.families
     out: list[np.ndarray] = []
     factors = list(sc.weight)
-    g = _gauss(img, sc.sigma)[crop] if ("gaussian" in fams or "dog" in fams) else None
+    g = _gauss(img, sc.sigma, 0, boundary)[crop] if ("gaussian" in fams or "dog" in fams) else None
     grads: dict[int, np.ndarray] = {}
     if "ggm" in fams or "st" in fams:
         for a in active:
             order = [0] * ndim
             order[a] = 1
-            d = _gauss(img, sc.sigma, order)
+            d = _gauss(img, sc.sigma, order, boundary)
             d *= np.float32(sc.weight[a])
             grads[a] = d  # uncropped: the structure tensor smooths products of these
     hess: dict[tuple[int, int], np.ndarray] = {}
@@ -181,7 +187,7 @@ def _scale_features(img: np.ndarray, sc: _Scale, min_sigma: float, flat: Sequenc
             order = [0] * ndim
             order[a] += 1
             order[b] += 1
-            d = _gauss(img, sc.sigma, order)[crop]
+            d = _gauss(img, sc.sigma, order, boundary)[crop]
             d *= np.float32(sc.weight[a] * sc.weight[b])
             hess[(a, b)] = d
     for f in fams:
@@ -192,14 +198,14 @@ def _scale_features(img: np.ndarray, sc: _Scale, min_sigma: float, flat: Sequenc
         elif f == "ggm":
             out.append(np.sqrt(np.sum([grads[a][crop] ** 2 for a in active], axis=0, dtype=np.float32)))
         elif f == "dog":
-            out.append(g - _gauss(img, _axis_sigmas(sc.scale * DOG_RATIO, factors, min_sigma, flat))[crop])
+            out.append(g - _gauss(img, _axis_sigmas(sc.scale * DOG_RATIO, factors, min_sigma, flat), 0, boundary)[crop])
         elif f == "st":
             outer = _axis_sigmas(sc.scale * ST_OUTER_RATIO, factors, min_sigma, flat)
             comp = {}
             for i, a in enumerate(active):
                 for j in range(i, len(active)):
                     prod = grads[a] * grads[active[j]]
-                    comp[(i, j)] = (_gauss(prod, outer) if any(outer) else prod)[crop]
+                    comp[(i, j)] = (_gauss(prod, outer, 0, boundary) if any(outer) else prod)[crop]
             out += eigvalsh_sym(comp, len(active))
         elif f == "hessian":
             comp = {(i, j): hess[(active[i], active[j])] for i in range(len(active)) for j in range(i, len(active))}
@@ -208,12 +214,15 @@ def _scale_features(img: np.ndarray, sc: _Scale, min_sigma: float, flat: Sequenc
 
 
 def compute_features(image: np.ndarray, spacing: Sequence[float] | None = None, *, sigmas: Sequence[float] = ILASTIK_SIGMAS,
-                     families: Sequence[str] = FAMILIES, mode: str = "3d", flat_axis: int = 0, min_sigma: float = 0.3) -> np.ndarray:
+                     families: Sequence[str] = FAMILIES, mode: str = "3d", flat_axis: int = 0, min_sigma: float = 0.3,
+                     boundary: str = "reflect") -> np.ndarray:
     """The bank's features of a whole (float32) array, ``(*image.shape, F)``: the reference a tile must match."""
     img = np.asarray(image, np.float32)
+    if mode == "inplane":  # the features of planes along flat_axis (pixel sigmas)
+        spacing, mode = None, "2d"
     scales, names, _ = feature_plan(img.ndim, spacing, sigmas, families, mode, flat_axis, min_sigma)
     flat = (flat_axis,) if mode == "2d" else ()
-    chans = [ch for sc in scales for ch in _scale_features(img, sc, min_sigma, flat)]
+    chans = [ch for sc in scales for ch in _scale_features(img, sc, min_sigma, flat, boundary=boundary)]
     assert len(chans) == len(names)
     return np.stack(chans, axis=-1)
 
@@ -256,7 +265,15 @@ class FeatureBank:
     sigmas, families
         Scales (pixels of the finest axis) and filter families (subset of :data:`FAMILIES`).
     mode
-        ``"3d"`` (default) or ``"2d"``: no smoothing or derivative along ``flat_axis`` (per-slice features).
+        ``"3d"`` (default), ``"2d"``: no smoothing or derivative along ``flat_axis`` (per-slice features), or
+        ``"inplane"`` (3D volumes): 2D features *in the plane each voxel is seen in*, as the scikit-image
+        forest peer computes them: a plane along axis ``a`` gets the 2D features of that plane, a labelled
+        voxel those of the plane it was painted on (``features_at(coords, axes=...)``); blocks that are not
+        one plane use ``flat_axis``. In-plane sigmas are in pixels (``spacing`` is not used), so every
+        orientation has the same channels.
+    boundary
+        How filters extend the image past the volume's edges: ``"reflect"`` (default) or ``"nearest"``
+        (edge values repeated, as scikit-image's ``gaussian``).
     tile_shape
         Tile size; default: the whole axis halved until a tile holds at most ``tile_voxels`` voxels, always
         halving the axis that is longest relative to its halo.
@@ -270,7 +287,7 @@ class FeatureBank:
     def __init__(self, image: Any, spacing: Sequence[float] | None = None, *, sigmas: Sequence[float] = ILASTIK_SIGMAS,
                  families: Sequence[str] = FAMILIES, mode: str = "3d", flat_axis: int = 0, min_sigma: float = 0.3,
                  tile_shape: Sequence[int] | None = None, tile_voxels: int = 1 << 20, cache_bytes: int = 1 << 30,
-                 intensity: tuple[float, float] | None = None) -> None:
+                 intensity: tuple[float, float] | None = None, boundary: str = "reflect") -> None:
         shape = tuple(int(s) for s in getattr(image, "shape", ()))
         if len(shape) not in (2, 3):
             raise InputError(f"the image has shape {shape} ({len(shape)}D); FeatureBank takes a 2D (Y, X) or 3D (Z, Y, X) array")
@@ -289,10 +306,15 @@ class FeatureBank:
         sig = [float(s) for s in sigmas]
         if not sig or not all(math.isfinite(s) and s > 0 for s in sig):
             raise InputError(f"sigmas must be positive numbers, got {list(sigmas)}")
-        if mode not in ("3d", "2d"):
-            raise InputError(f"mode must be '3d' or '2d', got {mode!r}")
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+        if mode == "inplane" and len(shape) != 3:
+            raise InputError("mode='inplane' needs a 3D volume; a 2D image is a single plane: use mode='3d'")
         if not 0 <= int(flat_axis) < len(shape):
             raise InputError(f"flat_axis {flat_axis} is not an axis of a {len(shape)}D image")
+        if boundary not in BOUNDARIES:
+            raise InputError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
+        self.boundary = boundary
         self.image = image
         self.shape = shape
         self.ndim = len(shape)
@@ -302,9 +324,18 @@ class FeatureBank:
         self.mode = mode
         self.flat_axis = int(flat_axis)
         self.min_sigma = float(min_sigma)
-        self._flat = (self.flat_axis,) if mode == "2d" else ()
-        self._scales, self.feature_names, self.halo = feature_plan(self.ndim, spacing, self.sigmas, self.families, mode,
-                                                                   self.flat_axis, self.min_sigma)
+        # one plan per orientation: (scales, flat axes, halo); key None except in-plane mode (key = the plane's axis)
+        self._plans: dict[int | None, tuple[list[_Scale], tuple[int, ...], tuple[int, ...]]] = {}
+        if mode == "inplane":
+            for a in range(self.ndim):
+                sc, names, halo = feature_plan(self.ndim, None, self.sigmas, self.families, "2d", a, self.min_sigma)
+                self._plans[a] = (sc, (a,), halo)
+            self.halo = tuple(max(p[2][d] for p in self._plans.values()) for d in range(self.ndim))
+        else:
+            sc, names, self.halo = feature_plan(self.ndim, spacing, self.sigmas, self.families, mode, self.flat_axis, self.min_sigma)
+            self._plans[None] = (sc, (self.flat_axis,) if mode == "2d" else (), self.halo)
+        self._scales, self._flat = self._plans[self.flat_axis if mode == "inplane" else None][:2]
+        self.feature_names = names
         self.n_features = len(self.feature_names)
         if tile_shape is None:
             self.tile_shape = self._default_tile(int(tile_voxels))
@@ -359,14 +390,48 @@ class FeatureBank:
             tile[a] = -(-tile[a] // 2)
         return tuple(tile)
 
-    def tile_slices(self, tile: Sequence[int]) -> tuple[slice, ...]:
-        return tuple(slice(i * t, min((i + 1) * t, n)) for i, t, n in zip(tile, self.tile_shape, self.shape))
+    def _key(self, tile: Sequence[int]) -> tuple[int, ...]:
+        """A cache key: the tile's grid index, prefixed by its orientation (the plane's axis) in in-plane mode."""
+        key = tuple(int(t) for t in tile)
+        if self.mode != "inplane":
+            if len(key) != self.ndim:
+                raise InputError(f"a tile index has {self.ndim} entries, got {key}")
+            return key
+        if len(key) == self.ndim:
+            return (self.flat_axis,) + key
+        if len(key) != self.ndim + 1 or not 0 <= key[0] < self.ndim:
+            raise InputError(f"an in-plane tile key is (axis, {', '.join('i' * self.ndim)}), got {key}")
+        return key
 
-    def tiles_of(self, block: Any) -> list[tuple[int, ...]]:
-        """The tiles a block (slices or indices per axis) touches."""
+    def _grid_index(self, tile: Sequence[int]) -> tuple[int, ...]:
+        t = tuple(int(v) for v in tile)
+        return t[1:] if self.mode == "inplane" and len(t) == self.ndim + 1 else t
+
+    def tile_slices(self, tile: Sequence[int]) -> tuple[slice, ...]:
+        """The voxels of a tile (a grid index, or an in-plane key ``(axis, *index)``)."""
+        return tuple(slice(i * t, min((i + 1) * t, n)) for i, t, n in zip(self._grid_index(tile), self.tile_shape, self.shape))
+
+    def orientation(self, block: Any, axis: int | None = None) -> int | None:
+        """In-plane mode: the axis whose plane features a block gets (``axis`` if given, else the one axis along which
+        the block is a single plane of a longer volume, else ``flat_axis``); ``None`` in the other modes."""
+        if self.mode != "inplane":
+            return None
+        if axis is not None:
+            if not 0 <= int(axis) < self.ndim:
+                raise InputError(f"axis {axis} is not an axis of a {self.ndim}D volume")
+            return int(axis)
+        sl = _check_slices(block, self.shape)
+        thin = [a for a, (s, n) in enumerate(zip(sl, self.shape)) if s.stop - s.start == 1 and n > 1]
+        return thin[0] if len(thin) == 1 else self.flat_axis
+
+    def tiles_of(self, block: Any, axis: int | None = None) -> list[tuple[int, ...]]:
+        """The tiles a block (slices or indices per axis) touches: grid indices, or in in-plane mode keys
+        ``(axis, *index)`` of the block's orientation (see :meth:`orientation`); each can be passed to :meth:`tile_features`."""
         sl = _check_slices(block, self.shape)
         ranges = [range(s.start // t, (s.stop - 1) // t + 1) for s, t in zip(sl, self.tile_shape)]
-        return [tuple(idx) for idx in itertools.product(*ranges)]
+        o = self.orientation(sl, axis)
+        pre = () if o is None else (o,)
+        return [pre + tuple(idx) for idx in itertools.product(*ranges)]
 
     @property
     def cached_bytes(self) -> int:
@@ -382,20 +447,21 @@ class FeatureBank:
             self._cached_bytes = 0
 
     # ----------------------------------------------------------------- compute
-    def _compute_tile(self, tile: tuple[int, ...]) -> np.ndarray:
+    def _compute_tile(self, key: tuple[int, ...]) -> np.ndarray:
         import time
 
         t0 = time.perf_counter()
-        core = self.tile_slices(tile)
-        padded = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, h, n in zip(core, self.halo, self.shape))
+        core = self.tile_slices(key)
+        scales, flat, halo = self._plans[key[0] if self.mode == "inplane" else None]
+        padded = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, h, n in zip(core, halo, self.shape))
         img = np.asarray(self.image[padded], np.float32)
         off, sc = self.intensity
         img = (img - np.float32(off)) / np.float32(sc)
         crop = tuple(slice(s.start - p.start, s.stop - p.start) for s, p in zip(core, padded))
         out = np.empty((self.n_features,) + tuple(s.stop - s.start for s in core), np.float32)
         k = 0
-        for scale in self._scales:
-            for ch in _scale_features(img, scale, self.min_sigma, self._flat, crop):
+        for scale in scales:
+            for ch in _scale_features(img, scale, self.min_sigma, flat, crop, self.boundary):
                 out[k] = ch
                 k += 1
         self.stats["tiles_computed"] += 1
@@ -403,8 +469,11 @@ class FeatureBank:
         return out
 
     def tile_features(self, tile: Sequence[int]) -> np.ndarray:
-        """The features of one tile, channel first ``(F, *tile_extent)`` (cached or computed and cached). Read-only."""
-        tile = tuple(int(t) for t in tile)
+        """The features of one tile, channel first ``(F, *tile_extent)`` (cached or computed and cached). Read-only.
+
+        ``tile``: a grid index, as :meth:`tiles_of` returns; in in-plane mode ``(axis, *index)`` (a bare grid index
+        means ``flat_axis``'s orientation)."""
+        tile = self._key(tile)
         with self._lock:
             arr = self._cache.get(tile)
             if arr is not None:
@@ -422,14 +491,15 @@ class FeatureBank:
             self._cached_bytes += arr.nbytes
             return arr
 
-    def features(self, block: Any) -> np.ndarray:
+    def features(self, block: Any, axis: int | None = None) -> np.ndarray:
         """Features of a block, ``(*block_shape, F)`` float32; integer indices keep their axis (length 1).
 
-        ``block`` is one slice (or integer) per axis, e.g. ``(slice(0, 4), 10, slice(None))``.
+        ``block`` is one slice (or integer) per axis, e.g. ``(slice(0, 4), 10, slice(None))``. ``axis``: in in-plane
+        mode, the orientation whose plane features to return (default: see :meth:`orientation`); ignored otherwise.
         """
         sl = _check_slices(block, self.shape)
         out = np.empty(tuple(s.stop - s.start for s in sl) + (self.n_features,), np.float32)
-        for tile in self.tiles_of(sl):
+        for tile in self.tiles_of(sl, axis):
             tsl = self.tile_slices(tile)
             inter = [slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(sl, tsl)]
             src = tuple(slice(i.start - t.start, i.stop - t.start) for i, t in zip(inter, tsl))
@@ -438,8 +508,12 @@ class FeatureBank:
             out[dst] = np.moveaxis(arr, 0, -1)
         return out
 
-    def features_at(self, coords: Any) -> np.ndarray:
-        """Features of individual voxels: ``coords`` is ``(N, ndim)`` integer indices; returns ``(N, F)``."""
+    def features_at(self, coords: Any, axes: Any = None) -> np.ndarray:
+        """Features of individual voxels: ``coords`` is ``(N, ndim)`` integer indices; returns ``(N, F)``.
+
+        ``axes``: in in-plane mode, the axis of the plane each voxel was labelled on (one int for all, or ``(N,)``);
+        default ``flat_axis``. Ignored in the other modes.
+        """
         c = np.asarray(coords)
         if c.ndim != 2 or c.shape[1] != self.ndim:
             raise InputError(f"coords must be an (N, {self.ndim}) array of voxel indices, got shape {c.shape}")
@@ -453,13 +527,20 @@ class FeatureBank:
         if not c.shape[0]:
             return out
         tid = c // np.array(self.tile_shape)
-        keys = np.ravel_multi_index(tid.T, self.grid)
+        grid = self.grid
+        if self.mode == "inplane":
+            ax = np.broadcast_to(np.asarray(self.flat_axis if axes is None else axes), (c.shape[0],))
+            if ax.dtype.kind not in "iu" or (ax < 0).any() or (ax >= self.ndim).any():
+                raise InputError(f"axes must be axis numbers 0..{self.ndim - 1} (one, or one per voxel), got {np.unique(ax)[:5]}")
+            tid = np.column_stack([ax.astype(np.int64), tid])
+            grid = (self.ndim,) + grid
+        keys = np.ravel_multi_index(tid.T, grid)
         order = np.argsort(keys, kind="stable")
         uniq, starts = np.unique(keys[order], return_index=True)
         ends = list(starts[1:]) + [len(order)]
         for key, s, e in zip(uniq, starts, ends):
             idx = order[s:e]
-            tile = tuple(int(v) for v in np.unravel_index(int(key), self.grid))
+            tile = tuple(int(v) for v in np.unravel_index(int(key), grid))
             arr = self.tile_features(tile)
             local = c[idx] - np.array([t.start for t in self.tile_slices(tile)])
             out[idx] = arr[(slice(None),) + tuple(local.T)].T
@@ -468,7 +549,8 @@ class FeatureBank:
     def describe(self) -> dict[str, Any]:
         return {
             "shape": list(self.shape), "spacing": None if self.spacing is None else list(self.spacing),
-            "mode": self.mode, "sigmas": list(self.sigmas), "families": list(self.families), "n_features": self.n_features,
+            "mode": self.mode, "boundary": self.boundary, "sigmas": list(self.sigmas), "families": list(self.families), "n_features": self.n_features,
             "halo": list(self.halo), "tile_shape": list(self.tile_shape), "cache_bytes": self.cache_bytes,
             "axis_sigmas": {f"{s.scale:g}": list(s.sigma) for s in self._scales},
+            **({"orientations": "2D features in the plane of each voxel's slice (sigmas in pixels)"} if self.mode == "inplane" else {}),
         }
