@@ -141,3 +141,22 @@ def test_watch_mode_trains_on_then_says_converged(worker_project):
         thread.join(60)
         worker.close()
     assert read_status(path)["state"] == "stopped"
+
+
+def test_strokes_are_held_out_whole_and_large_regions_in_blocks():
+    from al_annotator.training.holdout import heldout_voxels
+
+    labels = np.zeros((256, 256), np.uint8)
+    for k in range(40):  # forty separate scribbles, two classes
+        labels[4 + 6 * k, 10:90] = 1 + k % 2
+    labels[:, 150:] = 3  # one region annotated whole (26k voxels)
+    held = heldout_voxels(SliceRef("z", 7), labels, fraction=0.3)
+    assert not (held & (labels == 0)).any()
+    strokes = [held[4 + 6 * k, 10:90] for k in range(40)]
+    assert all(s.all() or not s.any() for s in strokes)  # whole strokes, never part of one
+    n_held = sum(bool(s.all()) for s in strokes)
+    assert 4 <= n_held <= 24
+    region = held[:, 150:]
+    assert 0.1 < region.mean() < 0.5 and not region.all()  # blocks of the large region
+    again = heldout_voxels(SliceRef("z", 7), labels, fraction=0.3)
+    assert np.array_equal(held, again)  # stable

@@ -11,8 +11,8 @@ emitted where the front end expects them. Nothing here writes the project.
 
 Which voxels train: every labelled voxel of the slices in progress or annotated (a stroke marks its
 slice in progress), read once per slice and re-read only when an edit touched that slice. ~10 % of
-them, in the same stable 16x16 blocks the deep trainer holds out (``training.holdout``), are held
-out: the classifier is fitted on the rest and scored on them, so the Session can serve whichever
+them, the same whole strokes (and blocks of large regions) the deep trainer holds out
+(``training.holdout``), are held out: the classifier is fitted on the rest and scored on them, so the Session can serve whichever
 tier scores better on the same evidence.
 """
 
@@ -297,7 +297,7 @@ class LivePreview:
 
     def _collect(self, dirty: set[SliceRef] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Coordinates ``(N, 3)``, labels ``(N,)`` and held-out flags of every labelled voxel; and the seq."""
-        from ..training.holdout import holdout_mask
+        from ..training.holdout import heldout_voxels
 
         refs = list(dict.fromkeys(self._labelled_slices()))
         seq = -1
@@ -319,7 +319,7 @@ class LivePreview:
             c[:, others[0]], c[:, others[1]] = rows, cols
             coords.append(c)
             labels.append(plane[rows, cols])
-            held.append(holdout_mask(ref, plane.shape, fraction=self.holdout_fraction)[rows, cols] if self.holdout_fraction else
+            held.append(heldout_voxels(ref, plane, fraction=self.holdout_fraction)[rows, cols] if self.holdout_fraction else
                         np.zeros(rows.size, bool))
         if not coords:
             return np.zeros((0, 3), np.int64), np.zeros(0, np.uint8), np.zeros(0, bool), seq

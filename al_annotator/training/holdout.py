@@ -1,11 +1,18 @@
 """Held-out labelled voxels: the evidence a served model is chosen and published by.
 
 Scribbles rarely make whole validation slices (``split_validation`` needs five annotated ones), so
-a round would have no score until late. Instead a stable fraction of the labelled voxels is held
-out in square blocks of each slice (``block`` pixels, chosen by a hash of the slice and the block,
-so the same voxels stay held out round after round and across processes, and a new stroke only
-adds blocks). A block keeps a stroke's neighbouring voxels together, so the held-out voxels are
-not the immediate neighbours of training voxels everywhere.
+a round would have no score until late. Instead a stable share of the labelled voxels is held out
+on each slice, chosen by a hash (so the same voxels stay held out round after round and across
+processes):
+
+* **whole strokes**: each connected piece of one class on a slice (8-connected) of at most
+  ``max_stroke`` voxels is held out or kept as a whole. Holding out blocks of a scribble left the
+  rest of the same stroke in training, a pixel away: the instant classifier then scored about 0.9
+  held out where it scored 0.7 on the test voxels of the shared EM stack, and served when the
+  network was better (measured with ``al-annotator simulate --tiers``);
+* **blocks of large regions**: a labelled region larger than that (a flood fill), and every
+  region of a slice labelled densely (at least half its pixels: annotated whole, where a few
+  regions are all there is), is held out in ``block`` x ``block`` squares.
 
 This is never a simulation's test set: it is part of what the expert painted, and what a tier is
 scored on in the product, where there is no ground truth.
@@ -19,10 +26,15 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["holdout_mask", "split_voxels", "HOLDOUT_FRACTION", "HOLDOUT_BLOCK", "MIN_HOLDOUT_VOXELS"]
+__all__ = ["holdout_mask", "heldout_voxels", "split_voxels", "HOLDOUT_FRACTION", "HOLDOUT_BLOCK", "MAX_STROKE",
+           "MIN_HOLDOUT_VOXELS"]
 
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_BLOCK = 16
+#: A connected labelled piece of at most this many voxels counts as one stroke (held out whole).
+MAX_STROKE = 4096
+#: A slice with at least this share of its pixels labelled is held out in blocks only.
+DENSE_FRACTION = 0.5
 #: Fewer held-out voxels than this (or a single class among them) is no evidence: nothing is held out.
 MIN_HOLDOUT_VOXELS = 200
 
@@ -47,6 +59,49 @@ def holdout_mask(ref: object, shape2d: tuple[int, int], *, fraction: float = HOL
     return np.repeat(np.repeat(grid, block, 0), block, 1)[:h, :w]
 
 
+def _hash01(key: str) -> float:
+    x = zlib.crc32(key.encode()) & 0xFFFFFFFF
+    x = ((x ^ (x >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    x = ((x ^ (x >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    return ((x ^ (x >> 16)) & 0xFFFFFF) / float(1 << 24)
+
+
+def heldout_voxels(ref: object, labels2d: np.ndarray, *, fraction: float = HOLDOUT_FRACTION, block: int = HOLDOUT_BLOCK,
+                   seed: int = 0, max_stroke: int = MAX_STROKE) -> np.ndarray:
+    """Boolean ``(H, W)`` mask of the held-out labelled voxels of one slice (``labels2d`` > 0 is
+    labelled, values are classes): whole strokes, and blocks inside large regions (module docs)."""
+    from scipy import ndimage
+
+    labels2d = np.asarray(labels2d)
+    out = np.zeros(labels2d.shape, bool)
+    if fraction <= 0 or not (labels2d > 0).any():
+        return out
+    if (labels2d > 0).mean() >= DENSE_FRACTION:  # annotated whole: blocks everywhere
+        return holdout_mask(ref, labels2d.shape, fraction=fraction, block=block, seed=seed) & (labels2d > 0)
+    blocks = None
+    eight = np.ones((3, 3), bool)
+    for c in np.unique(labels2d[labels2d > 0]):
+        comp, n = ndimage.label(labels2d == c, structure=eight)
+        if not n:
+            continue
+        sizes = np.bincount(comp.ravel(), minlength=n + 1)
+        # a stable id per piece: its first voxel in raster order (unchanged until the stroke is edited)
+        first = ndimage.minimum(np.arange(comp.size).reshape(comp.shape), comp, index=np.arange(1, n + 1))
+        held = np.zeros(n + 1, bool)
+        large = np.zeros(n + 1, bool)
+        for k in range(1, n + 1):
+            if sizes[k] > max_stroke:
+                large[k] = True
+            else:
+                held[k] = _hash01(f"{ref}|{seed}|{int(c)}|{int(first[k - 1])}") < fraction
+        out |= held[comp]
+        if large.any():
+            if blocks is None:
+                blocks = holdout_mask(ref, labels2d.shape, fraction=fraction, block=block, seed=seed)
+            out |= large[comp] & blocks
+    return out
+
+
 def split_voxels(samples: Sequence, *, fraction: float = HOLDOUT_FRACTION, block: int = HOLDOUT_BLOCK, seed: int = 0,
                  min_voxels: int = MIN_HOLDOUT_VOXELS) -> tuple[list, list]:
     """``(train, held_out)`` copies of labelled slices (``LabelledSlice``: ``target`` -1 = unlabelled).
@@ -60,7 +115,7 @@ def split_voxels(samples: Sequence, *, fraction: float = HOLDOUT_FRACTION, block
     train, held = [], []
     n_held, classes = 0, set()
     for s in samples:
-        mask = holdout_mask(s.ref, s.target.shape, fraction=fraction, block=block, seed=seed) & (s.target >= 0)
+        mask = heldout_voxels(s.ref, s.target + 1, fraction=fraction, block=block, seed=seed)  # target -1 = unlabelled
         k = int(mask.sum())
         if not k:
             train.append(s)
