@@ -60,7 +60,7 @@ class TrainConfig:
         when there is no held-out score); after ``patience`` such rounds without improvement the
         trainer waits for new labels ("converged").
     holdout_fraction
-        Share of labelled voxels held out (in 16-pixel blocks, stable; ``training.holdout``) to
+        Share of labelled voxels held out (whole strokes, stable; ``training.holdout``) to
         score each round and choose what to publish; 0 turns it off.
     """
 
