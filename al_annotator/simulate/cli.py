@@ -70,7 +70,7 @@ def register(sub: Any, command: Callable) -> None:
                    help="also fit tier 1 (the instant classifier) each round and evaluate tier 1, tier 2 and the served system "
                    "(the tier with the higher Dice on the held-out labelled voxels)")
     g.add_argument("--holdout", type=float_arg(0, 0.5, lo_open=True), default=0.1, dest="holdout_fraction",
-                   help="--tiers: share of the revealed voxels held out in 16x16 blocks to score the tiers (default 0.1)")
+                   help="--tiers: share of the revealed voxels held out (whole strokes, blocks of large regions) to score the tiers (default 0.1)")
     g.add_argument("--val-every", type=int_arg(0), default=5,
                    help="--tiers: the trainer holds out 1 in N annotated slices for validation once N are annotated, as the "
                    "worker does (default 5; 0: none)")

@@ -18,7 +18,7 @@ every candidate slice (test voxels excluded) for as many steps as the longest ru
 (``rounds x steps_per_round``), and is evaluated on the same test voxels.
 
 Served mode (``tiers=True``, ``--tiers``): in every round the revealed voxels are also split as the
-product splits them (``training.holdout.split_voxels``: ~10 % in stable 16 x 16 blocks; the trainer
+product splits them (``training.holdout.split_voxels``: ~10 %, whole strokes; the trainer
 also holds out whole annotated slices for validation once ``val_every`` are annotated, as the
 worker does): the network trains on the rest, tier 1 (the instant classifier, :mod:`.tiers`) is
 fitted on every revealed voxel outside the blocks, both are scored on the blocks, and the tier with

@@ -3,7 +3,7 @@
 Tier 1 is the instant pixel classifier (:mod:`al_annotator.instant`: the ilastik-style filter bank,
 sigmas scaled by the voxel spacing, and the ExtraTrees ensemble), refitted every round on the
 voxels the oracle revealed. Tier 2 is the network the simulation trains. Both are scored on the
-same held-out labelled voxels: ~10 % of the revealed voxels in the stable 16 x 16 blocks of
+same held-out labelled voxels: ~10 % of the revealed voxels, whole strokes (blocks of large regions), from
 :func:`al_annotator.training.holdout.split_voxels` (holdout seed 0, what the trainer worker and the
 live preview use by default), which neither tier is fitted on. The *served* system is, per round,
 the tier with the higher held-out Dice (:func:`choose_served`, the rule of
