@@ -119,7 +119,7 @@ def test_the_layers_follow_the_served_tier(dock, phantom, project, qtbot):
     assert w.session.served_tier()["tier"] == "deep"
     assert np.array_equal(_shown(layer), pred[REF.selection()])
     assert np.array_equal(_shown(layer), w.session.prediction(REF))
-    assert "serving: deep model v1" in w.served_label.text() and layer.metadata["model_version"] == 1
+    assert "serving: model v1" in w.served_label.text() and layer.metadata["model_version"] == 1
     unc = w.layers["uncertainty"]
     unc.visible = True
     assert np.allclose(_shown(unc).squeeze(), 0.2, atol=1e-3)

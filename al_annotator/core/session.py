@@ -375,7 +375,7 @@ class Session:
         elif self._model is not None:
             tier, why = "deep", "the instant classifier is not fitted yet (it needs labels of two classes)"
         else:
-            tier, why = None, "no labels of two classes and no model yet"
+            tier, why = None, "paint two classes and the instant classifier predicts"
         return {"tier": tier, "instant": instant, "deep": deep, "reason": why}
 
     @property
@@ -426,6 +426,24 @@ class Session:
         if self._live is not None:
             self._live.wait_idle(timeout)
         return self.take_previews()
+
+    def served_summary(self) -> str:
+        """The served tier in words, as both front ends show it: ``serving: instant classifier ·
+        held-out Dice 0.83`` (see :func:`al_annotator.core.values.served_summary`)."""
+        from .values import served_summary
+
+        return served_summary(self.served_tier(), model_version=self.model_version, live=self.live_preview, error=self.live_error)
+
+    @property
+    def live_busy(self) -> bool:
+        """Tier 1 is refitting or predicting a plane (the front ends may say "updating")."""
+        return self._live is not None and self._live_preview and self._live.busy
+
+    @property
+    def live_timings(self) -> dict[str, float]:
+        """Tier 1's last fit and plane timings (seconds) and voxel counts: collect_s, features_s, fit_s,
+        score_s, plane_s, labelled, held_out; empty before the first fit."""
+        return {} if self._live is None else dict(self._live.timings)
 
     @property
     def live_error(self) -> str | None:

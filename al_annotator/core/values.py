@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ModelOutputs", "ReadOnlyArray", "TrainerStatus", "VolumeFacts", "TRAINER_STATES"]
+__all__ = ["ModelOutputs", "ReadOnlyArray", "TrainerStatus", "VolumeFacts", "TRAINER_STATES", "served_summary"]
 
 #: The states a trainer reports, in the order of a round.
 TRAINER_STATES = ("not started", "loading", "idle", "waiting", "training", "predicting", "converged", "stopped", "failed", "unknown")
@@ -215,3 +215,41 @@ class ModelOutputs:
     confidence: ReadOnlyArray | None = None
     probabilities: ReadOnlyArray | None = None
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def served_summary(served: dict[str, Any] | None, *, model_version: int | None = None, live: bool = True,
+                   error: str | None = None) -> str:
+    """The served tier in the words both front ends show (``Session.served_summary`` fills it in).
+
+    Examples
+    --------
+    >>> served_summary({"tier": "instant", "instant": 0.834, "deep": None, "reason": "no deep model version yet"})
+    'serving: instant classifier · held-out Dice 0.83'
+    >>> served_summary({"tier": "deep", "instant": 0.8, "deep": 0.9, "reason": "..."}, model_version=3)
+    'serving: model v3 · held-out Dice 0.90 (instant classifier 0.80)'
+    >>> served_summary({"tier": None, "instant": None, "deep": None, "reason": "paint two classes and the instant classifier predicts"})
+    'serving: nothing yet · paint two classes and the instant classifier predicts'
+    >>> served_summary(None, live=False)
+    'serving: nothing · live preview off'
+    """
+    served = served or {"tier": None, "instant": None, "deep": None, "reason": ""}
+    tier = served.get("tier")
+
+    def dice(value: Any) -> str:
+        return "no held-out score yet" if value is None else f"held-out Dice {value:.2f}"
+
+    if tier == "instant" and live:
+        text = f"serving: instant classifier · {dice(served.get('instant'))}"
+        if served.get("deep") is not None:
+            text += f" (model v{model_version} {served['deep']:.2f})"
+    elif tier == "deep" or (tier == "instant" and model_version is not None):
+        text = f"serving: model v{model_version} · {dice(served.get('deep'))}"
+        if live and served.get("instant") is not None:
+            text += f" (instant classifier {served['instant']:.2f})"
+    elif not live:
+        text = "serving: nothing · live preview off"
+    else:
+        text = "serving: nothing yet" + (f" · {served['reason']}" if served.get("reason") else "")
+    if error:
+        text += f" · instant classifier failed: {error}"
+    return text

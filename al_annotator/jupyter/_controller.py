@@ -95,26 +95,8 @@ def served_state(session: Session) -> dict[str, Any]:
     ``error`` (``Session.live_error``) and ``summary``, the line shown beside the trainer's, e.g.
     "serving: instant classifier · held-out Dice 0.83"."""
     served = json_safe(session.served_tier())
-    live, error, version = bool(session.live_preview), session.live_error, session.model_version
-    tier = served.get("tier")
-
-    def dice(x: float | None) -> str:
-        return "no held-out score yet" if x is None else f"held-out Dice {x:.2f}"
-
-    if tier == "instant":
-        text = f"serving: instant classifier · {dice(served.get('instant'))}"
-        if served.get("deep") is not None:
-            text += f" (model v{version}: {served['deep']:.2f})"
-    elif tier == "deep":
-        text = f"serving: model v{version} · {dice(served.get('deep'))}"
-        if served.get("instant") is not None:
-            text += f" (instant classifier: {served['instant']:.2f})"
-    elif live:
-        text = "serving: nothing yet · paint two classes and the instant classifier predicts"
-    else:
-        text = ""
-    if error:
-        text += f"{' · ' if text else ''}instant classifier failed: {error}"
+    live, error = bool(session.live_preview), session.live_error
+    text = session.served_summary() if (live or served.get("tier") or error) else ""
     return dict(served, live=live, error=error, summary=text)
 
 

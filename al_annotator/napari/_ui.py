@@ -296,39 +296,16 @@ def show_slice_state(ui: DockUI, ref: Any, state: Any) -> None:
 
 
 def served_text(served: dict | None, *, live: bool = True, deep_version: int | None = None) -> str:
-    """The served tier in words: ``serving: instant classifier · held-out Dice 0.83``.
+    """The served tier in words (the core's phrasing, the same as the notebook widget's).
 
     Examples
     --------
     >>> served_text({"tier": "instant", "instant": 0.834, "deep": None, "reason": "no deep model version yet"})
     'serving: instant classifier · held-out Dice 0.83'
-    >>> served_text({"tier": "deep", "instant": 0.8, "deep": 0.9, "reason": "..."}, deep_version=3)
-    'serving: deep model v3 · held-out Dice 0.90 (instant 0.80)'
-    >>> served_text({"tier": None, "instant": None, "deep": None, "reason": "no labels of two classes and no model yet"})
-    'serving: nothing yet · no labels of two classes and no model yet'
     """
-    served = served or {"tier": None, "instant": None, "deep": None, "reason": ""}
-    tier = served.get("tier")
+    from ..core.values import served_summary
 
-    def dice(value: Any) -> str:
-        return "no held-out score yet" if value is None else f"held-out Dice {value:.2f}"
-
-    if not live and tier == "instant":
-        tier = "deep" if deep_version is not None else None  # the dock shows the deep version (or nothing)
-        if tier is None:
-            return "serving: nothing · live preview off"
-    if tier == "instant":
-        text = f"serving: instant classifier · {dice(served.get('instant'))}"
-        if served.get("deep") is not None:
-            text += f" (deep {served['deep']:.2f})"
-        return text
-    if tier == "deep":
-        name = "deep model" + (f" v{deep_version}" if deep_version is not None else "")
-        text = f"serving: {name} · {dice(served.get('deep'))}"
-        if live and served.get("instant") is not None:
-            text += f" (instant {served['instant']:.2f})"
-        return text
-    return "serving: nothing yet" + (f" · {served['reason']}" if served.get("reason") else "")
+    return served_summary(served, model_version=deep_version, live=live)
 
 
 def show_served(ui: DockUI, served: dict | None, error: str | None = None, *, live: bool = True,
