@@ -70,13 +70,14 @@ def test_inplane_tiles_equal_each_planes_2d_features(noise, boundary):
 def test_auto_features_rule():
     from al_annotator.instant.segmenter import auto_features
 
-    assert auto_features((50.0, 4.0, 4.0))["mode"] == "3d"
+    assert auto_features((50.0, 4.0, 4.0)) == {"mode": "3d", "sigmas": (1.0, 2.0, 4.0, 8.0, 16.0), "boundary": "nearest"}
     assert auto_features(None) == {"mode": "inplane", "sigmas": (1.0, 2.0, 4.0, 8.0, 16.0), "boundary": "nearest"}
     assert auto_features((1.5, 1.0, 1.0))["mode"] == "inplane"
     vol = np.zeros((6, 20, 20), np.float32)
     assert InstantSegmenter(vol, (50, 4, 4), n_jobs=1).bank.mode == "3d"
     seg = InstantSegmenter(vol, None, sigmas=(1.0, 2.0), n_jobs=1)
-    assert (seg.bank.mode, seg.bank.boundary, seg.bank.sigmas) == ("inplane", "nearest", (1.0, 2.0))
+    assert (seg.bank.mode, seg.bank.boundary, seg.bank.sigmas, seg.classifier.kind) == ("inplane", "nearest", (1.0, 2.0), "rf")
+    assert InstantSegmenter(vol, (50, 4, 4), n_jobs=1).classifier.kind == "et"
     assert InstantSegmenter(vol, None, mode="3d", n_jobs=1).bank.boundary == "reflect"
 
 
