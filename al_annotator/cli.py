@@ -159,7 +159,24 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"created {store.path}")
     _print_info(store.info(), False)
     store.close()
+    if not args.no_napari and _remember_napari_reader(store.path):
+        print(f"napari: `napari {store.path}` opens it in the AL Annotator dock")
     return 0
+
+
+def _remember_napari_reader(path: Any) -> bool:
+    """Where napari is installed, record this plugin as napari's reader for the new project folder
+    (napari offers every folder reader for any folder, its builtin one too, and would ask which)."""
+    import importlib.util
+
+    if importlib.util.find_spec("napari") is None or importlib.util.find_spec("npe2") is None:
+        return False
+    try:
+        from .napari import prefer_this_reader
+
+        return bool(prefer_this_reader(path))
+    except Exception:  # noqa: BLE001 - a preference napari cannot save never fails the init
+        return False
 
 
 @command("info")
@@ -214,6 +231,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _print_info(store.info(), False)
     print()
     print(f"Open it: al-annotator info {store.path}")
+    if not getattr(args, "no_napari", False) and _remember_napari_reader(store.path):
+        print(f"napari: `napari {store.path}` opens it in the AL Annotator dock")
     store.close()
     return 0
 
@@ -246,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default="background,bone,implant,degradation", help="comma-separated class names (label value = position, from 1)")
     p.add_argument("--spacing", help="voxel spacing Z,Y,X (default: from the file, else 1,1,1)")
     p.add_argument("--labels", help="existing labels to import (same shape; 0 = unlabelled)")
+    p.add_argument("--no-napari", action="store_true",
+                   help="do not record AL Annotator as napari's reader for the new folder (napari's settings are left alone)")
     _add_read_options(p)
     _add_read_options(p, "labels_", "labels")
 
@@ -267,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="create the demo project (a real micro-CT scan) and show it")
     p.add_argument("--dir", default="al_annotator_demo", help="project directory (reused if it exists)")
     p.add_argument("--name", default="bone", help="demo volume name")
+    p.add_argument("--no-napari", action="store_true", help="do not record AL Annotator as napari's reader for the folder")
 
     _register_extra_commands(sub)
     return parser

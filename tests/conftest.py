@@ -7,6 +7,12 @@ import os
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# napari's settings (reader preferences written by `al-annotator init` and the dock) go to a file of
+# the test run's own, never the user's ~/.config/napari
+if "NAPARI_CONFIG" not in os.environ:
+    import tempfile
+
+    os.environ["NAPARI_CONFIG"] = os.path.join(tempfile.mkdtemp(prefix="al_napari_cfg_"), "settings.yaml")
 
 
 def _cuda_available() -> bool:

@@ -126,3 +126,27 @@ def test_reader_without_a_window_opens_a_read_only_session(project):
     assert int(np.asarray(labels[writer.current.selection()]).reshape(-1)[:5].sum()) == 10  # lazy: reads the store
     writer.close()
     assert image_meta["contrast_limits"] == list(writer.volume.display_window)
+
+
+def test_a_project_made_by_the_cli_opens_in_napari_without_a_chooser(tmp_path):
+    """`al-annotator init` records this plugin as napari's reader for the new folder, so the first
+    `napari PROJECT_DIR` already picks it (in a fresh process: napari reads its settings file)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    vol = tmp_path / "vol.npy"
+    np.save(vol, np.zeros((4, 16, 16), np.uint8))
+    env = dict(os.environ, NAPARI_CONFIG=str(tmp_path / "napari" / "settings.yaml"))
+    out = subprocess.run([sys.executable, "-m", "al_annotator.cli", "init", str(tmp_path / "proj"), "--volume", str(vol)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "opens it in the AL Annotator dock" in out.stdout
+    code = ("from napari.plugins.utils import get_preferred_reader; import sys; "
+            f"print(get_preferred_reader({str(tmp_path / 'proj')!r}))")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert got.stdout.strip() == "al-annotator", got.stderr
+    skip = subprocess.run([sys.executable, "-m", "al_annotator.cli", "init", str(tmp_path / "other"), "--volume", str(vol),
+                           "--no-napari"], capture_output=True, text=True, env=env, timeout=300)
+    assert skip.returncode == 0 and "napari" not in skip.stdout
