@@ -37,7 +37,9 @@ if not EM.exists():
 KEY = "bench_instant"
 TITLE = "Tier 1, instant: filter-bank pixel classifier (`benchmarks/bench_instant.py`)"
 BUDGET, PER_ROUND = 8, 2
-VARIANTS = {"2d": "ours 2D", "3d_equal": "ours 3D, equal sigmas", "3d_spacing": "ours 3D, spacing-scaled"}
+VARIANTS = {"2d": "ours 2D", "3d_equal": "ours 3D, equal sigmas", "3d_spacing": "ours 3D, spacing-scaled",
+            "3d_octaves": "ours 3D, spacing-scaled, sigmas 1-16, nearest edges",
+            "inplane": "ours in-plane 2D, sigmas 1-16, nearest edges", "inplane_rf": "ours in-plane 2D, sigmas 1-16, nearest, RF"}
 
 
 def log(msg: str) -> None:
@@ -115,15 +117,26 @@ def run_peer_seed(ctx, seed: int) -> dict:
 
 
 def make_segmenter(gt, variant: str, cache_bytes: int):
-    from al_annotator.instant import InstantSegmenter
+    from al_annotator.instant import ILASTIK_SIGMAS, InstantClassifier, InstantSegmenter
+    from al_annotator.instant.features import OCTAVE_SIGMAS
 
     sp = gt.spacing
     coarse = int(np.argmax(sp)) if sp is not None else 0
+    kw = {"n_classes": gt.n_classes, "cache_bytes": cache_bytes, "n_jobs": 2}
+    old = {"sigmas": ILASTIK_SIGMAS, "boundary": "reflect"}  # the bank before in-plane mode
     if variant == "2d":
-        return InstantSegmenter(gt.image, sp, n_classes=gt.n_classes, mode="2d", flat_axis=coarse, cache_bytes=cache_bytes, n_jobs=2)
+        return InstantSegmenter(gt.image, sp, mode="2d", flat_axis=coarse, **old, **kw)
     if variant == "3d_equal":
-        return InstantSegmenter(gt.image, None, n_classes=gt.n_classes, cache_bytes=cache_bytes, n_jobs=2)
-    return InstantSegmenter(gt.image, sp, n_classes=gt.n_classes, cache_bytes=cache_bytes, n_jobs=2)
+        return InstantSegmenter(gt.image, None, mode="3d", **old, **kw)
+    if variant == "3d_spacing":
+        return InstantSegmenter(gt.image, sp, mode="3d", **old, **kw)
+    if variant == "3d_octaves":
+        return InstantSegmenter(gt.image, sp, mode="3d", sigmas=OCTAVE_SIGMAS, boundary="nearest", **kw)
+    if variant in ("inplane", "inplane_rf"):
+        clf = InstantClassifier(gt.n_classes, kind="rf", n_jobs=2) if variant == "inplane_rf" else None
+        return InstantSegmenter(gt.image, sp, mode="inplane", flat_axis=coarse, sigmas=OCTAVE_SIGMAS, boundary="nearest",
+                                classifier=clf, **kw)
+    raise ValueError(variant)
 
 
 def run_ours(ctx, variant: str, seeds, cache_bytes: int) -> dict:
@@ -141,14 +154,15 @@ def run_ours(ctx, variant: str, seeds, cache_bytes: int) -> dict:
            "cold_plane_tiles": cold_tiles, "seeds": []}
     for seed in seeds:
         seg.classifier.seed = seed
-        coords, values = [], []
+        coords, values, axes = [], [], []
         rounds = []
         for r, picks, new in replay_rounds(ctx, seed):
-            for c, v in new:
+            for ref, (c, v) in zip(picks, new):
                 coords.append(c)
                 values.append(v)
-            C, V = np.concatenate(coords), np.concatenate(values)
-            info = seg.update(coords=C, values=V)
+                axes.append(np.full(len(c), ref.axis_number))  # the slice each voxel was labelled on (used in-plane)
+            C, V, A = np.concatenate(coords), np.concatenate(values), np.concatenate(axes)
+            info = seg.update(coords=C, values=V, axes=A if seg.bank.mode == "inplane" else None)
             cm = np.zeros((gt.n_classes, gt.n_classes), np.int64)
             plane_t = []
             for ref in ctx.test_refs:
@@ -173,9 +187,10 @@ def run_ours(ctx, variant: str, seeds, cache_bytes: int) -> dict:
             ref, sc_coords, sc_vals = nxt
             stroke = slice(0, min(300, sc_coords.shape[0]))
             C2, V2 = np.concatenate([C, sc_coords[stroke]]), np.concatenate([V, sc_vals[stroke]])
+            A2 = np.concatenate([A, np.full(stroke.stop, ref.axis_number)])
             seg.bank.features(tuple(slice(ref.index, ref.index + 1) if a == ref.axis_number else slice(None) for a in range(3)))  # warm
             t0 = time.perf_counter()
-            info = seg.update(coords=C2, values=V2)
+            info = seg.update(coords=C2, values=V2, axes=A2 if seg.bank.mode == "inplane" else None)
             seg.predict_plane(ref.axis, ref.index)
             preview = time.perf_counter() - t0
         else:
@@ -225,15 +240,19 @@ def summarise(method_runs: list[dict]) -> dict:
             "predict_plane_seconds": _med([r["predict_plane_seconds"] for s in method_runs for r in s["rounds"]])}
 
 
-def run_dataset(name: str, gt, seeds, cache_bytes: int, variants) -> dict:
+def run_dataset(name: str, gt, seeds, cache_bytes: int, variants, previous: dict | None = None) -> dict:
     ctx = context(gt)
     log(f"== {name}: {' x '.join(map(str, gt.shape))}, spacing {gt.spacing}, {gt.n_classes} classes, candidates {ctx.axes} "
         f"({len(ctx.candidates)}), test {ctx.split.axis} {list(ctx.split.indices)}, seeds {list(seeds)}")
     res = {"dataset": name, "shape": list(gt.shape), "spacing": gt.spacing, "classes": list(gt.classes), "axes": ctx.axes,
            "test": {"axis": ctx.split.axis, "indices": list(ctx.split.indices)}, "seeds": list(seeds), "methods": {}}
     t0 = time.perf_counter()
-    peer = [run_peer_seed(ctx, s) for s in seeds]
-    res["methods"]["peer"] = {"runs": peer, "summary": summarise(peer), "seconds": time.perf_counter() - t0}
+    if previous is not None and previous.get("seeds") == list(seeds):  # add variants to an earlier run: its peer's picks
+        res["methods"] = dict(previous["methods"])
+        peer = res["methods"]["peer"]["runs"]
+    else:
+        peer = [run_peer_seed(ctx, s) for s in seeds]
+        res["methods"]["peer"] = {"runs": peer, "summary": summarise(peer), "seconds": time.perf_counter() - t0}
     for v in variants:
         t0 = time.perf_counter()
         run = run_ours(ctx, v, seeds, cache_bytes)
@@ -253,7 +272,7 @@ def table(res: dict) -> str:
     head = ("| method | " + " | ".join(f"Dice @{b} sl." for b in budgets) + f" | mIoU @{budgets[-1]} | refit (s) | plane predict (s) "
             "| stroke -> plane (s) | features cache |")
     lines = [head, "|---|" + "---:|" * (len(budgets) + 5)]
-    label = {"peer": "(a) peer: skimage 2D features + RF 50"} | {k: f"({c}) {VARIANTS[k]}" for k, c in zip(VARIANTS, "bcd")}
+    label = {"peer": "(a) peer: skimage 2D features + RF 50"} | {k: f"({c}) {VARIANTS[k]}" for k, c in zip(VARIANTS, "bcdefg")}
     for k, m in meths.items():
         s = m["summary"]
         cells = []
@@ -308,6 +327,8 @@ def main() -> None:
     ap.add_argument("--cache-gib", type=float, default=2.5, help="feature cache bound per bank (GiB)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_instant"))
     ap.add_argument("--report-only", action="store_true", help="rewrite the section from --work/results.json of an earlier run")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                    help="run only these and add them to --work/results.json (same seeds: the peer is not rerun)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     seeds = list(range(2 if args.quick else args.seeds))
@@ -318,13 +339,20 @@ def main() -> None:
         results = json.loads((args.work / "results.json").read_text())
         total = results.pop("total_seconds", None)
     else:
+        prev = json.loads((args.work / "results.json").read_text()) if args.variants and (args.work / "results.json").exists() else {}
+        if prev:
+            results = {k: v for k, v in prev.items() if k != "total_seconds"}
         if args.only in (None, "em"):
-            results["em"] = run_dataset("em", load_em(crop=args.quick), seeds, cache, list(VARIANTS))
+            results["em"] = run_dataset("em", load_em(crop=args.quick), seeds, cache, args.variants or list(VARIANTS), prev.get("em"))
         if args.only in (None, "phantom"):
             # isotropic: 3D equal sigmas and spacing-scaled are the same bank
-            results["phantom"] = run_dataset("phantom", load_phantom(), seeds, cache, ["2d", "3d_equal"])
+            want = [v for v in (args.variants or list(VARIANTS)) if v != "3d_spacing"]
+            results["phantom"] = run_dataset("phantom", load_phantom(), seeds, cache, want, prev.get("phantom"))
         total = time.perf_counter() - t_all
+        if prev:
+            total = None  # the sections' runs were made at different times
         (args.work / "results.json").write_text(json.dumps(results | {"total_seconds": total}, indent=1, default=float))
+        total = total if total is not None else time.perf_counter() - t_all
     parts = []
     for name, res in results.items():
         if name == "total_seconds":
@@ -346,40 +374,54 @@ DOC_HEAD = """Same picks, oracle and test split as `al-annotator simulate --peer
 round, up to 8), ScribbleOracle (3 % of each picked slice, random-walk strokes of radius 1-2 inside the eroded class
 regions, seeded per slice), test = every 5th slice along the first candidate axis (never revealed). Dice / mIoU on every
 voxel of the test slices, **median over the seeds** (per-seed values in brackets, seed order). (a) is
-`al_annotator.simulate.peer.run_peer` itself (skimage `multiscale_basic_features` per 2D slice along the slice's axis,
-sigma 1-16, RandomForest 50 trees depth 10). (b)-(d) are `al_annotator.instant.InstantSegmenter`: ilastik's six filter
-families (Gaussian, LoG, gradient magnitude, DoG, structure-tensor and Hessian eigenvalues) at sigmas 0.3-10,
-ExtraTrees 50 trees on at most 16k labelled voxels (stratified), 2 threads; (b) per slice across the coarsest axis,
-(c) 3D with the same sigma on every axis, (d) 3D with sigma_axis = sigma x min(spacing) / spacing_axis (an axis whose
-sigma falls below 0.3 is neither smoothed nor differentiated at that scale). Times: refit = `update()` fit (median over
-rounds and seeds); plane predict = probabilities of one test plane with the features cached (for (a): the peer's
-`predict_segmenter` time per test slice, features precomputed); stroke -> plane = one new stroke (300 voxels of a
-not-yet-annotated slice's scribbles) arriving: `update()` with all strokes + `predict_plane` of that slice, warm feature
-cache: what the live preview costs."""
+`al_annotator.simulate.peer.run_peer` itself (skimage `multiscale_basic_features` per 2D slice in the plane of the
+slice, sigma 1-16, RandomForest 50 trees depth 10). (b)-(g) are `al_annotator.instant.InstantSegmenter`, ilastik's six
+filter families (Gaussian, LoG, gradient magnitude, DoG, structure-tensor and Hessian eigenvalues), ExtraTrees 50 trees
+on at most 16k labelled voxels (stratified), 2 threads, unless stated: (b) per slice across the coarsest axis, (c) 3D
+with the same sigma on every axis, (d) 3D with sigma_axis = sigma x min(spacing) / spacing_axis (an axis whose sigma
+falls below 0.3 is neither smoothed nor differentiated at that scale), (b)-(d) at ilastik's sigmas 0.3-10 with
+reflecting edges; (e) = (d) at the octaves 1, 2, 4, 8, 16 with edge values repeated past the borders (`boundary=
+"nearest"`, scikit-image's `gaussian` default); (f) `mode="inplane"`: each labelled voxel gets the 2D features of the
+slice it was labelled on and each test plane its own plane's (what the peer does), octaves, nearest; (g) = (f) with a
+random forest (50 trees, unlimited depth). `mode="auto"` (the `InstantSegmenter` default now) is (e) for anisotropic
+spacing (coarsest/finest >= 2: the EM stack) and (g) otherwise (the phantom). On the isotropic phantom (c), (d) and (e)'s
+spacing scaling coincide ((e) is equal-sigma 3D there). Times: refit = `update()` fit (median over rounds and seeds);
+plane predict = probabilities of one test plane with the features cached (for (a): the peer's `predict_segmenter` time
+per test slice, features precomputed); stroke -> plane = one new stroke (300 voxels of a not-yet-annotated slice's
+scribbles) arriving: `update()` with all strokes + `predict_plane` of that slice, warm feature cache: what the live
+preview costs. Rows (a)-(d) are the 2026-12-02 15:21 run; (e)-(g) were added to it with `--variants` (same seeds, the
+peer's picks asserted equal) at 16:05, load average ~4 on the 2 cores."""
 
-DOC_TAIL = """Notes (from the run above, 2026-12-02, load average 4-5 on the 2 cores from other sessions' jobs):
+DOC_TAIL = """Notes:
 
-- **EM (real ssTEM): the spacing-scaled 3D bank is the best of the four at every budget** and not worse than the
-  peer at any (+0.027 at 2 slices, +0.008 at 8), the 2D bank ties the peer, and equal sigmas in 3D are worst
-  (-0.04 to -0.05): the ordering the issue reports for its ssTEM stack (0.68 / 0.63-0.64 / 0.50-0.52). Mitochondria
-  and membranes are mostly visible within a section; with equal sigmas the z smoothing at 12.5x the xy pixel size
-  mixes sections 50 nm apart.
-- **Phantom (synthetic micro-CT, isotropic; (c) is also (d) here): the instant tier is below the peer** by 0.02-0.08
-  median Dice at every budget. Tried (3 seeds, same picks; not adopted): a random forest instead of ExtraTrees (+0.00-0.02), adding sigma
-  16, dropping sigmas < 1, max_features 0.3, the peer's own filter subset (Gaussian + gradient + Hessian at 1, 2, 4,
-  8, 16) with a depth-10 forest: none closes the gap at 2-4 slices. What the peer does differently is compute 2D
-  features *in the plane of each annotated slice* (picks are z, y and x slices here), ours in fixed axes; whether
-  that is the reason is not established. Seed 2's first round (two slices without every class) scores ~0.4 for
-  every method.
-- Timings were taken under that load: ExtraTrees refit on 16k voxels measured 0.3-0.5 s on a quieter machine
-  (load ~2.4) and 1-2 s here; a 512 x 512 plane's prediction 0.4-0.5 s quieter, 1.6 s here. The stroke-to-preview
-  figure is dominated by those two (features of the stroke's voxels come from the warm cache).
-
+- **Cause of the phantom gap (measured, 3 seeds x 4 budgets, mean Dice over the 12 cells; ablation run with a scratch
+  script on the same picks, not in the repository):** three differences between the peer's features and ours, which
+  only together close it: (1) the peer computes 2D features **in the plane of the slice each voxel was labelled on**
+  (the phantom's picks are z, y and x slices; the test planes are z), (2) its Gaussian **repeats edge values** past the
+  borders (`mode="nearest"`) where ours reflected, (3) its **sigmas are the octaves 1..16**, not 0.3..10. The peer's
+  own features with its depth-10 forest: 0.757; the same computed with reflecting edges: 0.724; with ilastik's sigmas:
+  0.719; Sobel vs Gaussian gradient magnitude (0.757), finite-difference vs exact Gaussian Hessian (0.755), the display
+  window vs min-max normalisation (0.758 / 0.758) and unlimited vs depth-10 trees (0.757) did not matter. Our bank
+  in-plane, octaves, nearest: 0.731 (ExtraTrees) / 0.751 (RF); in-plane with reflecting edges 0.708, in-plane with
+  ilastik's sigmas 0.707; fixed-axis 2D or 3D with octaves and nearest edges 0.717-0.729 (the old 3D: 0.723). The
+  classifier is the fourth factor: ExtraTrees on the peer's own features 0.736 vs RF 0.757. The combination 3D +
+  in-plane concatenated was only measured with ilastik's sigmas and reflecting edges (0.716, below both alone).
+- **Phantom, (g) (the auto choice):** 0.755 mean over the 12 cells vs the peer's 0.754; medians +0.002 / +0.010 /
+  +0.001 at 4 / 6 / 8 slices, **-0.064 at 2 slices** (seed 1: 0.688 vs 0.752; seed 0 +0.006, seed 2 -0.023): not
+  reached there. (f) (ExtraTrees) is 0.732 mean, (c) 0.723.
+- **EM: (e) (the auto choice) is the best row at every budget**, +0.015 to +0.021 over (d) and +0.019 to +0.042 over the
+  peer, with fewer features (46 vs 53) so refit 0.8 s and plane 1.1 s (vs 1.5 / 1.6 s); its halo is larger (96 px:
+  sigma 16 with the structure tensor's outer scale), so the cold first 512 x 512 plane took 17.3 s (14.8 s for (d)).
+  (f) is z-plane 2D here (picks are z only) and also beats the peer at every budget (0.94 s stroke to plane);
+  RF (g) on EM is 0.003-0.013 below ExtraTrees (f) and refits in 3.2 s. Whether (e)'s gain comes from the octaves
+  or from the nearest edges was not separated (not measured).
+- `FeatureBank`'s own defaults (3D, ilastik's sigmas, reflecting edges, which `core/live.py` and `simulate/tiers.py`
+  use) are unchanged: in-plane features need the axis of the slice each labelled voxel was painted on
+  (`features_at(coords, axes=...)`), which those callers do not pass yet.
+- Seed 2's first round (two slices without every class) scores ~0.4 for every method.
 - The features cache holds every tile the test and labelled planes touched (here: the whole volume, since the bound,
-  `--cache-gib`, is above it); the live preview in the product only needs the tiles of the visible plane and of the
-  labelled voxels (a labelled voxel's features are kept by the segmenter, so its tile may be evicted).
-- The cold first plane is the feature cost; a GUI should compute the visible plane's tiles in the background when a
-  slice is opened, before the first stroke.
+  `--cache-gib`, is above it; in-plane mode keeps one set of tiles per orientation used: 3 on the phantom); the live
+  preview in the product only needs the tiles of the visible plane and of the labelled voxels.
 - Machine shared with other sessions' jobs: timings vary with the load."""
 
 
