@@ -193,8 +193,12 @@ def test_idle_scoring_of_a_volume_too_large_for_the_cache_only_uses_cached_tiles
     from al_annotator.core.live import LivePreview
 
     s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes)
+    from al_annotator.instant import FeatureBank
+    from al_annotator.instant.segmenter import auto_features
+
+    probe = FeatureBank(s.image_array, (1.0, 1.0, 1.0), **dict(auto_features((1.0, 1.0, 1.0)), mode="3d"), tile_shape=(8, 64, 64))
     live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [SliceRef("z", 12)], 4,
-                       feature_kw={"cache_bytes": 20 << 20, "tile_shape": (8, 64, 64)})
+                       feature_kw={"cache_bytes": int(2.5 * probe.tile_bytes), "tile_shape": (8, 64, 64)})  # 2 of 3 tiles
     try:
         assert not live.scores_whole_volume
         _scribble(s, phantom.labels, SliceRef("z", 12), 150, 0)

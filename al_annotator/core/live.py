@@ -68,12 +68,23 @@ class LivePreview:
                  deep_prediction: Callable[[SliceRef], np.ndarray | None] | None = None, score_px: int = 64) -> None:
         from ..instant.classifier import InstantClassifier
         from ..instant.features import FeatureBank
+        from ..instant.segmenter import auto_features
 
         self.shape = tuple(int(n) for n in image.shape)
-        kw = {"cache_bytes": default_cache_bytes()} | dict(feature_kw or {})
+        # Spacing-scaled 3D features at the octaves 1..16 with edge values repeated: the set measured
+        # best on the anisotropic ssTEM stack (docs/BENCHMARKS.md, "Tier 1, instant"), and used for
+        # isotropic volumes too, where 2D features in each voxel's own slice plane (what
+        # InstantSegmenter(mode="auto") picks there) scored as well on test slices of the picked axis
+        # but carried badly to the other axes: trained on one z slice of the phantom, an x plane was
+        # 70 % right in-plane and over 80 % with 3D features (tests/test_live.py). A live preview is
+        # looked at on every axis. feature_kw overrides (mode="inplane" works too).
+        auto = dict(auto_features(spacing), mode="3d")
+        kw = {"cache_bytes": default_cache_bytes()} | auto | dict(feature_kw or {})
         self.bank = FeatureBank(image, spacing, **kw)
+        self.inplane = self.bank.mode == "inplane"
         self.n_classes = int(n_classes)
-        self._classifier_kw = {"n_jobs": 1} | dict(classifier or {})
+        kind = {"kind": "rf"} if self.inplane else {}
+        self._classifier_kw = {"n_jobs": 1} | kind | dict(classifier or {})
         self._make_classifier = lambda: InstantClassifier(self.n_classes, **self._classifier_kw)
         self.classifier = None
         self._read_labels = read_labels
@@ -186,9 +197,7 @@ class LivePreview:
                     with self._cv:
                         warm, self._prefetch = self._prefetch, None
                     if warm is not None:
-                        block = [slice(None)] * 3
-                        block[warm.axis_number] = warm.index
-                        for tile in self.bank.tiles_of(tuple(block)):  # tile by tile: a stroke's request waits at most one
+                        for tile in self._plane_tiles(warm):  # tile by tile: a stroke's request waits at most one
                             with self._cv:
                                 if self._wanted is not None or self._closed:
                                     break
@@ -238,7 +247,8 @@ class LivePreview:
         """Whether idle scoring may compute features anywhere: the whole volume's features fit the
         cache. Otherwise only slices whose feature tiles are already cached are scored (a large
         volume is not filtered end to end on a laptop's two cores behind the expert's back)."""
-        return int(np.prod(self.shape)) * self.bank.n_features * 4 <= self.bank.cache_bytes
+        orientations = 3 if self.inplane else 1  # in-plane features are computed per viewing axis
+        return int(np.prod(self.shape)) * self.bank.n_features * 4 * orientations <= self.bank.cache_bytes
 
     def _score_some(self, budget_s: float) -> None:
         """Score slices in spread order (every axis, coarse to fine) until ``budget_s`` or a request."""
@@ -255,17 +265,28 @@ class LivePreview:
             self._scores[ref] = (seq, *self._score_plane(ref))
 
     def _cached(self, ref: SliceRef) -> bool:
+        cache = self.bank._cache
+        return all(t in cache for t in self._plane_tiles(ref))
+
+    def _plane_block(self, ref: SliceRef) -> tuple:
         block = [slice(None)] * 3
         block[ref.axis_number] = ref.index
-        cache = self.bank._cache
-        return all(t in cache for t in self.bank.tiles_of(tuple(block)))
+        return tuple(block)
+
+    def _plane_features(self, ref: SliceRef) -> np.ndarray:
+        """``(H, W, F)`` features of a plane (in-plane features of that plane's own orientation)."""
+        block = self._plane_block(ref)
+        feats = self.bank.features(block, axis=ref.axis_number) if self.inplane else self.bank.features(block)
+        return np.squeeze(feats, axis=ref.axis_number)
+
+    def _plane_tiles(self, ref: SliceRef) -> list:
+        block = self._plane_block(ref)
+        return self.bank.tiles_of(block, axis=ref.axis_number) if self.inplane else self.bank.tiles_of(block)
 
     def _score_plane(self, ref: SliceRef) -> tuple[dict[str, float], np.ndarray, float]:
         from ..acquisition.pool import SliceCandidates
 
-        block = [slice(None)] * 3
-        block[ref.axis_number] = ref.index
-        feats = np.squeeze(self.bank.features(tuple(block)), axis=ref.axis_number)
+        feats = self._plane_features(ref)
         step = max(1, -(-max(feats.shape[:2]) // self.score_px))
         feats = feats[::step, ::step]
         probs = np.moveaxis(self.classifier.predict_proba(feats), -1, 0)[None]  # (1, C, h, w)
@@ -295,8 +316,9 @@ class LivePreview:
         cand = SliceCandidates(refs, unc, emb, fg, model_version=f"instant:{self.fitted_seq}")
         return cand, len(items) / max(1, len(self._score_order))
 
-    def _collect(self, dirty: set[SliceRef] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Coordinates ``(N, 3)``, labels ``(N,)`` and held-out flags of every labelled voxel; and the seq."""
+    def _collect(self, dirty: set[SliceRef] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """Coordinates ``(N, 3)``, labels ``(N,)``, held-out flags and the axis of the slice each
+        labelled voxel was painted on; and the seq."""
         from ..training.holdout import heldout_voxels
 
         refs = list(dict.fromkeys(self._labelled_slices()))
@@ -306,7 +328,7 @@ class LivePreview:
                 self._planes[ref] = self._read_labels(ref)
         for gone in [r for r in self._planes if r not in refs]:
             del self._planes[gone]
-        coords, labels, held = [], [], []
+        coords, labels, held, axes = [], [], [], []
         for ref in refs:
             plane, s = self._planes[ref]
             seq = max(seq, s)
@@ -318,24 +340,25 @@ class LivePreview:
             c[:, ref.axis_number] = ref.index
             c[:, others[0]], c[:, others[1]] = rows, cols
             coords.append(c)
+            axes.append(np.full(rows.size, ref.axis_number, np.int8))
             labels.append(plane[rows, cols])
             held.append(heldout_voxels(ref, plane, fraction=self.holdout_fraction)[rows, cols] if self.holdout_fraction else
                         np.zeros(rows.size, bool))
         if not coords:
-            return np.zeros((0, 3), np.int64), np.zeros(0, np.uint8), np.zeros(0, bool), seq
-        c, y, h = np.concatenate(coords), np.concatenate(labels), np.concatenate(held)
+            return np.zeros((0, 3), np.int64), np.zeros(0, np.uint8), np.zeros(0, bool), np.zeros(0, np.int8), seq
+        c, y, h, a = np.concatenate(coords), np.concatenate(labels), np.concatenate(held), np.concatenate(axes)
         flat = np.ravel_multi_index(c.T, self.shape)  # a voxel painted on two crossing slices counts once
         _, first = np.unique(flat, return_index=True)
-        return c[first], y[first], h[first], seq
+        return c[first], y[first], h[first], a[first], seq
 
     def _fit(self, dirty: set[SliceRef] | None) -> None:
         t0 = time.perf_counter()
-        coords, labels, held, seq = self._collect(dirty)
+        coords, labels, held, axes, seq = self._collect(dirty)
         t1 = time.perf_counter()
         if np.unique(labels).size < 2:
             self.classifier, self.fitted_seq, self.heldout_dice = None, seq, None
             return
-        feats = self.bank.features_at(coords)
+        feats = self.bank.features_at(coords, axes=axes) if self.inplane else self.bank.features_at(coords)
         t2 = time.perf_counter()
         train = ~held
         use_holdout = held.sum() >= 200 and np.unique(labels[held]).size >= 2 and np.unique(labels[train]).size >= 2
@@ -361,8 +384,7 @@ class LivePreview:
         block = [slice(None)] * 3
         block[ref.axis_number] = ref.index
         t1 = time.perf_counter()
-        feats = self.bank.features(tuple(block))  # (H, W, F): the plane's axis kept as length 1
-        feats = np.squeeze(feats, axis=ref.axis_number)
+        feats = self._plane_features(ref)
         probs = self.classifier.predict_proba(feats)  # (H, W, C)
         probs = np.moveaxis(probs.astype(np.float32, copy=False), -1, 0)
         pred = (probs.argmax(0) + 1).astype(np.uint8)
