@@ -87,7 +87,11 @@ class InstantTier:
 
         self.shape = tuple(int(n) for n in image.shape)
         self.n_classes = int(n_classes)
-        self.bank = FeatureBank(image, spacing, **({"cache_bytes": 1 << 30} | dict(features or {})))
+        from ..instant.segmenter import auto_features
+
+        # the feature set the product's live tier uses (core/live.py): 3D at the octaves, edges repeated
+        live_set = dict(auto_features(spacing), mode="3d")
+        self.bank = FeatureBank(image, spacing, **({"cache_bytes": 1 << 30} | live_set | dict(features or {})))
         self.classifier_kw = {"n_jobs": 1} | dict(classifier or {})
         self.test_refs = list(test_refs)
         self._test_feats: dict[SliceRef, np.ndarray] | None = None
