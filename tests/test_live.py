@@ -214,3 +214,26 @@ def test_idle_scoring_of_a_volume_too_large_for_the_cache_only_uses_cached_tiles
     finally:
         live.close()
         s.close()
+
+
+def test_a_large_plane_gets_a_coarse_look_first_then_the_full_prediction(tmp_path):
+    from al_annotator.core.live import LivePreview
+
+    ph = make_phantom((8, 300, 300), seed=4)
+    s = Session.create(tmp_path / "p", ph.image, classes=ph.classes)
+    ref = SliceRef("z", 4)
+    live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [ref], 4, feature_kw={"sigmas": (1.0, 2.0)})
+    try:
+        _scribble(s, ph.labels, ref, 300, 0)
+        live.labels_changed(None, s.labels_seq)
+        live.request(ref)
+        assert live.wait_idle(120)
+        got = live.take()
+        assert [p.coarse for p in got] == [True, False] and {p.seq for p in got} == {s.labels_seq}
+        coarse, full = got
+        assert coarse.prediction.shape == full.prediction.shape == (300, 300)
+        assert np.array_equal(coarse.prediction[::2, ::2], full.prediction[::2, ::2])  # the same fit, every 2nd pixel
+        assert live.latest(ref) is full and "coarse_plane_s" in live.timings
+    finally:
+        live.close()
+        s.close()

@@ -41,6 +41,7 @@ class PlanePreview:
     confidence: np.ndarray  # (H, W) uint8, max probability * 255
     probabilities: np.ndarray = field(repr=False)  # (C, H, W) float32
     seconds: float = 0.0  # fit (when one was needed) + plane prediction
+    coarse: bool = False  # predicted on every 2nd pixel (and repeated): the quick first look at a large plane
 
 
 class LivePreview:
@@ -216,7 +217,13 @@ class LivePreview:
                 dirty, self._dirty = self._dirty, set()
                 self._busy = True
             try:
-                preview = self._predict(ref, dirty)
+                preview = self._predict(ref, dirty, coarse=self._coarse_first(ref))
+                if preview is not None and preview.coarse:
+                    self._deliver(preview)  # the quick look now; the full plane next, unless asked for another
+                    with self._cv:
+                        superseded = self._wanted is not None or self._dirty is None or bool(self._dirty)
+                    if not superseded:
+                        preview = self._predict(ref, set())
                 self.last_error = None
             except Exception as exc:  # noqa: BLE001 - shown by the front end, never raised on a thread
                 preview = None
@@ -226,14 +233,26 @@ class LivePreview:
                         self._dirty = None
                     else:
                         self._dirty |= dirty
+            if preview is not None and not (preview.coarse and self._latest.get(preview.ref) is preview):
+                self._deliver(preview)
             with self._cv:
                 self._busy = False
-                if preview is not None:
-                    self._done.append(preview)
-                    self._latest[preview.ref] = preview
-                    if len(self._latest) > 32:
-                        self._latest.pop(next(iter(self._latest)))
                 self._cv.notify_all()
+
+    def _deliver(self, preview: PlanePreview) -> None:
+        with self._cv:
+            self._done.append(preview)
+            self._latest[preview.ref] = preview
+            if len(self._latest) > 32:
+                self._latest.pop(next(iter(self._latest)))
+            self._cv.notify_all()
+
+    #: Planes with more pixels than this get a coarse preview (every 2nd pixel) before the full one.
+    COARSE_FIRST_PIXELS = 256 * 256
+
+    def _coarse_first(self, ref: SliceRef) -> bool:
+        h, w = ref.shape_in(self.shape)
+        return h * w > self.COARSE_FIRST_PIXELS
 
     # ------------------------------------------------------------------ acquisition scores from tier 1
     def _scoring_due(self) -> bool:
@@ -375,22 +394,25 @@ class LivePreview:
         self.timings = {"collect_s": t1 - t0, "features_s": t2 - t1, "fit_s": t3 - t2, "score_s": time.perf_counter() - t3,
                         "labelled": int(labels.size), "held_out": int(held.sum()) if use_holdout else 0}
 
-    def _predict(self, ref: SliceRef, dirty: set[SliceRef] | None) -> PlanePreview | None:
+    def _predict(self, ref: SliceRef, dirty: set[SliceRef] | None, coarse: bool = False) -> PlanePreview | None:
         t0 = time.perf_counter()
         if dirty is None or dirty or self.classifier is None:
             self._fit(dirty)
         if self.classifier is None:
             return None
-        block = [slice(None)] * 3
-        block[ref.axis_number] = ref.index
         t1 = time.perf_counter()
         feats = self._plane_features(ref)
-        probs = self.classifier.predict_proba(feats)  # (H, W, C)
+        h, w = feats.shape[:2]
+        if coarse:  # a quarter of the pixels: the tree ensemble's cost is per pixel
+            probs = self.classifier.predict_proba(feats[::2, ::2])
+            probs = np.repeat(np.repeat(probs, 2, 0), 2, 1)[:h, :w]
+        else:
+            probs = self.classifier.predict_proba(feats)  # (H, W, C)
         probs = np.moveaxis(probs.astype(np.float32, copy=False), -1, 0)
         pred = (probs.argmax(0) + 1).astype(np.uint8)
         conf = np.clip(np.round(probs.max(0) * 255), 0, 255).astype(np.uint8)
-        self.timings["plane_s"] = time.perf_counter() - t1
-        return PlanePreview(ref, int(self.fitted_seq), pred, conf, probs, time.perf_counter() - t0)
+        self.timings["coarse_plane_s" if coarse else "plane_s"] = time.perf_counter() - t1
+        return PlanePreview(ref, int(self.fitted_seq), pred, conf, probs, time.perf_counter() - t0, coarse)
 
 
 def default_cache_bytes() -> int:
