@@ -102,6 +102,7 @@ class LivePreview:
         self._dirty: set[SliceRef] | None = None  # None: re-read every labelled slice
         self._wanted: SliceRef | None = None
         self._prefetch: SliceRef | None = None
+        self._pending_heldout: tuple | None = None
         self._seq_wanted = -1
         self._done: list[PlanePreview] = []
         #: Per-slice acquisition scores from tier 1 (filled when idle): ref -> (seq, scores, embedding, fg).
@@ -161,7 +162,8 @@ class LivePreview:
         """Block until nothing is queued or running (tests, scripts); False on timeout."""
         deadline = time.monotonic() + timeout
         with self._cv:
-            while (self._busy or self._wanted is not None or self._prefetch is not None) and not self._closed:
+            while (self._busy or self._wanted is not None or self._prefetch is not None
+                   or self._pending_heldout is not None) and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -183,7 +185,7 @@ class LivePreview:
         while True:
             with self._cv:
                 while not self._closed and self._wanted is None:
-                    if self._prefetch is not None or self._scoring_due():
+                    if self._prefetch is not None or self._pending_heldout is not None or self._scoring_due():
                         break
                     self._cv.wait()
                 if self._closed:
@@ -196,8 +198,13 @@ class LivePreview:
             if scoring:
                 try:
                     with self._cv:
-                        warm, self._prefetch = self._prefetch, None
-                    if warm is not None:
+                        pending, self._pending_heldout = self._pending_heldout, None
+                        warm = None
+                        if pending is None:
+                            warm, self._prefetch = self._prefetch, None
+                    if pending is not None:
+                        self._score_heldout(*pending)
+                    elif warm is not None:
                         for tile in self._plane_tiles(warm):  # tile by tile: a stroke's request waits at most one
                             with self._cv:
                                 if self._wanted is not None or self._closed:
@@ -381,18 +388,27 @@ class LivePreview:
         t2 = time.perf_counter()
         train = ~held
         use_holdout = held.sum() >= 200 and np.unique(labels[held]).size >= 2 and np.unique(labels[train]).size >= 2
+        # The preview comes from a fit on every labelled voxel (what serves); the held-out score, which
+        # only decides which tier serves, from a second fit without the held-out strokes, made while
+        # idle so the stroke's preview does not wait for it.
         clf = self._make_classifier()
-        clf.fit(feats[train] if use_holdout else feats, labels[train] if use_holdout else labels)
+        clf.fit(feats, labels)
         t3 = time.perf_counter()
-        if use_holdout:
-            pred = clf.predict(feats[held])
-            self.heldout_dice, self.heldout_per_class = _dice(pred, labels[held], self.n_classes)
-        else:
+        self._pending_heldout = (feats, labels, held) if use_holdout else None
+        if not use_holdout:
             self.heldout_dice, self.heldout_per_class = None, []
         self.classifier, self.fitted_seq = clf, seq
         self._score_pos = 0  # re-score every slice with the new fit (old scores serve meanwhile)
         self.timings = {"collect_s": t1 - t0, "features_s": t2 - t1, "fit_s": t3 - t2, "score_s": time.perf_counter() - t3,
                         "labelled": int(labels.size), "held_out": int(held.sum()) if use_holdout else 0}
+
+    def _score_heldout(self, feats: np.ndarray, labels: np.ndarray, held: np.ndarray) -> None:
+        """Fit without the held-out strokes and score on them (the evidence for the served tier)."""
+        t0 = time.perf_counter()
+        clf = self._make_classifier()
+        clf.fit(feats[~held], labels[~held])
+        self.heldout_dice, self.heldout_per_class = _dice(clf.predict(feats[held]), labels[held], self.n_classes)
+        self.timings["heldout_fit_s"] = time.perf_counter() - t0
 
     def _predict(self, ref: SliceRef, dirty: set[SliceRef] | None, coarse: bool = False) -> PlanePreview | None:
         t0 = time.perf_counter()

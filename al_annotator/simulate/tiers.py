@@ -115,7 +115,8 @@ class InstantTier:
         return self._test_feats
 
     def run_round(self, train: Sequence[Any], held: Sequence[Any], gt_labels: np.ndarray, seed: int) -> dict[str, Any]:
-        """Fit on the revealed voxels not held out; score on the held-out ones and on the test slices.
+        """Fit on the revealed voxels not held out and score on the held-out ones; then, as the product
+        serves it, refit on every revealed voxel and score on the test slices.
 
         Returns ``{"heldout_dice", "heldout_per_class", "heldout_voxels", "train_voxels", "test": scores,
         "fit_seconds", "features_seconds", "predict_seconds"}`` (``test`` as :func:`scores_from_confusion`);
@@ -141,6 +142,11 @@ class InstantTier:
         if is_held.any():
             hs = scores_from_confusion(confusion(values[is_held], clf.predict(feats[is_held]), self.n_classes))
             out["heldout_dice"], out["heldout_per_class"] = hs["mean_dice"], hs["dice_per_class"]
+            # what the product serves: tier 1 refitted on every revealed voxel (core/live.py; the held-out
+            # fit above only scores it), so it sees the voxels the RF peer sees
+            clf = InstantClassifier(self.n_classes, seed=seed, **self.classifier_kw)
+            clf.fit(feats, values)
+            out["fit_seconds"] = time.perf_counter() - t1
         test_feats = self.test_features()
         t3 = time.perf_counter()
         cm = np.zeros((self.n_classes, self.n_classes), np.int64)
