@@ -85,7 +85,8 @@ class LivePreview:
         self.inplane = self.bank.mode == "inplane"
         self.n_classes = int(n_classes)
         kind = {"kind": "rf"} if self.inplane else {}
-        self._classifier_kw = {"n_jobs": 1} | kind | dict(classifier or {})
+        # two threads: the fit is most of a stroke's wait; the trees release the GIL and the thread runs at nice 5
+        self._classifier_kw = {"n_jobs": 2} | kind | dict(classifier or {})
         self._make_classifier = lambda: InstantClassifier(self.n_classes, **self._classifier_kw)
         self.classifier = None
         self._read_labels = read_labels
