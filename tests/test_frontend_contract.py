@@ -25,6 +25,7 @@ from al_annotator.datasets import make_phantom
 from al_annotator.store import create_project
 from al_annotator.store.models import begin_version
 from al_annotator.types import SliceRef
+from tests.test_widget import fake_comm  # noqa: F401 - the notebook driver's comm: the widget tests' fixture
 
 SHAPE = (16, 40, 48)
 CLASSES = ("background", "bone", "implant", "degradation")
@@ -293,24 +294,6 @@ class FrontEndContract:
 
 
 # ============================================================================ notebook
-@pytest.fixture
-def fake_comm(monkeypatch):
-    pytest.importorskip("anywidget")
-    import comm
-
-    from tests.test_widget import FakeComm
-
-    comms: list = []
-
-    def create_comm(**kwargs):
-        c = FakeComm(**kwargs)
-        comms.append(c)
-        return c
-
-    monkeypatch.setattr(comm, "create_comm", create_comm)
-    return comms
-
-
 class TestNotebook(FrontEndContract):
     @pytest.fixture
     def front(self, project, fake_comm):
