@@ -104,7 +104,6 @@ def test_a_continuation_round_publishes_only_when_the_held_out_score_improves(wo
         assert better["published"] and better["metrics"]["continuation"] is True and better["trained_on_seq"] == seq
         assert worker._best == better["metrics"]["heldout_dice"]
         # a new stroke interrupts a continuation at once: fresh labels beat more of the same
-        other = create_project  # noqa: F841 - the same process paints through a second store
         from al_annotator.store import open_project
 
         painter = open_project(path, author="ben")
