@@ -52,7 +52,10 @@ def _check_served(rounds):
     for row in rounds:
         t = row["tiers"]
         inst, deep = t["instant"]["heldout_dice"], t["deep"]["score"]
+        blend = t.get("blend", {}).get("heldout_dice")
         want = "deep" if deep is not None and (inst is None or deep > inst) else "instant"
+        if blend is not None and inst is not None and deep is not None and blend > max(inst, deep):
+            want = "blend"
         assert t["served"]["tier"] == want, t
         assert t["served"]["mean_dice"] == t[want]["mean_dice"]
         assert t["served"]["dice_per_class"] == t[want]["dice_per_class"]
@@ -65,6 +68,65 @@ def test_choose_served_follows_the_session_rule():
     assert choose_served(0.8, 0.8)[0] == "instant"  # a tie serves the fresher instant classifier
     assert choose_served(None, 0.5)[0] == "deep"
     assert choose_served(0.5, None)[0] == "instant" and choose_served(None, None)[0] == "instant"
+    # the blend serves only when it beats both tiers alone, and only when both are scored
+    assert choose_served(0.8, 0.7, 0.85)[0] == "blend"
+    assert choose_served(0.8, 0.7, 0.8)[0] == "instant"
+    assert choose_served(0.7, 0.8, 0.75)[0] == "deep"
+    assert choose_served(0.8, None, 0.9)[0] == "instant"
+
+
+def test_blend_and_heldout_dice():
+    from al_annotator.simulate.tiers import blend_probabilities, heldout_dice
+
+    a = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
+    b = np.array([[0.2, 0.8], [0.1, 0.9]], np.float32)
+    np.testing.assert_allclose(blend_probabilities(a, b), [[0.55, 0.45], [0.15, 0.85]], rtol=1e-6)
+    np.testing.assert_allclose(blend_probabilities(a, b, weight=1.0), a)
+    assert heldout_dice(np.array([1, 2]), a, 2) == 1.0
+    assert heldout_dice(np.array([1, 2]), b, 2) < 1.0
+    assert heldout_dice(np.zeros(0, np.int64), np.zeros((0, 2)), 2) is None
+
+
+def test_trained_rounds_score_the_blend_and_serve_by_the_three_way_rule(stripes):
+    res = run_simulation(stripes, _cfg(seconds_per_round=1.0, step_rate=20.0), None, plot=False, log=lambda m: None)
+    (run,) = res["runs"]
+    _check_served(run["rounds"])
+    last = run["rounds"][-1]["tiers"]
+    assert 0.0 <= last["blend"]["heldout_dice"] <= 1.0 and 0.0 <= last["blend"]["mean_dice"] <= 1.0
+    off = run_simulation(stripes, _cfg(seconds_per_round=1.0, step_rate=20.0, blend=False), None, plot=False, log=lambda m: None)
+    assert all("blend" not in r["tiers"] and r["tiers"]["served"]["tier"] != "blend" for r in off["runs"][0]["rounds"])
+
+
+def test_tier1_alone_serves_and_ranks_with_its_own_scores(stripes):
+    from al_annotator.acquisition import suggest
+    from al_annotator.simulate.run import _Context
+
+    cfg = _cfg(network=False, strategies=("entropy",), budget=3)
+    res = run_simulation(stripes, cfg, None, plot=False, log=lambda m: None)
+    (run,) = res["runs"]
+    assert [r["train_steps"] for r in run["rounds"]] == [0, 0, 0]
+    for row in run["rounds"]:
+        assert row["tiers"]["served"]["tier"] == "instant" and row["tiers"]["deep"]["mean_dice"] is None
+        assert row["mean_dice"] == row["tiers"]["instant"]["mean_dice"]
+    assert run["rounds"][-1]["mean_dice"] > 0.9
+    # round 1's pick is the top of tier 1's entropy ranking after round 0 (the product's rule), recomputed here
+    from al_annotator.simulate.oracle import reveal_counted
+    from al_annotator.training.data import collect_labelled_slices
+    from al_annotator.training.holdout import split_voxels
+
+    ctx = _Context(stripes, cfg, lambda m: None)
+    store = ctx.new_store()
+    revealed = np.zeros(stripes.shape, bool)
+    first = [SliceRef(*p) for p in run["rounds"][0]["picked"]]
+    for ref in first:
+        reveal_counted(store, ctx.oracle, ref, stripes.labels, ctx.test_mask, revealed, 0)
+    tr, he = split_voxels(collect_labelled_slices(store, cfg.input_norm), fraction=cfg.holdout_fraction, seed=0)
+    ctx.instant.run_round(tr, he, stripes.labels, 0)
+    pool = ctx.instant.candidate_pool(ctx.candidates, first)
+    want = [s.ref for s in suggest(pool, "entropy", n=1, seed=1)]
+    assert [SliceRef(*p) for p in run["rounds"][1]["picked"]] == want
+    with pytest.raises(Exception, match="needs --tiers"):
+        SimulationConfig(tiers=False, network=False).validate()
 
 
 def test_served_is_the_tier_with_the_higher_heldout_score(stripes):

@@ -69,6 +69,12 @@ def register(sub: Any, command: Callable) -> None:
     g.add_argument("--tiers", action="store_true",
                    help="also fit tier 1 (the instant classifier) each round and evaluate tier 1, tier 2 and the served system "
                    "(the tier with the higher Dice on the held-out labelled voxels)")
+    g.add_argument("--no-network", dest="network", action="store_false",
+                   help="--tiers: tier 1 alone serves and ranks the picks (no network is trained: fast; the product before a deep model)")
+    g.add_argument("--no-blend", dest="blend", action="store_false",
+                   help="--tiers: do not offer the blend of the tiers (mean of their probabilities) as a third choice to serve")
+    g.add_argument("--acquire-from", choices=("served", "network"), default="served",
+                   help="--tiers: rank the next picks with the served model's scores, as the product does (default), or the network's")
     g.add_argument("--holdout", type=float_arg(0, 0.5, lo_open=True), default=0.1, dest="holdout_fraction",
                    help="--tiers: share of the revealed voxels held out (whole strokes, blocks of large regions) to score the tiers (default 0.1)")
     g.add_argument("--val-every", type=int_arg(0), default=5,
@@ -103,7 +109,7 @@ def config_from_args(args: argparse.Namespace):
         peer_max_samples=args.peer_max_samples, device=args.device, threads=args.threads,
         tiers=args.tiers, holdout_fraction=args.holdout_fraction, val_every=args.val_every, seconds_per_round=args.seconds_per_round,
         seconds_per_slice=args.seconds_per_slice, step_rate=args.step_rate, seconds_per_stroke=args.seconds_per_stroke,
-        cost_per_slice=args.cost_per_slice,
+        cost_per_slice=args.cost_per_slice, network=args.network, blend=args.blend, acquire_from=args.acquire_from,
     )
 
 

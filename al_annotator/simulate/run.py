@@ -55,7 +55,7 @@ from ..acquisition import STRATEGIES, ScoredPool, suggest
 from ..errors import InputError
 from ..types import AXES, SliceRef
 from .data import GroundTruth, TestSplit, choose_axes, make_test_split
-from .metrics import evaluate_labels
+from .metrics import confusion, evaluate_labels, scores_from_confusion
 from .oracle import make_oracle, reveal_counted
 from .progress import Progress, format_seconds
 
@@ -98,6 +98,12 @@ class SimulationConfig:
     #: Served mode: whole annotated slices held out for validation once this many are annotated (the worker's
     #: ``TrainConfig.val_every``); 0: none.
     val_every: int = 5
+    #: Served mode without tier 2: tier 1 alone serves and ranks (fast; the product before a deep model).
+    network: bool = True
+    #: Served mode: the blend of both tiers (mean of their class probabilities) is one more candidate to serve.
+    blend: bool = True
+    #: Served mode: which model's scores rank the next picks: "served" (the product's rule) or "network".
+    acquire_from: str = "served"
     #: Options of tier 1's classifier (``InstantClassifier``) and feature bank (``FeatureBank``).
     instant_classifier: dict | None = None
     instant_features: dict | None = None
@@ -146,6 +152,12 @@ class SimulationConfig:
             raise InputError(f"--holdout must be in (0, 0.5), got {self.holdout_fraction!r}")
         if self.val_every < 0 or self.val_every == 1:
             raise InputError(f"--val-every must be 0 (off) or >= 2, got {self.val_every!r}")
+        if not self.network and not self.tiers:
+            raise InputError("--no-network runs tier 1 alone: it needs --tiers")
+        if self.acquire_from not in ("served", "network"):
+            raise InputError(f"--acquire-from must be 'served' or 'network', got {self.acquire_from!r}")
+        if self.acquire_from == "network" and not self.network:
+            raise InputError("--acquire-from network needs the network: drop --no-network")
         make_oracle(self.oracle, self.scribble_fraction)
 
 
@@ -298,18 +310,29 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
         if cfg.tiers:  # what the trainer worker trains on and scores by
             train, val = split_validation(samples, cfg.val_every) if cfg.val_every else (list(samples), [])
             train, held = split_voxels(train, fraction=cfg.holdout_fraction, seed=HOLDOUT_SEED)
-        steps = ctx.round_steps(r)
+        network = cfg.network
+        steps = ctx.round_steps(r) if network else 0
+        pred, probs_np = None, None
         if steps > 0:
             result, optimizer = train_round(model, train, replace(tcfg, steps_per_round=steps), device=device, optimizer=optimizer,
                                             seed=seed * 1000 + r)
-        else:  # seconds mode with no time to train: the weights stay as they are
+        else:  # seconds mode with no time to train, or tier 1 alone: the weights stay as they are
             result = RoundResult(steps=0, seconds=0.0)
             model.eval()
         t0 = time.perf_counter()
-        pred = predict_volume(store, model, axes=ctx.axes, device=device, batch_size=cfg.predict_batch, tile=tcfg.tile,
-                              mc_samples=mc, seed=r, model_version=r, input_norm=cfg.input_norm)
+        if network:
+            pred = predict_volume(store, model, axes=ctx.axes, device=device, batch_size=cfg.predict_batch, tile=tcfg.tile,
+                                  mc_samples=mc, seed=r, model_version=r, input_norm=cfg.input_norm)
         predict_seconds = time.perf_counter() - t0
-        test, unrev = _evaluate(pred.probabilities, gt, ctx.test_mask, revealed)
+        inst = None
+        if cfg.tiers:
+            # tier 1 as the live preview fits it: every revealed voxel outside the same holdout blocks
+            t1_train, t1_held = split_voxels(samples, fraction=cfg.holdout_fraction, seed=HOLDOUT_SEED)
+            inst = ctx.instant.run_round(t1_train, t1_held, gt.labels, seed)
+        if network:
+            test, unrev = _evaluate(pred.probabilities, gt, ctx.test_mask, revealed)
+        else:  # tier 1 alone: its test scores are the row's
+            test, unrev = inst["test"] or _NO_SCORES(gt.n_classes), None
         nvox = int(revealed.sum())
         row = {
             "round": r,
@@ -328,23 +351,28 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
             "picked": [[p.axis, p.index] for p in picks],
         }
         extra = ""
+        tier = "network"
         if cfg.tiers:
-            held_d = evaluate_dice(model, held, device=device) if held else {"mean": None, "per_class": []}
-            val_d = evaluate_dice(model, val, device=device) if val else {"mean": None, "per_class": []}
-            deep_score = held_d["mean"] if held_d["mean"] is not None else val_d["mean"]
-            # tier 1 as the live preview fits it: every revealed voxel outside the same holdout blocks
-            t1_train, t1_held = split_voxels(samples, fraction=cfg.holdout_fraction, seed=HOLDOUT_SEED)
-            inst = ctx.instant.run_round(t1_train, t1_held, gt.labels, seed)
+            deep_score, held_d, val_d, blend = None, {"mean": None, "per_class": []}, {"mean": None, "per_class": []}, None
+            if network:
+                held_d = evaluate_dice(model, held, device=device) if held else held_d
+                val_d = evaluate_dice(model, val, device=device) if val else val_d
+                deep_score = held_d["mean"] if held_d["mean"] is not None else val_d["mean"]
+            if network and inst["test"] is not None:
+                probs_np = np.asarray(pred.probabilities, np.float32)
+                blend = _blend_round(inst, probs_np, gt, ctx, deep_score) if cfg.blend else None
             if inst["test"] is None:
                 tier, why = "deep", "the instant classifier is not fitted (it needs labels of two classes)"
+            elif not network:
+                tier, why = "instant", "tier 1 alone (--no-network)"
             else:
-                tier, why = choose_served(inst["heldout_dice"], deep_score)
-            served = inst["test"] if tier == "instant" else test
+                tier, why = choose_served(inst["heldout_dice"], deep_score, None if blend is None else blend["heldout_dice"])
+            served = {"instant": inst["test"], "deep": test, "blend": blend and blend["test"]}[tier]
             row["tiers"] = {
                 "deep": {"heldout_dice": held_d["mean"], "heldout_per_class": held_d["per_class"], "val_dice": val_d["mean"],
                          "score": deep_score, "heldout_voxels": int(sum((h.target >= 0).sum() for h in held)),
-                         "val_slices": len(val), "dice_per_class": test["dice_per_class"], "mean_dice": test["mean_dice"],
-                         "miou": test["miou"]},
+                         "val_slices": len(val), "dice_per_class": test["dice_per_class"] if network else None,
+                         "mean_dice": test["mean_dice"] if network else None, "miou": test["miou"] if network else None},
                 "instant": {"heldout_dice": inst["heldout_dice"], "heldout_per_class": inst["heldout_per_class"],
                             "heldout_voxels": inst["heldout_voxels"], "train_voxels": inst["train_voxels"],
                             "fit_seconds": inst["fit_seconds"], "features_seconds": inst["features_seconds"],
@@ -354,21 +382,32 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
                 "served": {"tier": tier, "reason": why, "dice_per_class": served["dice_per_class"], "mean_dice": served["mean_dice"],
                            "miou": served["miou"]},
             }
+            if blend is not None:
+                row["tiers"]["blend"] = {"heldout_dice": blend["heldout_dice"], "deep_heldout_volume": blend["deep_heldout"],
+                                         **{k: blend["test"][k] for k in ("dice_per_class", "mean_dice", "miou")}}
             extra = (f"; tier 1 {_fmt(inst['test'] and inst['test']['mean_dice'])} (held-out {_fmt(inst['heldout_dice'])}), "
-                     f"tier 2 held-out {_fmt(deep_score)}, served {tier} {_fmt(served['mean_dice'])}")
+                     f"tier 2 held-out {_fmt(deep_score)}"
+                     + (f", blend {_fmt(blend['test']['mean_dice'])} (held-out {_fmt(blend['heldout_dice'])})" if blend else "")
+                     + f", served {tier} {_fmt(served['mean_dice'])}")
         rounds.append(row)
+        head = (f"tier 2 mean Dice {test['mean_dice']:.3f} ({result.steps} steps, train {result.seconds:.1f} s, "
+                f"predict {predict_seconds:.1f} s)") if network else "tier 1 alone"
         msg = (f"[{strategy} seed {seed}] round {r}: {len(done)} slices, {100 * nvox / ctx.total_voxels:.3f}% voxels, "
-               f"{strokes_total} strokes, {format_seconds(cost_total)} annotating; tier 2 mean Dice {test['mean_dice']:.3f} "
-               f"({result.steps} steps, train {result.seconds:.1f} s, predict {predict_seconds:.1f} s){extra}")
+               f"{strokes_total} strokes, {format_seconds(cost_total)} annotating; {head}{extra}")
         if progress is not None:
             progress.advance(msg)
         else:
             ctx.log("  " + msg)
         if len(done) >= ctx.budget:
             break
-        if cand_pos is None:
-            cand_pos = ctx.candidate_positions(pred.scores.refs)
-        pool = pred.scores.to_pool(annotated=done).subset(cand_pos)
+        if cfg.tiers and cfg.acquire_from == "served" and tier in ("instant", "blend"):
+            # the product ranks with the served model's scores: tier 1's (Session._instant_pool), also
+            # while the blend serves (tier 1 scores every slice live; the blend's deep half is a volume)
+            pool = ctx.instant.candidate_pool(ctx.candidates, done)
+        else:
+            if cand_pos is None:
+                cand_pos = ctx.candidate_positions(pred.scores.refs)
+            pool = pred.scores.to_pool(annotated=done).subset(cand_pos)
         n = min(cfg.per_round, ctx.budget - len(done))
         picks = [s.ref for s in suggest(pool, strategy, n=n, seed=seed * 1000 + r + 1)]
     leaked = int((revealed & ctx.test_mask).sum())
@@ -382,6 +421,40 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
         "revealed_test_voxels": leaked,
         "seconds": time.perf_counter() - t_run,
     }
+
+
+def _tiers_desc(cfg: SimulationConfig) -> str:
+    if not cfg.tiers:
+        return "network only"
+    if not cfg.network:
+        return "tier 1 alone, served and ranking"
+    return ("tier 1 + tier 2" + (" + their blend" if cfg.blend else "") + ", served by held-out Dice; picks ranked by the "
+            + ("served model" if cfg.acquire_from == "served" else "network"))
+
+
+def _NO_SCORES(n_classes: int) -> dict[str, Any]:
+    """Test scores of a round with nothing fitted yet (tier 1 alone, one class revealed): Dice 0."""
+    return {"dice_per_class": [0.0] * n_classes, "iou_per_class": [0.0] * n_classes, "mean_dice": 0.0, "miou": 0.0, "voxels": 0}
+
+
+def _blend_round(inst: dict[str, Any], probs: np.ndarray, gt: GroundTruth, ctx: Any, deep_score: float | None) -> dict[str, Any] | None:
+    """The blend of the tiers this round: its held-out Dice (tier 1's held-out fit and the network's
+    volume probabilities at the held-out voxels) and its test scores (the served tier-1 fit's test
+    probabilities and the network's)."""
+    from .tiers import blend_probabilities, heldout_dice
+
+    if inst["held_probs"] is None or inst["test_probs"] is None:
+        return None
+    c = inst["held_coords"]
+    deep_held = np.moveaxis(probs[:, c[:, 0], c[:, 1], c[:, 2]], 0, -1)
+    n = gt.n_classes
+    held = heldout_dice(inst["held_values"], blend_probabilities(inst["held_probs"], deep_held), n)
+    cm = np.zeros((n, n), np.int64)
+    for ref, p1 in inst["test_probs"].items():
+        p2 = probs[(slice(None),) + ref.selection()]
+        cm += confusion(np.asarray(gt.labels[ref.selection()]), blend_probabilities(p1, p2).argmax(0) + 1, n)
+    return {"heldout_dice": held, "deep_heldout": heldout_dice(inst["held_values"], deep_held, n),
+            "test": scores_from_confusion(cm)}
 
 
 def _fmt(v: float | None) -> str:
@@ -572,13 +645,15 @@ def run_simulation(gt: GroundTruth, cfg: SimulationConfig, out: str | Path | Non
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.seeds))
-    if cfg.seconds_mode and ctx.step_rate is None:
+    if cfg.seconds_mode and ctx.step_rate is None and cfg.network:
         torch.manual_seed(cfg.seed_start)
         probe = create_model(cfg.model, n_classes=gt.n_classes, dropout=0.1).to(device)
         log("simulate: measuring this machine's training step rate (seconds mode) ...")
         ctx.step_rate, ctx.step_rate_measured = measure_step_rate(ctx, probe, device), True
         del probe
-    if cfg.seconds_mode:
+    if not cfg.network:
+        train_desc = "tier 1 alone (no network)"
+    elif cfg.seconds_mode:
         budget = (f"{cfg.seconds_per_round:g} s of training per round" if cfg.seconds_per_round is not None
                   else f"{cfg.seconds_per_slice:g} s of training per slice revealed")
         train_desc = (f"{budget} at {ctx.step_rate:.3f} steps/s ({'measured here' if ctx.step_rate_measured else 'given'}): "
@@ -589,12 +664,13 @@ def run_simulation(gt: GroundTruth, cfg: SimulationConfig, out: str | Path | Non
         f"candidate axes {ctx.axes} ({len(ctx.candidates)} slices), test: every {ctx.split.every}th {ctx.split.axis} slice "
         f"({len(ctx.split.indices)} slices, {int(ctx.test_mask.sum())} voxels); oracle {cfg.oracle}; budget {ctx.budget} slices, "
         f"{cfg.per_round} per round ({ctx.n_rounds} rounds), {train_desc}; "
-        f"strategies {', '.join(cfg.strategies)}; seeds {seeds}; tiers {'tier 1 + tier 2, served' if cfg.tiers else 'network only'}; "
+        f"strategies {', '.join(cfg.strategies)}; seeds {seeds}; tiers {_tiers_desc(cfg)}; "
         f"device {device}, {torch.get_num_threads()} threads")
     runs, fulls, peers = [], [], []
     timing: dict[str, Any] = {"runs": [], "full_supervision": [], "peer": []}
     full_steps = cfg.full_steps or max(1, ctx.total_steps())
-    per_seed = len(cfg.strategies) * ctx.n_rounds + (ctx.n_rounds if cfg.full_supervision else 0) + (1 if cfg.peer else 0)
+    do_full = cfg.full_supervision and cfg.network  # the network's reference: nothing to train without it
+    per_seed = len(cfg.strategies) * ctx.n_rounds + (ctx.n_rounds if do_full else 0) + (1 if cfg.peer else 0)
     progress = Progress(per_seed * len(seeds), log)
     try:
         for seed in seeds:
@@ -608,7 +684,7 @@ def run_simulation(gt: GroundTruth, cfg: SimulationConfig, out: str | Path | Non
                 timing["runs"].append({"strategy": strategy, "seed": seed, "seconds": run["seconds"]})
                 progress.log(f"  [{strategy} seed {seed}] done in {run['seconds']:.1f} s")
                 _save(out, cfg, ctx, runs, fulls, peers, timing, t_start, partial=True)
-            if cfg.full_supervision:
+            if do_full:
                 t0 = time.perf_counter()
                 fulls.append(_full_supervision(ctx, seed, model, init_state, device, full_steps, progress))
                 timing["full_supervision"].append({"seed": seed, "seconds": time.perf_counter() - t0})

@@ -24,16 +24,19 @@ import numpy as np
 from ..types import SliceRef
 from .metrics import confusion, scores_from_confusion
 
-__all__ = ["InstantTier", "choose_served", "labelled_voxels", "HOLDOUT_SEED"]
+__all__ = ["InstantTier", "choose_served", "labelled_voxels", "blend_probabilities", "heldout_dice", "HOLDOUT_SEED"]
 
 #: The holdout blocks' seed: 0, the default of the trainer (``TrainConfig.seed``) and of the live preview.
 HOLDOUT_SEED = 0
 
 
-def choose_served(instant: float | None, deep: float | None) -> tuple[str, str]:
-    """``(tier, reason)`` from the tiers' held-out Dice, as ``Session.served_tier`` decides when both
-    are fitted: the deep tier serves only when it scores strictly higher (a tie, or no deep score,
-    serves the fresher instant classifier)."""
+def choose_served(instant: float | None, deep: float | None, blend: float | None = None) -> tuple[str, str]:
+    """``(tier, reason)`` from the held-out Dice, as ``Session.served_tier`` decides when both tiers
+    are fitted: the deep tier serves only when it scores strictly higher than tier 1 (a tie, or no
+    deep score, serves the fresher instant classifier); the blend of the two (``blend``, when scored)
+    serves only when it scores strictly higher than either alone."""
+    if blend is not None and instant is not None and deep is not None and blend > max(instant, deep):
+        return "blend", "the blend of both tiers scores higher on the held-out voxels than either alone"
     if deep is not None and (instant is None or deep > instant):
         return "deep", "the deep model scores higher on the held-out voxels"
     if instant is not None and deep is not None:
@@ -119,11 +122,15 @@ class InstantTier:
         serves it, refit on every revealed voxel and score on the test slices.
 
         Returns ``{"heldout_dice", "heldout_per_class", "heldout_voxels", "train_voxels", "test": scores,
-        "fit_seconds", "features_seconds", "predict_seconds"}`` (``test`` as :func:`scores_from_confusion`);
-        ``test`` is ``None`` when fewer than two classes are revealed (nothing to fit).
+        "fit_seconds", "features_seconds", "predict_seconds", "held_coords", "held_values", "held_probs",
+        "test_probs"}`` (``test`` as :func:`scores_from_confusion`; ``held_probs`` ``(N, C)`` from the
+        held-out fit, ``test_probs`` ``{ref: (C, H, W)}`` from the served fit, for blends); ``test`` is
+        ``None`` when fewer than two classes are revealed (nothing to fit). The served fit stays as
+        :attr:`classifier` (it scores the candidate slices: :meth:`candidate_pool`).
         """
         from ..instant import InstantClassifier
 
+        self.classifier = None
         t0 = time.perf_counter()
         coords, values, is_held = labelled_voxels(train, held, self.shape)
         feats = self.bank.features_at(coords) if len(coords) else np.zeros((0, self.bank.n_features), np.float32)
@@ -132,7 +139,8 @@ class InstantTier:
         fit_on = ~is_held
         out: dict[str, Any] = {"heldout_dice": None, "heldout_per_class": [], "heldout_voxels": int(is_held.sum()),
                                "train_voxels": int(fit_on.sum()), "test": None, "features_seconds": t1 - t0,
-                               "fit_seconds": 0.0, "predict_seconds": 0.0}
+                               "fit_seconds": 0.0, "predict_seconds": 0.0, "held_coords": coords[is_held],
+                               "held_values": values[is_held], "held_probs": None, "test_probs": None}
         if np.unique(values[fit_on]).size < 2:
             return out
         clf = InstantClassifier(self.n_classes, seed=seed, **self.classifier_kw)
@@ -140,18 +148,57 @@ class InstantTier:
         t2 = time.perf_counter()
         out["fit_seconds"] = t2 - t1
         if is_held.any():
-            hs = scores_from_confusion(confusion(values[is_held], clf.predict(feats[is_held]), self.n_classes))
+            held_probs = clf.predict_proba(feats[is_held])
+            hs = scores_from_confusion(confusion(values[is_held], held_probs.argmax(-1) + 1, self.n_classes))
             out["heldout_dice"], out["heldout_per_class"] = hs["mean_dice"], hs["dice_per_class"]
+            out["held_probs"] = held_probs
             # what the product serves: tier 1 refitted on every revealed voxel (core/live.py; the held-out
             # fit above only scores it), so it sees the voxels the RF peer sees
             clf = InstantClassifier(self.n_classes, seed=seed, **self.classifier_kw)
             clf.fit(feats, values)
             out["fit_seconds"] = time.perf_counter() - t1
+        self.classifier = clf
         test_feats = self.test_features()
         t3 = time.perf_counter()
         cm = np.zeros((self.n_classes, self.n_classes), np.int64)
+        probs = {}
         for ref, f in test_feats.items():
-            cm += confusion(np.asarray(gt_labels[ref.selection()]), clf.predict(f), self.n_classes)
+            p = np.moveaxis(clf.predict_proba(f), -1, 0)
+            probs[ref] = p
+            cm += confusion(np.asarray(gt_labels[ref.selection()]), p.argmax(0) + 1, self.n_classes)
         out["predict_seconds"] = time.perf_counter() - t3
         out["test"] = scores_from_confusion(cm)
+        out["test_probs"] = probs
         return out
+
+    def candidate_pool(self, refs: Sequence[SliceRef], annotated: Sequence[SliceRef], *, score_px: int = 64) -> Any:
+        """The candidate slices scored by the served tier-1 fit, as the product's live tier scores them
+        (``core/live.py``: every slice subsampled to about ``score_px`` pixels a side; per-slice
+        uncertainty, the class make-up as embedding, the foreground fraction), as a ``ScoredPool``
+        in the order of ``refs``; ``None`` before a fit."""
+        from ..acquisition.pool import SliceCandidates
+
+        if getattr(self, "classifier", None) is None:
+            return None
+        parts = []
+        for ref in refs:
+            block: list[Any] = [slice(None)] * 3
+            block[ref.axis_number] = ref.index
+            f = np.squeeze(self.bank.features(tuple(block)), axis=ref.axis_number)
+            step = max(1, -(-max(f.shape[:2]) // int(score_px)))
+            p = np.moveaxis(self.classifier.predict_proba(f[::step, ::step]), -1, 0)[None]
+            emb = np.concatenate([p[0].mean(axis=(1, 2)), p[0].std(axis=(1, 2))]).astype(np.float32)[None]
+            parts.append(SliceCandidates.from_predictions([ref], p, embeddings=emb, model_version="instant"))
+        return SliceCandidates.concat(parts).to_pool(annotated=list(annotated))
+
+
+def blend_probabilities(instant: np.ndarray, deep: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    """The blend of the tiers: ``weight`` x tier 1's class probabilities + the rest x tier 2's (same shape)."""
+    return weight * np.asarray(instant, np.float32) + (1.0 - weight) * np.asarray(deep, np.float32)
+
+
+def heldout_dice(values: np.ndarray, probs: np.ndarray, n_classes: int) -> float | None:
+    """Mean Dice of ``(N, C)`` probabilities against class values ``1..C`` (``None`` without voxels)."""
+    if not len(values):
+        return None
+    return scores_from_confusion(confusion(values, np.asarray(probs).argmax(-1) + 1, n_classes))["mean_dice"]
