@@ -247,6 +247,7 @@ def served_verdict(res: dict) -> tuple[str, dict]:
     last = diffs[-1][1] if diffs else None
     big = last is not None and last >= 0.05
     deep = sum(r["deep_served"] or 0 for r in rows)
+    blend = sum(r["blend_served"] or 0 for r in rows)
     total = sum(r["n_seeds"] or 0 for r in rows)
     cfg = res["config"]
     lines = [
@@ -257,15 +258,18 @@ def served_verdict(res: dict) -> tuple[str, dict]:
         "served minus RF peer (medians over seeds): " + ", ".join(f"{b} sl. {d:+.3f}" for b, d in diffs) + ".",
         f"served >= RF peer - 0.01 at every budget: **{'met' if every else 'NOT met'}**; served >= RF peer + 0.05 at the largest "
         f"budget ({diffs[-1][0] if diffs else '-'} slices, {_f(last, '{:+.3f}')}): **{'met' if big else 'NOT met'}**.",
-        f"Tier 2 (the network) served in {deep} of {total} (round, seed) cases; tier 1 in the rest.",
+        f"Tier 2 (the network) served in {deep} and the blend of the tiers in {blend} of {total} (round, seed) cases; tier 1 in the rest.",
     ]
     cases = [r["tiers"] for run in res["runs"] for r in run["rounds"]]
+    def best(t):
+        return max(t[k]["mean_dice"] for k in ("instant", "deep", "blend") if k in t and t[k]["mean_dice"] is not None)
+
     wrong = [t for t in cases if t["instant"]["mean_dice"] is not None and t["deep"]["mean_dice"] is not None
-             and t[t["served"]["tier"]]["mean_dice"] < max(t["instant"]["mean_dice"], t["deep"]["mean_dice"])]
+             and t["served"]["mean_dice"] < best(t)]
     if wrong:
-        loss = np.mean([max(t["instant"]["mean_dice"], t["deep"]["mean_dice"]) - t["served"]["mean_dice"] for t in wrong])
-        lines.append(f"The held-out choice served the tier that was worse on the test voxels in {len(wrong)} of {len(cases)} cases "
-                     f"(by {loss:.3f} Dice on average).")
+        loss = np.mean([best(t) - t["served"]["mean_dice"] for t in wrong])
+        lines.append(f"The held-out choice served a candidate (tier 1, tier 2, blend) other than the best on the test voxels in "
+                     f"{len(wrong)} of {len(cases)} cases (by {loss:.3f} Dice on average).")
     inst = [(t["instant"]["heldout_dice"], t["instant"]["mean_dice"]) for t in cases
             if t["instant"].get("heldout_dice") is not None and t["instant"]["mean_dice"] is not None]
     if inst:

@@ -212,3 +212,14 @@ def test_bad_budget_flags(stripes, tmp_path, capsys, extra, message):
     rc = main(["simulate", "--volume", str(path), "--out", str(tmp_path / "o"), "--axes", "z", *extra])
     err = capsys.readouterr().err
     assert rc == 2 and message in err, err
+
+
+def test_full_supervision_in_served_mode_is_the_better_of_the_tiers(stripes):
+    res = run_simulation(stripes, _cfg(network=False, full_supervision=True, budget=1), None, plot=False, log=lambda m: None)
+    full = res["full_supervision"]
+    assert full["reference"] == ["instant"] and full["network_mean_dice"] is None
+    assert full["mean_dice"] == full["instant_mean_dice"] > 0.9
+    res = run_simulation(stripes, _cfg(full_supervision=True, full_steps=2, budget=1), None, plot=False, log=lambda m: None)
+    full = res["full_supervision"]
+    assert full["mean_dice"] == max(full["network_mean_dice"], full["instant_mean_dice"])
+    assert full["reference"] == ["instant" if full["instant_mean_dice"] >= full["network_mean_dice"] else "network"]

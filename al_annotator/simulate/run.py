@@ -507,27 +507,38 @@ def _full_supervision(ctx: _Context, seed: int, model: Any, init_state: dict, de
         target[np.asarray(ctx.test_mask[sel])] = -1
         revealed[sel] |= ~np.asarray(ctx.test_mask[sel])
         samples.append(LabelledSlice(ref, normalise(np.asarray(gt.image[sel]), ctx.window, ctx.cfg.input_norm), target, "annotated"))
-    model.load_state_dict(init_state)
-    tcfg = _train_config(ctx.cfg, ctx.axes, seed, steps, 0)
-    result, _ = train_round(model, samples, tcfg, device=device, seed=seed * 1000 + 999)
-    t0 = time.perf_counter()
-    pred = predict_volume(ctx.base_store, model, axes=ctx.axes, device=device, batch_size=ctx.cfg.predict_batch, tile=tcfg.tile,
-                          input_norm=ctx.cfg.input_norm)
-    predict_seconds = time.perf_counter() - t0
-    test, _ = _evaluate(pred.probabilities, gt, ctx.test_mask, None)
     nvox = int(revealed.sum())
-    msg = f"[full supervision seed {seed}] {len(refs)} slices, {steps} steps: mean Dice {test['mean_dice']:.3f} (train {result.seconds:.1f} s)"
+    out: dict[str, Any] = {"seed": int(seed), "steps": 0}
+    parts, test = [], None
+    if ctx.cfg.network:
+        model.load_state_dict(init_state)
+        tcfg = _train_config(ctx.cfg, ctx.axes, seed, steps, 0)
+        result, _ = train_round(model, samples, tcfg, device=device, seed=seed * 1000 + 999)
+        t0 = time.perf_counter()
+        pred = predict_volume(ctx.base_store, model, axes=ctx.axes, device=device, batch_size=ctx.cfg.predict_batch, tile=tcfg.tile,
+                              input_norm=ctx.cfg.input_norm)
+        predict_seconds = time.perf_counter() - t0
+        test, _ = _evaluate(pred.probabilities, gt, ctx.test_mask, None)
+        out |= {"steps": int(result.steps), "network_mean_dice": test["mean_dice"], "train_seconds": result.seconds,
+                "predict_seconds": predict_seconds}
+        parts.append(f"network {steps} steps {test['mean_dice']:.3f} (train {result.seconds:.1f} s)")
+    if ctx.instant is not None:
+        # served mode: tier 1 fitted on every candidate voxel as the product fits it; the reference is
+        # the better of the two (what the served system reaches with everything labelled)
+        inst = ctx.instant.run_round(samples, [], gt.labels, seed)
+        out["instant_mean_dice"] = inst["test"]["mean_dice"] if inst["test"] is not None else None
+        parts.append(f"tier 1 {_fmt(out['instant_mean_dice'])}")
+        if not ctx.cfg.network or (inst["test"] is not None and inst["test"]["mean_dice"] > test["mean_dice"]):
+            test = inst["test"]
+    test = test if test is not None else _NO_SCORES(gt.n_classes)
+    out.update(_scores(test, len(refs), nvox, ctx))
+    out["reference"] = "instant" if ctx.instant is not None and test is not None and out.get("instant_mean_dice") == test["mean_dice"] else "network"
+    msg = f"[full supervision seed {seed}] {len(refs)} slices: " + ", ".join(parts)
     if progress is not None:
         progress.advance(msg, ctx.n_rounds)
     else:
         ctx.log("  " + msg)
-    return {
-        "seed": int(seed),
-        "steps": int(result.steps),
-        **_scores(test, len(refs), nvox, ctx),
-        "train_seconds": result.seconds,
-        "predict_seconds": predict_seconds,
-    }
+    return out
 
 
 def _mean(xs: Sequence[float | None]) -> float | None:
@@ -557,6 +568,7 @@ def _curve(runs: Sequence[dict]) -> list[dict[str, Any]]:
                 pt[key] = _mean([row[key] for row in rows])
         if all("served_tier" in row for row in rows):
             pt["deep_served"] = sum(row["served_tier"] == "deep" for row in rows)
+            pt["blend_served"] = sum(row["served_tier"] == "blend" for row in rows)
         out.append(pt)
     return out
 
@@ -580,7 +592,8 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     for run in results.get("runs", []):
         if run["rounds"] and "tiers" in run["rounds"][0]:
             base = {k: run[k] for k in ("strategy", "seed")}
-            for tier, name in (("served", "served"), ("instant", "tier1")):
+            pairs = [("served", "served"), ("instant", "tier1")] + ([("blend", "blend")] if all("blend" in r["tiers"] for r in run["rounds"]) else [])
+            for tier, name in pairs:
                 rows = []
                 for row in run["rounds"]:
                     t = row["tiers"]
@@ -669,7 +682,7 @@ def run_simulation(gt: GroundTruth, cfg: SimulationConfig, out: str | Path | Non
     runs, fulls, peers = [], [], []
     timing: dict[str, Any] = {"runs": [], "full_supervision": [], "peer": []}
     full_steps = cfg.full_steps or max(1, ctx.total_steps())
-    do_full = cfg.full_supervision and cfg.network  # the network's reference: nothing to train without it
+    do_full = cfg.full_supervision
     per_seed = len(cfg.strategies) * ctx.n_rounds + (ctx.n_rounds if do_full else 0) + (1 if cfg.peer else 0)
     progress = Progress(per_seed * len(seeds), log)
     try:
@@ -715,6 +728,9 @@ def _assemble(cfg: SimulationConfig, ctx: _Context, runs, fulls, peers, timing, 
     if fulls:
         full = {
             "steps": fulls[0]["steps"],
+            "reference": [f.get("reference", "network") for f in fulls],
+            "network_mean_dice": _mean([f.get("network_mean_dice") for f in fulls]),
+            "instant_mean_dice": _mean([f.get("instant_mean_dice") for f in fulls]),
             "annotated_slices": fulls[0]["annotated_slices"],
             "annotated_fraction": fulls[0]["annotated_fraction"],
             "mean_dice": _mean([f["mean_dice"] for f in fulls]),
