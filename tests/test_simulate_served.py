@@ -139,7 +139,7 @@ def test_served_is_the_tier_with_the_higher_heldout_score(stripes):
     assert run["rounds"][-1]["tiers"]["instant"]["heldout_dice"] > 0.9
     # tier 1 reduced to a stump, tier 2 trained 30 steps a round: the network serves once it is ahead
     lines: list[str] = []
-    trained = run_simulation(stripes, _cfg(seconds_per_round=1.0, step_rate=30.0, instant_classifier=STUMP), None, plot=False,
+    trained = run_simulation(stripes, _cfg(seconds_per_round=1.0, step_rate=30.0, instant_classifier=STUMP, blend=False), None, plot=False,
                              log=lines.append)
     (run,) = trained["runs"]
     assert [r["train_steps"] for r in run["rounds"]] == [30, 30]

@@ -358,9 +358,15 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
                 held_d = evaluate_dice(model, held, device=device) if held else held_d
                 val_d = evaluate_dice(model, val, device=device) if val else val_d
                 deep_score = held_d["mean"] if held_d["mean"] is not None else val_d["mean"]
+            deep_same = None
             if network and inst["test"] is not None:
                 probs_np = np.asarray(pred.probabilities, np.float32)
-                blend = _blend_round(inst, probs_np, gt, ctx, deep_score) if cfg.blend else None
+                deep_same = _deep_on_instant_heldout(inst, probs_np, gt)
+                blend = _blend_round(inst, probs_np, gt) if cfg.blend else None
+                if deep_same is not None:
+                    # every candidate judged on the same voxels (tier 1's held-out strokes; the network never
+                    # trained on them either), as the live tier scores them in the product
+                    deep_score = deep_same
             if inst["test"] is None:
                 tier, why = "deep", "the instant classifier is not fitted (it needs labels of two classes)"
             elif not network:
@@ -370,7 +376,7 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
             served = {"instant": inst["test"], "deep": test, "blend": blend and blend["test"]}[tier]
             row["tiers"] = {
                 "deep": {"heldout_dice": held_d["mean"], "heldout_per_class": held_d["per_class"], "val_dice": val_d["mean"],
-                         "score": deep_score, "heldout_voxels": int(sum((h.target >= 0).sum() for h in held)),
+                         "score": deep_score, "heldout_same_voxels": deep_same, "heldout_voxels": int(sum((h.target >= 0).sum() for h in held)),
                          "val_slices": len(val), "dice_per_class": test["dice_per_class"] if network else None,
                          "mean_dice": test["mean_dice"] if network else None, "miou": test["miou"] if network else None},
                 "instant": {"heldout_dice": inst["heldout_dice"], "heldout_per_class": inst["heldout_per_class"],
@@ -437,9 +443,19 @@ def _NO_SCORES(n_classes: int) -> dict[str, Any]:
     return {"dice_per_class": [0.0] * n_classes, "iou_per_class": [0.0] * n_classes, "mean_dice": 0.0, "miou": 0.0, "voxels": 0}
 
 
-def _blend_round(inst: dict[str, Any], probs: np.ndarray, gt: GroundTruth, ctx: Any, deep_score: float | None) -> dict[str, Any] | None:
+def _deep_on_instant_heldout(inst: dict[str, Any], probs: np.ndarray, gt: GroundTruth) -> float | None:
+    """The network's held-out Dice on tier 1's held-out voxels (its fused volume probabilities there)."""
+    from .tiers import heldout_dice
+
+    c = inst["held_coords"]
+    if not len(c):
+        return None
+    return heldout_dice(inst["held_values"], np.moveaxis(probs[:, c[:, 0], c[:, 1], c[:, 2]], 0, -1), gt.n_classes)
+
+
+def _blend_round(inst: dict[str, Any], probs: np.ndarray, gt: GroundTruth) -> dict[str, Any] | None:
     """The blend of the tiers this round: its held-out Dice (tier 1's held-out fit and the network's
-    volume probabilities at the held-out voxels) and its test scores (the served tier-1 fit's test
+    volume probabilities at tier 1's held-out voxels) and its test scores (the served tier-1 fit's test
     probabilities and the network's)."""
     from .tiers import blend_probabilities, heldout_dice
 
