@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ModelOutputs", "ReadOnlyArray", "TrainerStatus", "VolumeFacts", "TRAINER_STATES", "served_summary"]
+__all__ = ["ModelOutputs", "ReadOnlyArray", "TrainerStatus", "VolumeFacts", "TRAINER_STATES", "choose_served", "served_summary"]
 
 #: The states a trainer reports, in the order of a round.
 TRAINER_STATES = ("not started", "loading", "idle", "waiting", "training", "predicting", "converged", "stopped", "failed", "unknown")
@@ -217,6 +217,30 @@ class ModelOutputs:
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
+def choose_served(instant: float | None, deep: float | None, blend: float | None = None) -> tuple[str, str]:
+    """``(tier, reason)``: which model serves, from the held-out Dice of tier 1 (``instant``), the deep
+    tier and their blend, all scored on the same held-out labelled voxels (``training.holdout``). The
+    deep tier serves only when it scores strictly higher than tier 1 (a tie, or no deep score, serves the
+    fresher instant classifier); the blend (the mean of the two tiers' class probabilities) serves only
+    when it scores strictly higher than either alone. The one rule of ``Session.served_tier`` and of
+    ``al-annotator simulate --tiers``.
+
+    >>> choose_served(0.80, 0.82, 0.86)[0], choose_served(0.80, 0.82, 0.81)[0], choose_served(0.8, 0.8)[0]
+    ('blend', 'deep', 'instant')
+    """
+    if blend is not None and instant is not None and deep is not None and blend > max(instant, deep):
+        return "blend", "the blend of both tiers scores higher on the held-out voxels than either alone"
+    if deep is not None and (instant is None or deep > instant):
+        return "deep", "the deep model scores higher on the held-out voxels"
+    if instant is not None and deep is not None:
+        return "instant", "the instant classifier scores at least as high on the held-out voxels"
+    return "instant", "no held-out score for the deep model: the fresher instant classifier serves"
+
+
+def _two(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def served_summary(served: dict[str, Any] | None, *, model_version: int | None = None, live: bool = True,
                    error: str | None = None) -> str:
     """The served tier in the words both front ends show (``Session.served_summary`` fills it in).
@@ -229,6 +253,8 @@ def served_summary(served: dict[str, Any] | None, *, model_version: int | None =
     'serving: model v3 · held-out Dice 0.90 (instant classifier 0.80)'
     >>> served_summary({"tier": None, "instant": None, "deep": None, "reason": "paint two classes and the instant classifier predicts"})
     'serving: nothing yet · paint two classes and the instant classifier predicts'
+    >>> served_summary({"tier": "blend", "instant": 0.80, "deep": 0.82, "blend": 0.86, "reason": "..."}, model_version=3)
+    'serving: instant classifier + model v3 blended · held-out Dice 0.86 (instant 0.80, model 0.82)'
     >>> served_summary(None, live=False)
     'serving: nothing · live preview off'
     """
@@ -238,11 +264,14 @@ def served_summary(served: dict[str, Any] | None, *, model_version: int | None =
     def dice(value: Any) -> str:
         return "no held-out score yet" if value is None else f"held-out Dice {value:.2f}"
 
-    if tier == "instant" and live:
+    if tier == "blend" and live:
+        text = (f"serving: instant classifier + model v{model_version} blended · {dice(served.get('blend'))}"
+                f" (instant {_two(served.get('instant'))}, model {_two(served.get('deep'))})")
+    elif tier == "instant" and live:
         text = f"serving: instant classifier · {dice(served.get('instant'))}"
         if served.get("deep") is not None:
             text += f" (model v{model_version} {served['deep']:.2f})"
-    elif tier == "deep" or (tier == "instant" and model_version is not None):
+    elif tier == "deep" or (tier in ("instant", "blend") and model_version is not None):
         text = f"serving: model v{model_version} · {dice(served.get('deep'))}"
         if live and served.get("instant") is not None:
             text += f" (instant classifier {served['instant']:.2f})"

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.values import choose_served
 from ..types import SliceRef
 from .metrics import confusion, scores_from_confusion
 
@@ -28,20 +29,6 @@ __all__ = ["InstantTier", "choose_served", "labelled_voxels", "blend_probabiliti
 
 #: The holdout blocks' seed: 0, the default of the trainer (``TrainConfig.seed``) and of the live preview.
 HOLDOUT_SEED = 0
-
-
-def choose_served(instant: float | None, deep: float | None, blend: float | None = None) -> tuple[str, str]:
-    """``(tier, reason)`` from the held-out Dice, as ``Session.served_tier`` decides when both tiers
-    are fitted: the deep tier serves only when it scores strictly higher than tier 1 (a tie, or no
-    deep score, serves the fresher instant classifier); the blend of the two (``blend``, when scored)
-    serves only when it scores strictly higher than either alone."""
-    if blend is not None and instant is not None and deep is not None and blend > max(instant, deep):
-        return "blend", "the blend of both tiers scores higher on the held-out voxels than either alone"
-    if deep is not None and (instant is None or deep > instant):
-        return "deep", "the deep model scores higher on the held-out voxels"
-    if instant is not None and deep is not None:
-        return "instant", "the instant classifier scores at least as high on the held-out voxels"
-    return "instant", "no held-out score for the deep model: the fresher instant classifier serves"
 
 
 def labelled_voxels(train: Sequence[Any], held: Sequence[Any], shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
