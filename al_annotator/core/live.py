@@ -42,6 +42,7 @@ class PlanePreview:
     probabilities: np.ndarray = field(repr=False)  # (C, H, W) float32
     seconds: float = 0.0  # fit (when one was needed) + plane prediction
     coarse: bool = False  # predicted on every 2nd pixel (and repeated): the quick first look at a large plane
+    blend_version: int | None = None  # blended with this deep model version's probabilities (the blend serves)
 
 
 class LivePreview:
@@ -66,7 +67,8 @@ class LivePreview:
     def __init__(self, image: Any, spacing: tuple[float, float, float], read_labels: Callable[[SliceRef], tuple[np.ndarray, int]],
                  labelled_slices: Callable[[], list[SliceRef]], n_classes: int, *, classifier: dict[str, Any] | None = None,
                  feature_kw: dict[str, Any] | None = None, holdout_fraction: float = 0.1, nice: int = 5,
-                 deep_prediction: Callable[[SliceRef], np.ndarray | None] | None = None, score_px: int = 64) -> None:
+                 deep_prediction: Callable[[SliceRef], np.ndarray | None] | None = None, score_px: int = 64,
+                 deep_probabilities: Callable[[Any], tuple[np.ndarray, int] | None] | None = None) -> None:
         from ..instant.classifier import InstantClassifier
         from ..instant.features import FeatureBank
         from ..instant.segmenter import auto_features
@@ -96,6 +98,16 @@ class LivePreview:
         #: Held-out Dice of the current fit (None: too few held-out voxels, or not fitted).
         self.heldout_dice: float | None = None
         self.heldout_per_class: list[float | None] = []
+        #: The deep model and the blend of both tiers scored on the same held-out voxels as the fit
+        #: (``heldout_deep_version``: the deep version they were scored with; None before one).
+        self.heldout_deep: float | None = None
+        self.heldout_blend: float | None = None
+        self.heldout_deep_version: int | None = None
+        #: Blend previews with this deep version's probabilities (set by the Session while the blend serves).
+        self.blend_version: int | None = None
+        self._deep_probabilities = deep_probabilities
+        self._held_eval: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # coords, labels, tier-1 probs
+        self._deep_due = False
         self.fitted_seq: int | None = None
         self.last_error: str | None = None
         self.timings: dict[str, float] = {}
@@ -143,6 +155,13 @@ class LivePreview:
             self._prefetch = ref
             self._cv.notify()
 
+    def deep_changed(self) -> None:
+        """A new deep model version: score it and the blend on the held-out voxels again (idle, cheap:
+        the tier-1 probabilities of those voxels are kept from the held-out fit)."""
+        with self._cv:
+            self._deep_due = True
+            self._cv.notify()
+
     def take(self) -> list[PlanePreview]:
         """Previews finished since the last call (the caller emits its signals for them)."""
         with self._cv:
@@ -164,7 +183,7 @@ class LivePreview:
         deadline = time.monotonic() + timeout
         with self._cv:
             while (self._busy or self._wanted is not None or self._prefetch is not None
-                   or self._pending_heldout is not None) and not self._closed:
+                   or self._pending_heldout is not None or self._deep_due) and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -186,7 +205,7 @@ class LivePreview:
         while True:
             with self._cv:
                 while not self._closed and self._wanted is None:
-                    if self._prefetch is not None or self._pending_heldout is not None or self._scoring_due():
+                    if self._prefetch is not None or self._pending_heldout is not None or self._deep_due or self._scoring_due():
                         break
                     self._cv.wait()
                 if self._closed:
@@ -200,11 +219,14 @@ class LivePreview:
                 try:
                     with self._cv:
                         pending, self._pending_heldout = self._pending_heldout, None
+                        deep_due, self._deep_due = self._deep_due and pending is None, self._deep_due and pending is not None
                         warm = None
-                        if pending is None:
+                        if pending is None and not deep_due:
                             warm, self._prefetch = self._prefetch, None
                     if pending is not None:
                         self._score_heldout(*pending)
+                    elif deep_due:
+                        self._score_deep()
                     elif warm is not None:
                         for tile in self._plane_tiles(warm):  # tile by tile: a stroke's request waits at most one
                             with self._cv:
@@ -395,21 +417,42 @@ class LivePreview:
         clf = self._make_classifier()
         clf.fit(feats, labels)
         t3 = time.perf_counter()
-        self._pending_heldout = (feats, labels, held) if use_holdout else None
+        self._pending_heldout = (feats, labels, held, coords) if use_holdout else None
         if not use_holdout:
             self.heldout_dice, self.heldout_per_class = None, []
+            self._held_eval, self.heldout_deep, self.heldout_blend, self.heldout_deep_version = None, None, None, None
         self.classifier, self.fitted_seq = clf, seq
         self._score_pos = 0  # re-score every slice with the new fit (old scores serve meanwhile)
         self.timings = {"collect_s": t1 - t0, "features_s": t2 - t1, "fit_s": t3 - t2, "score_s": time.perf_counter() - t3,
                         "labelled": int(labels.size), "held_out": int(held.sum()) if use_holdout else 0}
 
-    def _score_heldout(self, feats: np.ndarray, labels: np.ndarray, held: np.ndarray) -> None:
-        """Fit without the held-out strokes and score on them (the evidence for the served tier)."""
+    def _score_heldout(self, feats: np.ndarray, labels: np.ndarray, held: np.ndarray, coords: np.ndarray | None = None) -> None:
+        """Fit without the held-out strokes and score on them (the evidence for the served tier); then
+        the deep model and the blend of both tiers on the same voxels (:meth:`_score_deep`)."""
         t0 = time.perf_counter()
         clf = self._make_classifier()
         clf.fit(feats[~held], labels[~held])
-        self.heldout_dice, self.heldout_per_class = _dice(clf.predict(feats[held]), labels[held], self.n_classes)
+        probs = clf.predict_proba(feats[held]).astype(np.float32, copy=False)  # (N, C)
+        self.heldout_dice, self.heldout_per_class = _dice((probs.argmax(-1) + 1).astype(labels.dtype), labels[held], self.n_classes)
+        self._held_eval = None if coords is None else (coords[held], labels[held], probs)
         self.timings["heldout_fit_s"] = time.perf_counter() - t0
+        self._score_deep()
+
+    def _score_deep(self) -> None:
+        """The deep version's and the blend's held-out Dice on tier 1's held-out voxels (``None`` without
+        a deep version that has volume probabilities)."""
+        got = None
+        if self._held_eval is not None and self._deep_probabilities is not None:
+            coords, labels, probs = self._held_eval
+            got = self._deep_probabilities(coords)
+        if got is None:
+            self.heldout_deep, self.heldout_blend, self.heldout_deep_version = None, None, None
+            return
+        deep, version = got
+        deep = np.asarray(deep, np.float32)
+        self.heldout_deep = _dice((deep.argmax(-1) + 1).astype(labels.dtype), labels, self.n_classes)[0]
+        self.heldout_blend = _dice((blend(probs, deep).argmax(-1) + 1).astype(labels.dtype), labels, self.n_classes)[0]
+        self.heldout_deep_version = int(version)
 
     def _predict(self, ref: SliceRef, dirty: set[SliceRef] | None, coarse: bool = False) -> PlanePreview | None:
         t0 = time.perf_counter()
@@ -426,10 +469,20 @@ class LivePreview:
         else:
             probs = self.classifier.predict_proba(feats)  # (H, W, C)
         probs = np.moveaxis(probs.astype(np.float32, copy=False), -1, 0)
+        blended = None
+        if self.blend_version is not None and self._deep_probabilities is not None:
+            got = self._deep_probabilities(ref)
+            if got is not None and int(got[1]) == self.blend_version:
+                probs, blended = blend(probs, np.asarray(got[0], np.float32)), int(got[1])
         pred = (probs.argmax(0) + 1).astype(np.uint8)
         conf = np.clip(np.round(probs.max(0) * 255), 0, 255).astype(np.uint8)
         self.timings["coarse_plane_s" if coarse else "plane_s"] = time.perf_counter() - t1
-        return PlanePreview(ref, int(self.fitted_seq), pred, conf, probs, time.perf_counter() - t0, coarse)
+        return PlanePreview(ref, int(self.fitted_seq), pred, conf, probs, time.perf_counter() - t0, coarse, blended)
+
+
+def blend(instant: np.ndarray, deep: np.ndarray) -> np.ndarray:
+    """The blend of the tiers: the mean of their class probabilities (same shapes, float32)."""
+    return np.float32(0.5) * (np.asarray(instant, np.float32) + np.asarray(deep, np.float32))
 
 
 def default_cache_bytes() -> int:

@@ -347,27 +347,35 @@ class Session:
     def prediction_token(self) -> tuple:
         """What the overlays show now, as a cache key: ``("deep", version)`` or ``("instant", seq of the
         newest fit)``; front ends re-read overlay planes when it changes (and on ``preview_changed``)."""
-        if self._served["tier"] == "instant" and self._live is not None and self._live_preview:
-            return ("instant", self._live.fitted_seq)
+        if self._served["tier"] in ("instant", "blend") and self._live is not None and self._live_preview:
+            # blend: tier 1's previews, blended with the deep version's probabilities (still previews in memory)
+            return ("instant", self._live.fitted_seq if self._served["tier"] == "instant" else (self._live.fitted_seq, "blend", self.model_version))
         return ("deep", self.model_version)
 
     def served_tier(self) -> dict[str, Any]:
         """Which tier serves the overlays, chosen by evidence: the Dice each scored on the same
-        held-out labelled voxels (``training.holdout``). ``{"tier": "instant" | "deep" | None,
-        "instant": dice | None, "deep": dice | None, "reason": str}``."""
+        held-out labelled voxels (``training.holdout``): tier 1 (``instant``), the deep model, and the
+        blend of the two (the mean of their class probabilities), by :func:`~al_annotator.core.values.choose_served`.
+        ``{"tier": "instant" | "deep" | "blend" | None, "instant": dice | None, "deep": dice | None,
+        "blend": dice | None, "reason": str}``. The deep model's score is the one tier 1 measured on its
+        own held-out voxels from that version's volume probabilities when it has one, else the trainer's."""
+        from .values import choose_served
+
         live = self._live if self._live_preview else None  # off: tier 1 neither serves nor scores
         instant = None if live is None else live.heldout_dice
         fitted = live is not None and live.classifier is not None
-        deep = None
+        deep = blend = None
         if self._model is not None:
             m = self._model.get("metrics") or {}
             deep = m.get("heldout_dice") if m.get("heldout_dice") is not None else m.get("val_dice")
             deep = float(deep) if isinstance(deep, (int, float)) else None
+            if live is not None and live.heldout_deep is not None and live.heldout_deep_version == int(self._model["version"]):
+                deep, blend = live.heldout_deep, live.heldout_blend  # the same voxels as tier 1's score
         if fitted and self._model is not None:
-            if deep is not None and (instant is None or deep > instant):
+            if instant is not None and deep is not None:
+                tier, why = choose_served(instant, deep, blend)
+            elif deep is not None and instant is None:
                 tier, why = "deep", "the deep model scores higher on the held-out voxels"
-            elif instant is not None and deep is not None:
-                tier, why = "instant", "the instant classifier scores at least as high on the held-out voxels"
             else:
                 tier, why = "instant", "no held-out score for the deep model yet: the fresher instant classifier serves"
         elif fitted:
@@ -376,7 +384,7 @@ class Session:
             tier, why = "deep", "the instant classifier is not fitted yet (it needs labels of two classes)"
         else:
             tier, why = None, "paint two classes and the instant classifier predicts"
-        return {"tier": tier, "instant": instant, "deep": deep, "reason": why}
+        return {"tier": tier, "instant": instant, "deep": deep, "blend": blend, "reason": why}
 
     @property
     def live_preview(self) -> bool:
@@ -452,12 +460,19 @@ class Session:
 
     def _update_served(self) -> None:
         served = self.served_tier()
-        if (served["tier"], served["instant"], served["deep"]) != (self._served["tier"], self._served["instant"], self._served["deep"]):
+        key = lambda d: (d["tier"], d["instant"], d["deep"], d.get("blend"))  # noqa: E731
+        if key(served) != key(self._served):
             self._served = served
+            if self._live is not None:
+                want = int(self._model["version"]) if served["tier"] == "blend" and self._model is not None else None
+                if want != self._live.blend_version:  # previews blended (or no longer): the plane on screen again
+                    self._live.blend_version = want
+                    if self._live_preview and self._live.classifier is not None:
+                        self._live.request(self.current)
             self.served_changed.emit(dict(served))
 
     def _served_preview(self, ref: SliceRef) -> Any:
-        if self._live is None or not self._live_preview or self._served["tier"] != "instant":
+        if self._live is None or not self._live_preview or self._served["tier"] not in ("instant", "blend"):
             return None
         return self._live.latest(ref)
 
@@ -471,7 +486,7 @@ class Session:
             self._live = LivePreview(
                 st.image, tuple(st.config.spacing), self.label_plane,
                 lambda: [s.ref for s in st.slice_states() if s.state in ("in_progress", "annotated")],
-                st.config.n_classes, deep_prediction=self._deep_plane,
+                st.config.n_classes, deep_prediction=self._deep_plane, deep_probabilities=self._deep_probabilities,
             )
         return self._live
 
@@ -479,6 +494,30 @@ class Session:
         """The current deep version's prediction of a plane (for the tiers' disagreement), or ``None``."""
         arr = self._prediction_array("prediction")
         return None if arr is None else np.asarray(arr[ref.selection()])
+
+    def _deep_probabilities(self, where: Any) -> tuple[np.ndarray, int] | None:
+        """The current deep version's class probabilities, with that version: of a plane ``(C, H, W)``
+        (``where`` a SliceRef) or at voxels ``(N, C)`` (``where`` ``(N, 3)`` coordinates); ``None``
+        without a version that has volume probabilities. Called on tier 1's thread."""
+        model = self._model
+        if model is None:
+            return None
+        version = int(model["version"])
+        arr = _models.model_outputs(self.store, version).get("probabilities")
+        if arr is None:
+            return None
+        if isinstance(where, SliceRef):
+            return np.asarray(arr[(slice(None),) + where.selection()], np.float32), version
+        c = np.asarray(where, np.int64)
+        if not len(c):
+            return np.zeros((0, int(arr.shape[0])), np.float32), version
+        n_c = int(arr.shape[0])
+        if hasattr(arr, "get_coordinate_selection"):  # zarr: reads only the chunks holding those voxels
+            k = np.repeat(np.arange(n_c), len(c))
+            zyx = np.tile(c, (n_c, 1))
+            vals = np.asarray(arr.get_coordinate_selection((k, zyx[:, 0], zyx[:, 1], zyx[:, 2])), np.float32)
+            return vals.reshape(n_c, len(c)).T.copy(), version
+        return np.moveaxis(np.asarray(arr)[:, c[:, 0], c[:, 1], c[:, 2]], 0, -1).astype(np.float32), version
 
     def _live_on_labels(self, payload: Any) -> None:
         """Labels changed (a stroke here, or edits polled from elsewhere): tier 1 refits, then
@@ -595,7 +634,7 @@ class Session:
         self.strategy = strategy or self.strategy
         self.n_suggestions = n = n or self.n_suggestions  # the policy's re-ranks keep this length
         pool = self._instant_pool()
-        if pool is not None:  # tier 1 serves: rank with its scores (the served model's)
+        if pool is not None:  # tier 1 (or the blend) serves: rank with tier 1's scores
             from ..acquisition import suggest
 
             suggestions = suggest(pool, self.strategy, n=n + len(self._skipped), seed=seed)
@@ -610,7 +649,7 @@ class Session:
     INSTANT_SCORES_MIN_COVERAGE = 0.25
 
     def _instant_pool(self) -> Any:
-        if self._live is None or not self._live_preview or self._served["tier"] != "instant":
+        if self._live is None or not self._live_preview or self._served["tier"] not in ("instant", "blend"):
             return None
         cand, coverage = self._live.candidates()
         if cand is None or coverage < self.INSTANT_SCORES_MIN_COVERAGE:
@@ -735,6 +774,8 @@ class Session:
             self._model = cur
             changed["model"] = True
             self._pin_current()
+            if self._live is not None:
+                self._live.deep_changed()  # score the new version and the blend on tier 1's held-out voxels
             self.model_version_changed.emit(dict(cur))
             if self.auto_rerank:  # policy: rank with the new model's scores at once
                 self.refresh_suggestions()
