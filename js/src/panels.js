@@ -226,6 +226,7 @@ export function createPanels(app) {
     const hasPrediction = !!served || (get("model_version") !== null && get("model_version") !== undefined);
     showPred.disabled = showUnc.disabled = !hasPrediction;
     showPredL.title = served === "instant" ? "the instant classifier's prediction (it serves: see the Training section)"
+      : served === "blend" ? "the blend of the instant classifier and the model (it serves: see the Training section)"
       : hasPrediction ? "the model's prediction"
       : get("live_preview") ? "no prediction yet: paint two classes (the instant classifier predicts), or start the trainer"
       : "no model yet: start the trainer";
