@@ -305,3 +305,17 @@ def test_bad_inputs_name_the_remedy():
     clf.fit(np.arange(8.0).reshape(4, 2), np.array([1, 1, 2, 2]))
     with pytest.raises(InputError, match="same FeatureBank configuration"):
         clf.predict_proba(np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize("spacing", [(5.0, 1.0, 1.0), None])
+def test_block_features_equal_the_tiles_and_whole_volume(noise, spacing):
+    """A block computed directly (a plane whose tiles would not fit the cache) equals the tiled and
+    whole-volume features, and does not fill the tile cache."""
+    bank = FeatureBank(noise, spacing, sigmas=SIGMAS, tile_shape=(7, 12, 11), intensity=(0.0, 1.0), boundary="nearest")
+    full = compute_features(noise, spacing, sigmas=SIGMAS, boundary="nearest")
+    for block in [(9, slice(None), slice(None)), (slice(None), 0, slice(None)), (slice(2, 5), slice(None), 29)]:
+        got = bank.block_features(block)
+        sl = tuple(slice(b, b + 1) if isinstance(b, int) else b for b in block)
+        assert got.shape == (bank.n_features,) + full[sl].shape[:3]
+        np.testing.assert_allclose(np.moveaxis(got, 0, -1), full[sl], atol=1e-5, rtol=1e-5)
+    assert bank.cached_tiles == 0

@@ -237,3 +237,65 @@ def test_a_large_plane_gets_a_coarse_look_first_then_the_full_prediction(tmp_pat
     finally:
         live.close()
         s.close()
+
+
+def test_a_plane_whose_tiles_do_not_fit_the_cache_is_computed_as_one_block(tmp_path, phantom):
+    """With a tile cache too small for a plane's tiles, the plane's features are computed once as a
+    block and kept; the strokes on it take their features from it; the preview agrees with the tiled one."""
+    from al_annotator.core.live import LivePreview
+    from al_annotator.instant import FeatureBank
+    from al_annotator.instant.segmenter import auto_features
+
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes)
+    ref = SliceRef("z", 12)
+    _scribble(s, phantom.labels, ref, 150, 0)
+    probe = FeatureBank(s.image_array, (1.0, 1.0, 1.0), **dict(auto_features((1.0, 1.0, 1.0)), mode="3d"), tile_shape=(8, 32, 32))
+    small = {"cache_bytes": int(2.5 * probe.tile_bytes), "tile_shape": (8, 32, 32)}  # a z plane touches 4 tiles
+    got = {}
+    for name, kw in (("block", small), ("tiles", {"tile_shape": (8, 32, 32)})):
+        live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [ref], 4, feature_kw=kw)
+        try:
+            assert live.plane_by_block(ref) == (name == "block")
+            live.labels_changed(None, s.labels_seq)
+            live.request(ref)
+            assert live.wait_idle(120) and live.last_error is None
+            got[name] = live.latest(ref).prediction
+            if name == "block":
+                assert list(live._plane_cache) == [ref] and live._cached(ref)
+                assert live.bank.stats["tiles_computed"] == 0  # the strokes lie on the block plane
+                assert "plane_features_s" in live.timings
+        finally:
+            live.close()
+    assert (got["block"] == got["tiles"]).mean() > 0.99
+    assert (got["block"] == phantom.labels[ref.selection()]).mean() > 0.85
+    s.close()
+
+
+def test_the_coarse_stride_grows_with_the_plane_and_a_newer_request_abandons_the_full_plane(tmp_path):
+    from al_annotator.core.live import LivePreview
+
+    big = np.zeros((4, 2048, 2048), np.uint8)
+    live = LivePreview(big, (1.0, 1.0, 1.0), lambda r: (np.zeros(r.shape_in(big.shape), np.uint8), 0), lambda: [], 2)
+    try:
+        assert [live.coarse_stride(SliceRef("z", 0)), live.coarse_stride(SliceRef("y", 0))] == [8, 1]
+        assert live._coarse_first(SliceRef("z", 0)) and not live._coarse_first(SliceRef("y", 0))
+    finally:
+        live.close()
+    ph = make_phantom((8, 300, 300), seed=4)
+    s = Session.create(tmp_path / "p", ph.image, classes=ph.classes)
+    ref = SliceRef("z", 4)
+    live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [ref], 4, feature_kw={"sigmas": (1.0, 2.0)})
+    try:
+        assert live.coarse_stride(ref) == 2
+        _scribble(s, ph.labels, ref, 300, 0)
+        live.labels_changed(None, s.labels_seq)
+        live.request(ref)
+        assert live.wait_idle(120)
+        live.take()
+        live.FULL_BLOCK_PIXELS = 300 * 10  # 30 row blocks
+        assert live._predict(ref, set()) is not None
+        live.close()  # closed: superseded between two blocks
+        assert live._predict(ref, set()) is None
+    finally:
+        live.close()
+        s.close()

@@ -18,9 +18,11 @@ tier scores better on the same evidence.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -125,6 +127,11 @@ class LivePreview:
         self._deep_prediction = deep_prediction
         self.score_px = int(score_px)
         self._latest: dict[SliceRef, PlanePreview] = {}
+        #: Planes whose feature tiles cannot stay in the tile cache, computed as one block each
+        #: (``FeatureBank.block_features``, 3D mode): ref -> (F, H, W), LRU, at most a quarter of the
+        #: tile cache's bound (always at least one plane: the one on screen).
+        self._plane_cache: OrderedDict[SliceRef, np.ndarray] = OrderedDict()
+        self.plane_cache_bytes = self.bank.cache_bytes // 4
         self._cv = threading.Condition()
         self._closed = False
         self._busy = False
@@ -227,6 +234,8 @@ class LivePreview:
                         self._score_heldout(*pending)
                     elif deep_due:
                         self._score_deep()
+                    elif warm is not None and self.plane_by_block(warm):
+                        self._plane_features(warm)  # one block (not interruptible)
                     elif warm is not None:
                         for tile in self._plane_tiles(warm):  # tile by tile: a stroke's request waits at most one
                             with self._cv:
@@ -250,10 +259,8 @@ class LivePreview:
                 preview = self._predict(ref, dirty, coarse=self._coarse_first(ref))
                 if preview is not None and preview.coarse:
                     self._deliver(preview)  # the quick look now; the full plane next, unless asked for another
-                    with self._cv:
-                        superseded = self._wanted is not None or self._dirty is None or bool(self._dirty)
-                    if not superseded:
-                        preview = self._predict(ref, set())
+                    if not self._superseded():
+                        preview = self._predict(ref, set())  # None when a newer stroke or request came in meanwhile
                 self.last_error = None
             except Exception as exc:  # noqa: BLE001 - shown by the front end, never raised on a thread
                 preview = None
@@ -277,12 +284,26 @@ class LivePreview:
                 self._latest.pop(next(iter(self._latest)))
             self._cv.notify_all()
 
-    #: Planes with more pixels than this get a coarse preview (every 2nd pixel) before the full one.
+    #: Planes with more pixels than this get a coarse preview before the full one: every ``k``-th pixel
+    #: of every ``k``-th row, ``k`` the smallest stride that predicts at most this many pixels (2 at
+    #: 512^2, 8 at 2048^2), so the quick look costs the same at any plane size.
     COARSE_FIRST_PIXELS = 256 * 256
+    #: The full plane is predicted in row blocks of about this many pixels; a newer stroke or request
+    #: between two blocks abandons it (at 2048^2 the full plane takes seconds a next stroke would wait).
+    FULL_BLOCK_PIXELS = 128 * 1024
 
     def _coarse_first(self, ref: SliceRef) -> bool:
         h, w = ref.shape_in(self.shape)
         return h * w > self.COARSE_FIRST_PIXELS
+
+    def coarse_stride(self, ref: SliceRef) -> int:
+        """The pixel stride of ``ref``'s coarse first look (1: the plane is small enough to predict in full)."""
+        h, w = ref.shape_in(self.shape)
+        return max(1, math.ceil(math.sqrt(h * w / self.COARSE_FIRST_PIXELS)))
+
+    def _superseded(self) -> bool:
+        with self._cv:
+            return self._closed or self._wanted is not None or self._dirty is None or bool(self._dirty)
 
     # ------------------------------------------------------------------ acquisition scores from tier 1
     def _scoring_due(self) -> bool:
@@ -314,8 +335,17 @@ class LivePreview:
             self._scores[ref] = (seq, *self._score_plane(ref))
 
     def _cached(self, ref: SliceRef) -> bool:
+        if ref in self._plane_cache:
+            return True
         cache = self.bank._cache
         return all(t in cache for t in self._plane_tiles(ref))
+
+    def plane_by_block(self, ref: SliceRef) -> bool:
+        """Whether ``ref``'s features are computed as one block (its tiles would take more than half of
+        the tile cache, so a preview would recompute and evict them every time) rather than from tiles."""
+        if self.inplane:
+            return False
+        return len(self._plane_tiles(ref)) * self.bank.tile_bytes > self.bank.cache_bytes // 2
 
     def _plane_block(self, ref: SliceRef) -> tuple:
         block = [slice(None)] * 3
@@ -325,8 +355,40 @@ class LivePreview:
     def _plane_features(self, ref: SliceRef) -> np.ndarray:
         """``(H, W, F)`` features of a plane (in-plane features of that plane's own orientation)."""
         block = self._plane_block(ref)
+        if self.plane_by_block(ref):
+            arr = self._plane_cache.get(ref)
+            if arr is None:
+                arr = np.squeeze(self.bank.block_features(block), axis=1 + ref.axis_number)  # (F, H, W)
+                arr.flags.writeable = False
+                used = sum(a.nbytes for a in self._plane_cache.values())
+                while self._plane_cache and used + arr.nbytes > self.plane_cache_bytes:
+                    used -= self._plane_cache.popitem(last=False)[1].nbytes
+                self._plane_cache[ref] = arr
+            else:
+                self._plane_cache.move_to_end(ref)
+            return np.moveaxis(arr, 0, -1)  # (H, W, F) view
         feats = self.bank.features(block, axis=ref.axis_number) if self.inplane else self.bank.features(block)
         return np.squeeze(feats, axis=ref.axis_number)
+
+    def _labelled_features(self, coords: np.ndarray, axes: np.ndarray) -> np.ndarray:
+        """Features ``(N, F)`` of labelled voxels: from a block-computed plane they lie on when there is
+        one (3D features do not depend on the plane a voxel is seen in), else from the tiles."""
+        if self.inplane:
+            return self.bank.features_at(coords, axes=axes)
+        if not self._plane_cache:
+            return self.bank.features_at(coords)
+        out = np.empty((coords.shape[0], self.bank.n_features), np.float32)
+        done = np.zeros(coords.shape[0], bool)
+        for ref, arr in list(self._plane_cache.items()):
+            a = ref.axis_number
+            m = ~done & (coords[:, a] == ref.index)
+            if m.any():
+                o = [b for b in range(3) if b != a]
+                out[m] = arr[:, coords[m, o[0]], coords[m, o[1]]].T
+                done |= m
+        if not done.all():
+            out[~done] = self.bank.features_at(coords[~done])
+        return out
 
     def _plane_tiles(self, ref: SliceRef) -> list:
         block = self._plane_block(ref)
@@ -407,7 +469,7 @@ class LivePreview:
         if np.unique(labels).size < 2:
             self.classifier, self.fitted_seq, self.heldout_dice = None, seq, None
             return
-        feats = self.bank.features_at(coords, axes=axes) if self.inplane else self.bank.features_at(coords)
+        feats = self._labelled_features(coords, axes)
         t2 = time.perf_counter()
         train = ~held
         use_holdout = held.sum() >= 200 and np.unique(labels[held]).size >= 2 and np.unique(labels[train]).size >= 2
@@ -456,18 +518,30 @@ class LivePreview:
 
     def _predict(self, ref: SliceRef, dirty: set[SliceRef] | None, coarse: bool = False) -> PlanePreview | None:
         t0 = time.perf_counter()
+        block_s = None
+        if self.plane_by_block(ref) and ref not in self._plane_cache:
+            self._plane_features(ref)  # first: the strokes on this plane take their features from it
+            block_s = time.perf_counter() - t0
         if dirty is None or dirty or self.classifier is None:
             self._fit(dirty)
+        if block_s is not None:
+            self.timings["plane_features_s"] = block_s
         if self.classifier is None:
             return None
         t1 = time.perf_counter()
         feats = self._plane_features(ref)
         h, w = feats.shape[:2]
-        if coarse:  # a quarter of the pixels: the tree ensemble's cost is per pixel
-            probs = self.classifier.predict_proba(feats[::2, ::2])
-            probs = np.repeat(np.repeat(probs, 2, 0), 2, 1)[:h, :w]
+        if coarse:  # 1 / k^2 of the pixels: the tree ensemble's cost is per pixel
+            k = self.coarse_stride(ref)
+            probs = self.classifier.predict_proba(feats[::k, ::k])
+            probs = np.repeat(np.repeat(probs, k, 0), k, 1)[:h, :w]
         else:
-            probs = self.classifier.predict_proba(feats)  # (H, W, C)
+            probs = np.empty((h, w, self.n_classes), np.float32)  # (H, W, C), in row blocks
+            rows = max(1, self.FULL_BLOCK_PIXELS // max(1, w))
+            for r0 in range(0, h, rows):
+                if r0 and self._superseded():
+                    return None
+                probs[r0:r0 + rows] = self.classifier.predict_proba(feats[r0:r0 + rows])
         probs = np.moveaxis(probs.astype(np.float32, copy=False), -1, 0)
         blended = None
         if self.blend_version is not None and self._deep_probabilities is not None:

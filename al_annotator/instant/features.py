@@ -451,8 +451,23 @@ class FeatureBank:
         import time
 
         t0 = time.perf_counter()
-        core = self.tile_slices(key)
-        scales, flat, halo = self._plans[key[0] if self.mode == "inplane" else None]
+        out = self._compute_block(self.tile_slices(key), key[0] if self.mode == "inplane" else None)
+        self.stats["tiles_computed"] += 1
+        self.stats["compute_seconds"] += time.perf_counter() - t0
+        return out
+
+    def block_features(self, block: Any, axis: int | None = None) -> np.ndarray:
+        """Features of any block computed directly from the block grown by the halo, channel first
+        ``(F, *block_shape)``, **not** cached and not cut into tiles (equal to :meth:`features`, tested).
+
+        For a plane whose tiles cannot all stay in the cache (a 2048^2 plane of a 3D volume touches
+        tiles worth several GB): only the plane's own voxels are computed and kept, where the tiles
+        would compute (and evict) every voxel of their depth. ``axis``: as in :meth:`features`."""
+        sl = _check_slices(block, self.shape)
+        return self._compute_block(sl, self.orientation(sl, axis) if self.mode == "inplane" else None)
+
+    def _compute_block(self, core: tuple[slice, ...], plan: int | None) -> np.ndarray:
+        scales, flat, halo = self._plans[plan]
         padded = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, h, n in zip(core, halo, self.shape))
         img = np.asarray(self.image[padded], np.float32)
         off, sc = self.intensity
@@ -464,8 +479,6 @@ class FeatureBank:
             for ch in _scale_features(img, scale, self.min_sigma, flat, crop, self.boundary):
                 out[k] = ch
                 k += 1
-        self.stats["tiles_computed"] += 1
-        self.stats["compute_seconds"] += time.perf_counter() - t0
         return out
 
     def tile_features(self, tile: Sequence[int]) -> np.ndarray:
