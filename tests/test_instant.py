@@ -319,3 +319,21 @@ def test_block_features_equal_the_tiles_and_whole_volume(noise, spacing):
         assert got.shape == (bank.n_features,) + full[sl].shape[:3]
         np.testing.assert_allclose(np.moveaxis(got, 0, -1), full[sl], atol=1e-5, rtol=1e-5)
     assert bank.cached_tiles == 0
+
+
+@pytest.mark.parametrize("kind", ["et", "rf"])
+def test_a_partial_fit_grown_is_the_full_ensemble(kind):
+    """fit(first_trees=k) then grow() in steps gives exactly the ensemble of one full fit (same seeds,
+    same subsample), so a quick first look costs accuracy nothing once grown."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, 12)).astype(np.float32)
+    y = 1 + (X[:, 0] + 0.7 * rng.normal(size=3000) > 0) + (X[:, 1] > 1.2)
+    full = InstantClassifier(3, kind=kind, n_estimators=20, max_samples=2000, seed=5).fit(X, y)
+    part = InstantClassifier(3, kind=kind, n_estimators=20, max_samples=2000, seed=5).fit(X, y, first_trees=6)
+    assert not part.complete and part.trees == 6
+    quick = part.predict_proba(X)
+    assert part.grow(6) is False and part.trees == 12
+    assert part.grow() is True and part.complete and part.trees == 20
+    np.testing.assert_array_equal(part.predict_proba(X), full.predict_proba(X))
+    assert not np.array_equal(quick, full.predict_proba(X))
+    assert full.complete and full.grow() is True  # a full fit has nothing to grow

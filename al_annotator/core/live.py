@@ -127,9 +127,9 @@ class LivePreview:
         self._deep_prediction = deep_prediction
         self.score_px = int(score_px)
         self._latest: dict[SliceRef, PlanePreview] = {}
-        #: Planes whose feature tiles cannot stay in the tile cache, computed as one block each
-        #: (``FeatureBank.block_features``, 3D mode): ref -> (F, H, W), LRU, at most a quarter of the
-        #: tile cache's bound (always at least one plane: the one on screen).
+        #: The planes previewed, their features assembled: ref -> (H, W, F), LRU, at most a quarter of the
+        #: tile cache's bound (always at least one plane: the one on screen). A plane whose feature
+        #: tiles cannot stay in the tile cache is computed as one block (``FeatureBank.block_features``).
         self._plane_cache: OrderedDict[SliceRef, np.ndarray] = OrderedDict()
         self.plane_cache_bytes = self.bank.cache_bytes // 4
         self._cv = threading.Condition()
@@ -259,8 +259,10 @@ class LivePreview:
                 preview = self._predict(ref, dirty, coarse=self._coarse_first(ref))
                 if preview is not None and preview.coarse:
                     self._deliver(preview)  # the quick look now; the full plane next, unless asked for another
-                    if not self._superseded():
+                    if not self._superseded() and self._complete_fit():
                         preview = self._predict(ref, set())  # None when a newer stroke or request came in meanwhile
+                    else:
+                        preview = None
                 self.last_error = None
             except Exception as exc:  # noqa: BLE001 - shown by the front end, never raised on a thread
                 preview = None
@@ -306,6 +308,14 @@ class LivePreview:
             return self._closed or self._wanted is not None or self._dirty is None or bool(self._dirty)
 
     # ------------------------------------------------------------------ acquisition scores from tier 1
+    def fresh_coverage(self) -> float:
+        """Share of all slices scored by the current fit (0 while a refit is due)."""
+        with self._cv:
+            if self.classifier is None or self._dirty is None or self._dirty:
+                return 0.0
+        seq = self.fitted_seq
+        return sum(1 for v in list(self._scores.values()) if v[0] == seq) / max(1, len(self._score_order))
+
     def _scoring_due(self) -> bool:
         """Slices are left to score with the current fit (called with the lock held)."""
         if self.classifier is None or self._dirty is None or self._dirty:
@@ -322,6 +332,8 @@ class LivePreview:
 
     def _score_some(self, budget_s: float) -> None:
         """Score slices in spread order (every axis, coarse to fine) until ``budget_s`` or a request."""
+        if not self._complete_fit():
+            return
         t0 = time.perf_counter()
         seq = int(self.fitted_seq)
         while self._score_pos < len(self._score_order) and time.perf_counter() - t0 < budget_s:
@@ -352,31 +364,37 @@ class LivePreview:
         block[ref.axis_number] = ref.index
         return tuple(block)
 
-    def _plane_features(self, ref: SliceRef) -> np.ndarray:
-        """``(H, W, F)`` features of a plane (in-plane features of that plane's own orientation)."""
+    def _plane_features(self, ref: SliceRef, keep: bool = True) -> np.ndarray:
+        """``(H, W, F)`` features of a plane (in-plane features of that plane's own orientation).
+
+        The planes previewed are kept assembled (``keep``; the image never changes, so neither do they):
+        a stroke's preview then does not copy the plane's features out of the tiles again (64 MB at
+        512^2), and a plane whose tiles do not fit the cache is computed once as one block."""
+        arr = self._plane_cache.get(ref)
+        if arr is not None:
+            self._plane_cache.move_to_end(ref)
+            return arr
         block = self._plane_block(ref)
         if self.plane_by_block(ref):
-            arr = self._plane_cache.get(ref)
-            if arr is None:
-                arr = np.squeeze(self.bank.block_features(block), axis=1 + ref.axis_number)  # (F, H, W)
-                arr.flags.writeable = False
-                used = sum(a.nbytes for a in self._plane_cache.values())
-                while self._plane_cache and used + arr.nbytes > self.plane_cache_bytes:
-                    used -= self._plane_cache.popitem(last=False)[1].nbytes
-                self._plane_cache[ref] = arr
-            else:
-                self._plane_cache.move_to_end(ref)
-            return np.moveaxis(arr, 0, -1)  # (H, W, F) view
-        feats = self.bank.features(block, axis=ref.axis_number) if self.inplane else self.bank.features(block)
-        return np.squeeze(feats, axis=ref.axis_number)
+            arr = np.squeeze(self.bank.block_features(block), axis=1 + ref.axis_number)  # (F, H, W)
+            arr = np.ascontiguousarray(np.moveaxis(arr, 0, -1))
+            keep = True  # computed at this cost, always kept
+        else:
+            feats = self.bank.features(block, axis=ref.axis_number) if self.inplane else self.bank.features(block)
+            arr = np.squeeze(feats, axis=ref.axis_number)
+        if keep:
+            arr.flags.writeable = False
+            used = sum(a.nbytes for a in self._plane_cache.values())
+            while self._plane_cache and used + arr.nbytes > self.plane_cache_bytes:
+                used -= self._plane_cache.popitem(last=False)[1].nbytes
+            self._plane_cache[ref] = arr
+        return arr
 
     def _labelled_features(self, coords: np.ndarray, axes: np.ndarray) -> np.ndarray:
         """Features ``(N, F)`` of labelled voxels: from a block-computed plane they lie on when there is
         one (3D features do not depend on the plane a voxel is seen in), else from the tiles."""
-        if self.inplane:
-            return self.bank.features_at(coords, axes=axes)
-        if not self._plane_cache:
-            return self.bank.features_at(coords)
+        if self.inplane or not self._plane_cache:
+            return self.bank.features_at(coords, axes=axes) if self.inplane else self.bank.features_at(coords)
         out = np.empty((coords.shape[0], self.bank.n_features), np.float32)
         done = np.zeros(coords.shape[0], bool)
         for ref, arr in list(self._plane_cache.items()):
@@ -384,7 +402,7 @@ class LivePreview:
             m = ~done & (coords[:, a] == ref.index)
             if m.any():
                 o = [b for b in range(3) if b != a]
-                out[m] = arr[:, coords[m, o[0]], coords[m, o[1]]].T
+                out[m] = arr[coords[m, o[0]], coords[m, o[1]]]
                 done |= m
         if not done.all():
             out[~done] = self.bank.features_at(coords[~done])
@@ -397,7 +415,7 @@ class LivePreview:
     def _score_plane(self, ref: SliceRef) -> tuple[dict[str, float], np.ndarray, float]:
         from ..acquisition.pool import SliceCandidates
 
-        feats = self._plane_features(ref)
+        feats = self._plane_features(ref, keep=False)
         step = max(1, -(-max(feats.shape[:2]) // self.score_px))
         feats = feats[::step, ::step]
         probs = np.moveaxis(self.classifier.predict_proba(feats), -1, 0)[None]  # (1, C, h, w)
@@ -411,12 +429,15 @@ class LivePreview:
         emb = np.concatenate([mean, probs[0].std(axis=(1, 2))]).astype(np.float32)  # class make-up of the slice
         return scores, emb, float(cand.foreground_fraction[0])
 
-    def candidates(self) -> tuple[Any, float]:
+    def candidates(self, fresh_only: bool = False) -> tuple[Any, float]:
         """The slices tier 1 scored, as ``SliceCandidates`` (``model_version`` ``"instant:SEQ"``), and the
-        share of all slices they cover (0..1); ``(None, 0.0)`` before any."""
+        share of all slices they cover (0..1); ``(None, 0.0)`` before any. ``fresh_only``: only the slices
+        scored by the current fit (the others keep an earlier fit's scores until re-scored)."""
         from ..acquisition.pool import SliceCandidates
 
         items = list(self._scores.items())
+        if fresh_only:
+            items = [(r, v) for r, v in items if v[0] == self.fitted_seq]
         if not items or self.fitted_seq is None:
             return None, 0.0
         keys = set.intersection(*(set(v[1]) for _, v in items))
@@ -462,7 +483,23 @@ class LivePreview:
         _, first = np.unique(flat, return_index=True)
         return c[first], y[first], h[first], a[first], seq
 
-    def _fit(self, dirty: set[SliceRef] | None) -> None:
+    #: A stroke's coarse first look comes from the first this many trees of the ensemble; the rest are
+    #: grown (``InstantClassifier.grow``, the same ensemble as a full fit) before the full plane and
+    #: before slices are scored, in steps that a newer stroke interrupts.
+    QUICK_TREES = 16
+
+    def _complete_fit(self) -> bool:
+        """Grow the partial fit to the whole ensemble; False when a newer stroke or request came first."""
+        clf = self.classifier
+        t0 = time.perf_counter()
+        while clf is not None and not clf.complete:
+            if self._superseded():
+                return False
+            clf.grow(self.QUICK_TREES)
+        self.timings["grow_s"] = self.timings.get("grow_s", 0.0) + time.perf_counter() - t0
+        return True
+
+    def _fit(self, dirty: set[SliceRef] | None, quick: bool = False) -> None:
         t0 = time.perf_counter()
         coords, labels, held, axes, seq = self._collect(dirty)
         t1 = time.perf_counter()
@@ -477,7 +514,7 @@ class LivePreview:
         # only decides which tier serves, from a second fit without the held-out strokes, made while
         # idle so the stroke's preview does not wait for it.
         clf = self._make_classifier()
-        clf.fit(feats, labels)
+        clf.fit(feats, labels, first_trees=self.QUICK_TREES if quick else None)
         t3 = time.perf_counter()
         self._pending_heldout = (feats, labels, held, coords) if use_holdout else None
         if not use_holdout:
@@ -523,7 +560,10 @@ class LivePreview:
             self._plane_features(ref)  # first: the strokes on this plane take their features from it
             block_s = time.perf_counter() - t0
         if dirty is None or dirty or self.classifier is None:
-            self._fit(dirty)
+            self._fit(dirty, quick=coarse)
+        if not coarse and self.classifier is not None and not self.classifier.complete:
+            while not self.classifier.complete:
+                self.classifier.grow()
         if block_s is not None:
             self.timings["plane_features_s"] = block_s
         if self.classifier is None:

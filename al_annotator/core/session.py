@@ -139,6 +139,10 @@ class Session:
         #: (:mod:`al_annotator.core.live`); the front ends turn it on, scripts need not pay for it.
         self._live_preview = bool(live_preview)
         self._live = None
+        #: A commit's re-rank waits for tier 1's current fit to score enough slices (take_previews re-ranks then).
+        self._rerank_when_scored = False
+        self._ranked_fresh = False
+        self._fresh_pool = None
         self._served = self.served_tier()
         self.labels_changed.connect(self._live_on_labels)
         if self._live_preview:
@@ -427,6 +431,9 @@ class Session:
         self._update_served()
         for p in done:
             self.preview_changed.emit(p)
+        if self._rerank_when_scored and self.auto_rerank and self._served["tier"] in ("instant", "blend"):
+            if self._live.fresh_coverage() >= self.INSTANT_SCORES_MIN_COVERAGE:
+                self.refresh_suggestions()  # clears the flag: ranked by the served fit
         return done
 
     def wait_preview(self, timeout: float = 60.0) -> list[Any]:
@@ -619,6 +626,8 @@ class Session:
         most informative next: re-rank (``auto_rerank``), else drop it from the queue."""
         if self.auto_rerank:
             self.refresh_suggestions()
+            # tier 1 serving: rank again once the fit with every stroke so far has scored enough slices
+            self._rerank_when_scored = self._live is not None and self._live_preview and not self._ranked_fresh
         elif any(item.ref in refs for item in self.queue):
             self.queue = [item for item in self.queue if item.ref not in refs]
             self.suggestions_changed.emit(list(self.queue))
@@ -634,6 +643,9 @@ class Session:
         self.strategy = strategy or self.strategy
         self.n_suggestions = n = n or self.n_suggestions  # the policy's re-ranks keep this length
         pool = self._instant_pool()
+        self._ranked_fresh = pool is not None and pool is self._fresh_pool
+        if self._ranked_fresh:
+            self._rerank_when_scored = False
         if pool is not None:  # tier 1 (or the blend) serves: rank with tier 1's scores
             from ..acquisition import suggest
 
@@ -651,10 +663,15 @@ class Session:
     def _instant_pool(self) -> Any:
         if self._live is None or not self._live_preview or self._served["tier"] not in ("instant", "blend"):
             return None
-        cand, coverage = self._live.candidates()
+        self._fresh_pool = None
+        fresh = self._live.fresh_coverage() >= self.INSTANT_SCORES_MIN_COVERAGE
+        cand, coverage = self._live.candidates(fresh_only=fresh)  # the current fit's scores once they cover enough
         if cand is None or coverage < self.INSTANT_SCORES_MIN_COVERAGE:
             return None
-        return cand.to_pool(annotated=list(self.store.annotated_slices()))
+        pool = cand.to_pool(annotated=list(self.store.annotated_slices()))
+        if fresh:
+            self._fresh_pool = pool
+        return pool
 
     def next_suggestion(self) -> QueueItem | None:
         """Go to the best suggestion not yet annotated; returns it (``None`` if the queue is empty)."""

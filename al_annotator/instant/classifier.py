@@ -76,6 +76,7 @@ class InstantClassifier:
         self.classes_: np.ndarray | None = None
         self.n_features_: int | None = None
         self.last_fit: dict[str, Any] = {}
+        self._grow_data: tuple[np.ndarray, np.ndarray] | None = None  # the subsample, while trees are missing
 
     def _make(self) -> Any:
         from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
@@ -92,8 +93,12 @@ class InstantClassifier:
 
         return threadpool_limits(limits=max(1, self.n_jobs), user_api="openmp")
 
-    def fit(self, features: Any, labels: Any) -> "InstantClassifier":
-        """Fit on ``features`` ``(N, F)`` and class values ``labels`` ``(N,)`` in ``1..C``."""
+    def fit(self, features: Any, labels: Any, *, first_trees: int | None = None) -> "InstantClassifier":
+        """Fit on ``features`` ``(N, F)`` and class values ``labels`` ``(N,)`` in ``1..C``.
+
+        ``first_trees`` (rf/et): fit only the first that many trees of the ensemble, a usable model at
+        a fraction of the cost; :meth:`grow` then adds the rest (scikit-learn's ``warm_start``), which
+        gives exactly the ensemble a full fit gives (same seeds, same subsample: tested)."""
         X = np.asarray(features, np.float32)
         y = np.asarray(labels)
         if X.ndim != 2:
@@ -119,14 +124,46 @@ class InstantClassifier:
         keep_idx = np.concatenate(keep)
         t0 = time.perf_counter()
         model = self._make()
+        partial = first_trees is not None and self.kind != "hgb" and 1 <= int(first_trees) < self.n_estimators
+        if partial:
+            model.set_params(warm_start=True, n_estimators=int(first_trees))
         with self._threads():
             model.fit(X[keep_idx], y[keep_idx])
+        self._grow_data = (X[keep_idx], y[keep_idx]) if partial else None
         self.model = model
         self.classes_ = np.asarray(model.classes_, np.int64)
         self.n_features_ = X.shape[1]
         self.last_fit = {"seconds": time.perf_counter() - t0, "samples": int(keep_idx.size), "labelled": int(X.shape[0]),
                          "per_class": {int(c): int(k.size) for c, k in zip(present, keep)}}
         return self
+
+    @property
+    def complete(self) -> bool:
+        """Whether every tree of the ensemble is fitted (see ``fit(first_trees=...)``)."""
+        return self.model is not None and self._grow_data is None
+
+    @property
+    def trees(self) -> int:
+        """Trees fitted so far (rf/et; ``n_estimators`` for hgb)."""
+        return len(getattr(self.model, "estimators_", ())) if self.kind != "hgb" else self.n_estimators
+
+    def grow(self, n: int | None = None) -> bool:
+        """Add ``n`` more trees (default: all that are missing) to a partial fit; True once complete."""
+        if self.model is None:
+            raise InputError("the classifier is not fitted yet: call fit first")
+        if self._grow_data is None:
+            return True
+        X, y = self._grow_data
+        target = self.n_estimators if n is None else min(self.n_estimators, self.trees + max(1, int(n)))
+        t0 = time.perf_counter()
+        self.model.set_params(n_estimators=target)
+        with self._threads():
+            self.model.fit(X, y)
+        self.last_fit["seconds"] = self.last_fit.get("seconds", 0.0) + time.perf_counter() - t0
+        if target >= self.n_estimators:
+            self.model.set_params(warm_start=False)
+            self._grow_data = None
+        return self._grow_data is None
 
     def _subsample(self, y: np.ndarray, present: np.ndarray) -> list[np.ndarray]:
         rng = np.random.default_rng(self.seed)
