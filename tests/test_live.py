@@ -197,7 +197,7 @@ def test_idle_scoring_of_a_volume_too_large_for_the_cache_only_uses_cached_tiles
     from al_annotator.instant.segmenter import auto_features
 
     probe = FeatureBank(s.image_array, (1.0, 1.0, 1.0), **dict(auto_features((1.0, 1.0, 1.0)), mode="3d"), tile_shape=(8, 64, 64))
-    live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [SliceRef("z", 12)], 4,
+    live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [SliceRef("z", 12)], 4, coarse_scoring=False,
                        feature_kw={"cache_bytes": int(2.5 * probe.tile_bytes), "tile_shape": (8, 64, 64)})  # 2 of 3 tiles
     try:
         assert not live.scores_whole_volume
@@ -327,3 +327,39 @@ def test_a_commit_re_ranks_once_the_fit_with_its_strokes_has_scored_enough_slice
         time.sleep(0.02)
     assert len(ranked) == n
     s.close()
+
+
+def test_a_volume_too_large_for_the_cache_is_scored_from_a_downsampled_copy(tmp_path, phantom):
+    """Idle scoring of a volume whose features do not fit: every slice gets scores from a block-mean
+    copy (its own classifier on the labelled voxels' coarse features); slices in one block share them;
+    the ranking pool is the current fit's."""
+    from al_annotator.core.live import LivePreview
+    from al_annotator.instant import FeatureBank
+    from al_annotator.instant.segmenter import auto_features
+
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes)
+    probe = FeatureBank(s.image_array, (1.0, 1.0, 1.0), **dict(auto_features((1.0, 1.0, 1.0)), mode="3d"), tile_shape=(8, 64, 64))
+    ref = SliceRef("z", 12)
+    live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [ref], 4,
+                       feature_kw={"cache_bytes": int(2.5 * probe.tile_bytes), "tile_shape": (8, 64, 64)})
+    try:
+        assert not live.scores_whole_volume and live.coarse_factor() == 2
+        _scribble(s, phantom.labels, ref, 150, 0)
+        live.labels_changed(None, s.labels_seq)
+        live.request(ref)
+        live.wait_idle(60)
+        deadline = time.monotonic() + 120
+        while live.fresh_coverage() < 1.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert live.fresh_coverage() == 1.0 and live.last_error is None
+        f, bank = live._coarse
+        assert bank.shape == (12, 32, 32)
+        np.testing.assert_allclose(bank.image[3, 5, 7], phantom.image[6:8, 10:12, 14:16].astype(np.float32).mean(), rtol=1e-5)
+        cand, cover = live.candidates(fresh_only=True)
+        assert cover == 1.0 and len(cand) == sum(SHAPE) and cand.model_version == f"instant:{live.fitted_seq}"
+        sc = live._scores
+        assert sc[SliceRef("z", 0)][1] == sc[SliceRef("z", 1)][1]  # one block of the copy
+        assert np.isfinite(cand.uncertainty["entropy"]).all()
+    finally:
+        live.close()
+        s.close()

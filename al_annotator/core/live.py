@@ -70,7 +70,8 @@ class LivePreview:
                  labelled_slices: Callable[[], list[SliceRef]], n_classes: int, *, classifier: dict[str, Any] | None = None,
                  feature_kw: dict[str, Any] | None = None, holdout_fraction: float = 0.1, nice: int = 5,
                  deep_prediction: Callable[[SliceRef], np.ndarray | None] | None = None, score_px: int = 64,
-                 deep_probabilities: Callable[[Any], tuple[np.ndarray, int] | None] | None = None) -> None:
+                 deep_probabilities: Callable[[Any], tuple[np.ndarray, int] | None] | None = None,
+                 coarse_scoring: bool = True) -> None:
         from ..instant.classifier import InstantClassifier
         from ..instant.features import FeatureBank
         from ..instant.segmenter import auto_features
@@ -132,6 +133,15 @@ class LivePreview:
         #: tiles cannot stay in the tile cache is computed as one block (``FeatureBank.block_features``).
         self._plane_cache: OrderedDict[SliceRef, np.ndarray] = OrderedDict()
         self.plane_cache_bytes = self.bank.cache_bytes // 4
+        #: A volume whose features do not fit the cache is scored (slice-level acquisition scores only)
+        #: from a block-mean downsampled copy, with a classifier of its own fitted on the labelled voxels'
+        #: coarse features: (factor, FeatureBank) once made; the coarse classifier and its seq.
+        self.coarse_scoring = bool(coarse_scoring)
+        self._coarse: tuple[int, Any] | None = None
+        self._coarse_fit: tuple[int, Any] | None = None
+        self._coarse_memo: dict[SliceRef, tuple] = {}
+        self._train: tuple[np.ndarray, np.ndarray] | None = None  # coords, labels of the last fit
+        self._feature_kw = kw
         self._cv = threading.Condition()
         self._closed = False
         self._busy = False
@@ -343,6 +353,12 @@ class LivePreview:
             ref = self._score_order[self._score_pos]
             self._score_pos += 1
             if not self.scores_whole_volume and not self._cached(ref):
+                if not self.coarse_scoring:
+                    continue
+                got = self._score_coarse(ref, seq)
+                if got is None:
+                    return  # superseded, or nothing to fit yet
+                self._scores[ref] = (seq, *got)
                 continue
             self._scores[ref] = (seq, *self._score_plane(ref))
 
@@ -412,19 +428,93 @@ class LivePreview:
         block = self._plane_block(ref)
         return self.bank.tiles_of(block, axis=ref.axis_number) if self.inplane else self.bank.tiles_of(block)
 
-    def _score_plane(self, ref: SliceRef) -> tuple[dict[str, float], np.ndarray, float]:
+    #: The downsampled copy's features take at most this share of the feature cache's bound.
+    COARSE_CACHE_SHARE = 0.25
+
+    def coarse_factor(self) -> int:
+        """The block size (a power of 2) of the downsampled copy idle scoring uses (1: the whole volume's features fit)."""
+        if self.scores_whole_volume:
+            return 1
+        f, budget = 2, self.bank.cache_bytes * self.COARSE_CACHE_SHARE
+        while int(np.prod([-(-n // f) for n in self.shape])) * self.bank.n_features * 4 > budget:
+            f *= 2
+        return f
+
+    def _coarse_bank(self) -> tuple[int, Any]:
+        if self._coarse is None:
+            from ..instant.features import FeatureBank
+
+            f = self.coarse_factor()
+            small = np.empty(tuple(-(-n // f) for n in self.shape), np.float32)
+            Y, X = self.shape[1], self.shape[2]
+            for k, z0 in enumerate(range(0, self.shape[0], f)):  # f z slices at a time: bounded memory
+                slab = np.asarray(self.bank.image[z0:z0 + f], np.float32)
+                pad = [(0, 0), (0, -Y % f), (0, -X % f)]
+                cnt = np.pad(np.ones(slab.shape, np.float32), pad)
+                slab = np.pad(slab, pad)
+                d = slab.shape[0]
+                sums = slab.reshape(d, -(-Y // f), f, -(-X // f), f).sum(axis=(0, 2, 4))
+                small[k] = sums / cnt.reshape(d, -(-Y // f), f, -(-X // f), f).sum(axis=(0, 2, 4))
+            kw = dict(self._feature_kw, cache_bytes=max(int(self.bank.cache_bytes * self.COARSE_CACHE_SHARE), 1 << 26))
+            kw.pop("tile_shape", None)
+            self._coarse = (f, FeatureBank(small, self.bank.spacing, **kw))
+        return self._coarse
+
+    def _score_coarse(self, ref: SliceRef, seq: int) -> tuple | None:
+        """Scores of ``ref`` from the downsampled copy (slices in one block of ``f`` share them)."""
+        f, bank = self._coarse_bank()
+        if self._coarse_fit is None or self._coarse_fit[0] != seq:
+            if self._train is None:
+                return None
+            coords, labels = self._train
+            small = coords // f
+            _, first = np.unique(np.ravel_multi_index(small.T, bank.shape), return_index=True)
+            if np.unique(labels[first]).size < 2:
+                return None
+            tiles = {tuple(t) for t in np.unique(small[first] // np.array(bank.tile_shape), axis=0)}
+            if not self._warm(bank, sorted(tiles)):
+                return None
+            feats = bank.features_at(small[first])
+            clf = self._make_classifier()
+            clf.fit(feats, labels[first])
+            self._coarse_fit, self._coarse_memo = (seq, clf), {}
+        clf = self._coarse_fit[1]
+        cref = SliceRef(ref.axis, ref.index // f)
+        if cref not in self._coarse_memo:
+            block = [slice(None)] * 3
+            block[ref.axis_number] = cref.index
+            if not self._warm(bank, bank.tiles_of(tuple(block))):
+                return None
+            feats = np.squeeze(bank.features(tuple(block)), axis=ref.axis_number)
+            self._coarse_memo[cref] = self._score_plane(ref, feats, clf, f)
+        return self._coarse_memo[cref]
+
+    def _warm(self, bank: Any, tiles: list) -> bool:
+        """Compute a bank's tiles one at a time; False as soon as a stroke or request is waiting."""
+        for t in tiles:
+            if self._superseded():
+                return False
+            bank.tile_features(t)
+        return True
+
+    def _score_plane(self, ref: SliceRef, feats: np.ndarray | None = None, clf: Any = None,
+                     factor: int = 1) -> tuple[dict[str, float], np.ndarray, float]:
         from ..acquisition.pool import SliceCandidates
 
-        feats = self._plane_features(ref, keep=False)
+        feats = self._plane_features(ref, keep=False) if feats is None else feats
+        clf = self.classifier if clf is None else clf
         step = max(1, -(-max(feats.shape[:2]) // self.score_px))
         feats = feats[::step, ::step]
-        probs = np.moveaxis(self.classifier.predict_proba(feats), -1, 0)[None]  # (1, C, h, w)
+        probs = np.moveaxis(clf.predict_proba(feats), -1, 0)[None]  # (1, C, h, w)
         cand = SliceCandidates.from_predictions([ref], probs)
         scores = {k: float(v[0]) for k, v in cand.uncertainty.items()}
         if self._deep_prediction is not None:
             deep = self._deep_prediction(ref)
             if deep is not None:  # disagreement between the tiers: one more uncertainty signal
-                scores["disagreement"] = float(((probs[0].argmax(0) + 1) != deep[::step, ::step]).mean())
+                h, w = probs.shape[2:]
+                deep = deep[::step * factor, ::step * factor][:h, :w]
+                pred = (probs[0].argmax(0) + 1)[:deep.shape[0], :deep.shape[1]]
+                scores["disagreement"] = float((pred != deep).mean())
         mean = probs[0].mean(axis=(1, 2))
         emb = np.concatenate([mean, probs[0].std(axis=(1, 2))]).astype(np.float32)  # class make-up of the slice
         return scores, emb, float(cand.foreground_fraction[0])
@@ -521,6 +611,7 @@ class LivePreview:
             self.heldout_dice, self.heldout_per_class = None, []
             self._held_eval, self.heldout_deep, self.heldout_blend, self.heldout_deep_version = None, None, None, None
         self.classifier, self.fitted_seq = clf, seq
+        self._train = (coords, labels)
         self._score_pos = 0  # re-score every slice with the new fit (old scores serve meanwhile)
         self.timings = {"collect_s": t1 - t0, "features_s": t2 - t1, "fit_s": t3 - t2, "score_s": time.perf_counter() - t3,
                         "labelled": int(labels.size), "held_out": int(held.sum()) if use_holdout else 0}
