@@ -192,7 +192,7 @@ def test_per_slice_input_norm():
         normalise(block, (0.0, 255.0), "volume")
     with pytest.raises(InputError, match="input_norm"):
         TrainConfig(input_norm="volume")
-    assert TrainConfig().input_norm == "window" and TrainConfig.from_json(TrainConfig(input_norm="slice").to_json()).input_norm == "slice"
+    assert TrainConfig().input_norm == "auto" and TrainConfig.from_json(TrainConfig(input_norm="slice").to_json()).input_norm == "slice"
 
 
 def test_per_slice_input_norm_trains_and_predicts(phantom):

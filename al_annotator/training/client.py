@@ -392,6 +392,8 @@ class TrainerClient:
         """Start the worker (a no-op if one is alive); returns its pid.
 
         ``options`` map to the worker's flags: ``device="cpu"``, ``steps=40``, ``axes="z"``...
+        ``lr`` and ``input_norm`` default to ``"auto"`` (chosen from the data at the start of the run,
+        see :class:`~al_annotator.training.config.TrainConfig`); ``lr=3e-3, input_norm="slice"`` sets them.
 
         A trainer this client started, or one whose ``trainer/status.json`` is alive, is returned
         as is. Otherwise the trainer lock (:class:`TrainerLock`) is taken before spawning and

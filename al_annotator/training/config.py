@@ -9,7 +9,13 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "LR_CANDIDATES", "LR_TEST_STEPS"]
+
+#: ``lr="auto"``: the learning rates the range test tries, and its steps per candidate. 1e-3 and 3e-3 are the two
+#: measured best on the EM crop from random weights (docs/BENCHMARKS.md, "Training recipe: what we tried"; 5e-3
+#: diverged for a class there, 2e-3 was not better than either).
+LR_CANDIDATES = (1e-3, 3e-3)
+LR_TEST_STEPS = 8
 
 _CUDA = re.compile(r"^cuda(:\d+)?$")
 
@@ -49,10 +55,18 @@ class TrainConfig:
         MC-dropout samples for BALD scores (0 = no BALD; each sample costs one classifier pass).
     pretrained
         Optional local weights file (ImageNet HRNet or an earlier project checkpoint).
+    lr
+        AdamW learning rate, or ``"auto"`` (the default): a short range test at the start of each
+        training run (``training.fit.lr_range_test``: :data:`LR_CANDIDATES`, a few steps each from the
+        same weights on the same labelled crops, the lowest loss wins).
     input_norm
         ``"window"``: the display window mapped to [0, 1]; ``"slice"``: then every slice
         standardised on its own mean and spread (for stacks whose sections differ in brightness,
-        such as serial-section EM; see ``al_annotator.training.data.normalise``).
+        such as serial-section EM; see ``al_annotator.training.data.normalise``); ``"auto"`` (the
+        default): ``"slice"`` when neighbouring slices differ in mean brightness by at least
+        ``training.data.SECTION_SHIFT_SLICE`` of the in-slice spread, else ``"window"``
+        (``training.data.choose_input_norm``; a resumed model keeps the normalisation it was trained with).
+        What ``"auto"`` resolved to, and why, is in the trainer's status and each model version's metrics.
     continuous
         Watch mode: when no new labels came in, keep training on the ones there are (a round with
         no prediction) instead of idling while the expert paints, and publish a version only when
@@ -70,7 +84,7 @@ class TrainConfig:
     max_seconds_per_round: float = 45.0
     batch_size: int = 8
     crop: int = 256
-    lr: float = 1e-3
+    lr: float | str = "auto"
     weight_decay: float = 1e-4
     dice_weight: float = 1.0
     ce_weight: float = 1.0
@@ -85,7 +99,7 @@ class TrainConfig:
     threads: int | None = None
     amp: bool = True
     pretrained: str | None = None
-    input_norm: str = "window"
+    input_norm: str = "auto"
     continuous: bool = True
     holdout_fraction: float = 0.1
     min_improvement: float = 0.005
@@ -111,7 +125,9 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (not is_int(v) or v < 1):
                 raise InputError(f"{name} must be an integer >= 1 or None, got {v!r}")
-        for name in ("max_seconds_per_round", "lr"):
+        if not (self.lr == "auto" and isinstance(self.lr, str)) and (not is_real(self.lr) or self.lr <= 0):
+            raise InputError(f"lr must be 'auto' or a finite number > 0, got {self.lr!r}")
+        for name in ("max_seconds_per_round",):
             v = getattr(self, name)
             if not is_real(v) or v <= 0:
                 raise InputError(f"{name} must be a finite number > 0, got {v!r}")
@@ -136,8 +152,8 @@ class TrainConfig:
         axes = "".join(a for a in self.axes.lower() if a in "zyx")
         if not axes or len(axes) != len(self.axes) or len(set(axes)) != len(axes):
             raise InputError(f"axes must be a non-empty combination of z, y, x such as 'zyx' or 'z', got {self.axes!r}")
-        if self.input_norm not in ("window", "slice"):
-            raise InputError(f"input_norm must be 'window' or 'slice', got {self.input_norm!r}")
+        if self.input_norm not in ("auto", "window", "slice"):
+            raise InputError(f"input_norm must be 'auto', 'window' or 'slice', got {self.input_norm!r}")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or _CUDA.match(self.device)):
             raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}")
         if self.model is not None and (not isinstance(self.model, str) or not self.model):

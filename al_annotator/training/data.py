@@ -15,7 +15,8 @@ import numpy as np
 
 from ..types import SliceRef
 
-__all__ = ["LabelledSlice", "collect_labelled_slices", "normalise", "split_validation", "CropSampler", "class_weights"]
+__all__ = ["LabelledSlice", "collect_labelled_slices", "normalise", "split_validation", "CropSampler", "class_weights",
+           "section_shift", "choose_input_norm"]
 
 
 #: ``input_norm="slice"``: every slice is re-centred and re-scaled to this mean and spread (about those
@@ -23,6 +24,13 @@ __all__ = ["LabelledSlice", "collect_labelled_slices", "normalise", "split_valid
 #: like its neighbours; the spread of a nearly flat slice is floored at :data:`SLICE_STD_FLOOR`.
 SLICE_MEAN, SLICE_STD, SLICE_STD_FLOOR = 0.45, 0.2, 0.02
 INPUT_NORMS = ("window", "slice")
+#: ``input_norm="auto"`` picks ``"slice"`` when :func:`section_shift` is at least this. Measured (window-mapped
+#: intensities, every axis, docs/BENCHMARKS.md "bench_defaults"): the ssTEM stack along z 0.19 (0.20 on its central
+#: 256^2); every other axis of it, the qim3d micro-CT volumes (bone = the demo volume, cement, shell) and the phantom
+#: 0.002-0.033. 0.08 sits between the two groups (a factor of about 2.4 from each).
+SECTION_SHIFT_SLICE = 0.08
+#: :func:`section_shift` reads at most this many voxels along each axis (a central block) and this many neighbour pairs.
+SHIFT_BLOCK, SHIFT_PAIRS = 256, 32
 
 
 def normalise(image: np.ndarray, window: tuple[float, float], input_norm: str = "window") -> np.ndarray:
@@ -45,6 +53,47 @@ def normalise(image: np.ndarray, window: tuple[float, float], input_norm: str = 
         out *= (SLICE_STD / std).astype(np.float32)
         out += np.float32(SLICE_MEAN)
     return out
+
+
+def section_shift(image: Any, window: tuple[float, float]) -> tuple[float, str]:
+    """How much neighbouring slices differ in mean brightness, relative to the spread within a slice.
+
+    For each axis: the median over neighbouring pairs of ``|mean(slice i+1) - mean(slice i)|``, divided by
+    the median in-slice standard deviation, on the window-mapped intensities of a central block of at
+    most :data:`SHIFT_BLOCK` voxels per axis. Returns ``(the largest of the three, its axis)``.
+
+    Neighbour differences, not the spread of all slice means: a structure that comes and goes along
+    an axis (an implant, a bone) moves the mean slowly, while a section cut or imaged differently
+    shifts it from one slice to the next. ``image`` is anything numpy-sliceable (a zarr array).
+    """
+    shape = tuple(int(n) for n in image.shape)
+    block = tuple(slice(max(0, (n - SHIFT_BLOCK) // 2), max(0, (n - SHIFT_BLOCK) // 2) + min(n, SHIFT_BLOCK)) for n in shape)
+    x = normalise(np.asarray(image[block]), window).astype(np.float64)
+    best, best_axis = 0.0, "z"
+    for a, name in enumerate("zyx"):
+        n = x.shape[a]
+        if n < 2:
+            continue
+        xm = np.moveaxis(x, a, 0)
+        idx = np.unique(np.linspace(0, n - 2, min(n - 1, SHIFT_PAIRS)).round().astype(int))
+        first, second = xm[idx], xm[idx + 1]
+        diffs = np.abs(second.mean(axis=(1, 2)) - first.mean(axis=(1, 2)))
+        spread = np.median(np.concatenate([first.std(axis=(1, 2)), second.std(axis=(1, 2))]))
+        value = float(np.median(diffs) / max(spread, 1e-6))
+        if value > best:
+            best, best_axis = value, name
+    return best, best_axis
+
+
+def choose_input_norm(image: Any, window: tuple[float, float]) -> tuple[str, str]:
+    """``input_norm="auto"``: ``("slice" | "window", why)`` by :func:`section_shift` against
+    :data:`SECTION_SHIFT_SLICE` (serial-section EM: slice; calibrated tomography: window)."""
+    shift, axis = section_shift(image, window)
+    if shift >= SECTION_SHIFT_SLICE:
+        return "slice", (f"input_norm=slice: neighbouring {axis} slices differ in mean brightness by {shift:.3f} of the "
+                         f"in-slice spread (>= {SECTION_SHIFT_SLICE}: sections imaged differently)")
+    return "window", (f"input_norm=window: neighbouring slices differ in mean brightness by at most {shift:.3f} of the "
+                      f"in-slice spread (along {axis}; < {SECTION_SHIFT_SLICE}: intensities consistent across slices)")
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
+from .config import LR_CANDIDATES, LR_TEST_STEPS, TrainConfig
 from .data import CropSampler, LabelledSlice, class_weights
 
-__all__ = ["MaskedDiceCELoss", "RoundResult", "resolve_device", "train_round", "evaluate_dice"]
+__all__ = ["MaskedDiceCELoss", "RoundResult", "resolve_device", "train_round", "evaluate_dice", "lr_range_test"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -80,14 +80,20 @@ def train_round(
     progress: Callable[[int, int, float], None] | None = None,
 ) -> tuple[RoundResult, torch.optim.Optimizer]:
     """Fine-tune ``model`` on ``samples`` for at most ``cfg.steps_per_round`` steps and
-    ``cfg.max_seconds_per_round`` seconds. ``progress(step, total, loss)`` is called every step."""
+    ``cfg.max_seconds_per_round`` seconds. ``progress(step, total, loss)`` is called every step.
+    ``cfg.lr="auto"`` with no ``optimizer``: :func:`lr_range_test` picks the rate first."""
     torch.manual_seed(seed)
     model.to(device).train()
     n_classes = model.n_classes
     weight = torch.from_numpy(class_weights(samples, n_classes))
     loss_fn = MaskedDiceCELoss(n_classes, weight, cfg.dice_weight, cfg.ce_weight).to(device)
     if optimizer is None:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        lr = cfg.lr
+        if lr == "auto":  # the worker resolves and reports it first; a direct caller gets the same rule
+            lr = lr_range_test(model, samples, cfg, device=device, seed=seed, should_stop=should_stop)["lr"] or LR_CANDIDATES[0]
+            torch.manual_seed(seed)  # the round then runs as it would with that lr given
+            model.to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=float(lr), weight_decay=cfg.weight_decay)
     sampler = CropSampler(samples, cfg.crop, seed=seed)
     use_amp = cfg.amp and device.type == "cuda"
     result = RoundResult(steps=0, seconds=0.0)
@@ -114,6 +120,54 @@ def train_round(
     result.seconds = time.perf_counter() - start
     model.eval()
     return result, optimizer
+
+
+def lr_range_test(
+    model: torch.nn.Module,
+    samples: Sequence[LabelledSlice],
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    candidates: Sequence[float] = LR_CANDIDATES,
+    steps: int = LR_TEST_STEPS,
+    seed: int = 0,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:
+    """``lr="auto"``: train a few steps at each candidate learning rate, from the same weights on the
+    same crops (same sampler seed), and pick the lowest mean loss over the second half of the steps.
+
+    The model's weights and BatchNorm statistics are restored afterwards. Returns ``{"lr", "losses"
+    (candidate -> that mean), "steps", "seconds", "reason"}``; ``"lr"`` is ``None`` when stopped.
+    """
+    import copy
+
+    start = time.perf_counter()
+    state = copy.deepcopy(model.state_dict())
+    losses: dict[float, float] = {}
+    probe = dataclasses_replace(cfg, steps_per_round=int(steps), max_seconds_per_round=1e9)
+    try:
+        for lr in candidates:
+            model.load_state_dict(state)
+            result, _ = train_round(model, samples, dataclasses_replace(probe, lr=float(lr)), device=device, seed=seed,
+                                    should_stop=should_stop)
+            if result.stopped:
+                return {"lr": None, "losses": losses, "steps": int(steps), "seconds": time.perf_counter() - start, "reason": "stopped"}
+            tail = result.losses[len(result.losses) // 2:]
+            losses[float(lr)] = float(np.mean(tail)) if tail and np.all(np.isfinite(tail)) else float("inf")
+    finally:
+        model.load_state_dict(state)
+        model.eval()
+    best = min(losses, key=lambda k: (losses[k], k))
+    seconds = time.perf_counter() - start
+    shown = ", ".join(f"{k:g}: {v:.3f}" for k, v in losses.items())
+    return {"lr": best, "losses": losses, "steps": int(steps), "seconds": seconds,
+            "reason": f"lr={best:g}: lowest loss over steps {int(steps) // 2 + 1}-{int(steps)} of a range test ({shown}; {seconds:.1f} s)"}
+
+
+def dataclasses_replace(cfg: TrainConfig, **kw: Any) -> TrainConfig:
+    from dataclasses import replace
+
+    return replace(cfg, **kw)
 
 
 def evaluate_dice(model: torch.nn.Module, samples: Sequence[LabelledSlice], *, device: torch.device, batch_size: int = 8) -> dict[str, Any]:

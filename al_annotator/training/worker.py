@@ -82,6 +82,8 @@ class Worker:
         self.store = None
         self._best: float | None = None  # held-out Dice of the last version published on these labels
         self._last_publish = time.monotonic()
+        #: What the "auto" options resolved to this run, and why (also in status.json and each version's metrics).
+        self.auto: dict[str, Any] = {}
         try:
             self.store = open_project(project, author="trainer")
             self.status["history"] = [_metrics(m) | {"version": m["version"]} for m in list_model_versions(self.store)]
@@ -169,6 +171,48 @@ class Worker:
         self.model.to(device)
         self.optimizer = None
 
+    def _resolve_input_norm(self) -> None:
+        """``input_norm="auto"``, once per run: the normalisation a resumed model was trained with,
+        else :func:`~al_annotator.training.data.choose_input_norm` on the project's volume."""
+        from dataclasses import replace
+
+        from .data import INPUT_NORMS, choose_input_norm
+
+        if self.cfg.input_norm != "auto":
+            return
+        cur = current_model(self.store)
+        if cur is not None and self.status.get("resumed_from") is not None and cur.get("input_norm") in INPUT_NORMS:
+            norm, why = cur["input_norm"], f"input_norm={cur['input_norm']}: kept from model v{cur['version']}, which was trained with it"
+        else:
+            norm, why = choose_input_norm(self.store.image, self.store.display_window)
+        self.cfg = replace(self.cfg, input_norm=norm)
+        self._record_auto("input_norm", norm, why)
+
+    def _resolve_lr(self, train, device) -> bool:
+        """``lr="auto"``, once per run, on the first round's training slices
+        (:func:`~al_annotator.training.fit.lr_range_test`); False when stopped meanwhile."""
+        from dataclasses import replace
+
+        from .fit import lr_range_test
+
+        if self.cfg.lr != "auto":
+            return True
+        self._write_status(force=True, state="training", phase="learning-rate range test")
+        test = lr_range_test(self.model, train, self.cfg, device=device, seed=self.cfg.seed, should_stop=self._should_stop)
+        if test["lr"] is None:
+            return False
+        self.cfg = replace(self.cfg, lr=test["lr"])
+        self._record_auto("lr", test["lr"], test["reason"], range_test={f"{k:g}": v for k, v in test["losses"].items()},
+                          range_test_seconds=test["seconds"])
+        return True
+
+    def _record_auto(self, name: str, value: Any, why: str, **extra: Any) -> None:
+        self.auto[name] = {"value": value, "why": why, **extra}
+        self.status["auto"] = self.auto
+        self.status["config"] = self.cfg.to_json()
+        self._write_status(force=True)
+        print(f"trainer: auto {why}", file=sys.stderr, flush=True)
+
     # ---------------------------------------------------------------- loop
     def run(self) -> int:
         """Train until done or stopped; 0, or 2 when there is nothing to train on.
@@ -206,6 +250,7 @@ class Worker:
             stop_file.unlink()
         self._write_status(force=True, state="loading", device=str(device), cleaned=removed)
         self._load_model(device)
+        self._resolve_input_norm()
         cur = current_model(self.store)
         trained_on = _trained_on(cur)
         done = 0
@@ -284,11 +329,15 @@ class Worker:
         rnd = int(self.status.get("round", 0)) + 1
         t_round = time.perf_counter()
         seq = store.log.last_seq if seq is None else seq
+        self._resolve_input_norm()  # done once in run(); here too for a round run on its own
         samples = collect_labelled_slices(store, self.cfg.input_norm)
         train, val = split_validation(samples, self.cfg.val_every)
         train, heldout = split_voxels(train, fraction=self.cfg.holdout_fraction, seed=self.cfg.seed)
         self._write_status(force=True, state="training", round=rnd, progress=0.0, n_train=len(train), n_val=len(val),
                            continuing=continuation, heldout_voxels=int(sum((h.target >= 0).sum() for h in heldout)))
+
+        if not self._resolve_lr(train, device):
+            return None
 
         def on_step(step: int, total: int, loss: float) -> None:
             self._write_status(progress=0.7 * step / total, step=step, loss=loss)
@@ -372,6 +421,9 @@ class Worker:
                 "n_train_slices": len(train),
                 "n_val_slices": len(val),
                 "labelled_voxels": int(sum(store.labelled_voxels().values())),
+                "lr": self.cfg.lr,
+                "input_norm": self.cfg.input_norm,
+                "auto": dict(self.auto),
             }
             meta = {
                 "created": time.time(),
@@ -379,6 +431,8 @@ class Worker:
                 "device": str(device),
                 "axes": self.cfg.axes,
                 "input_norm": self.cfg.input_norm,
+                "lr": self.cfg.lr,
+                "auto": dict(self.auto),
                 "trained_on_seq": seq,
                 "metrics": metrics,
                 "gpu_max_memory_bytes": gpu_mem,
@@ -466,9 +520,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--axes", help="axes to predict and soft-vote, e.g. zyx")
     p.add_argument("--mc-samples", type=int_arg(0), help="MC-dropout samples for BALD scores (0 = off)")
     p.add_argument("--pretrained", help="local weights file to start from (the first round only)")
-    p.add_argument("--lr", type=float_arg(0, lo_open=True), help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--input-norm", choices=("window", "slice"),
-                   help="network input: the display window (default), or every slice standardised on its own mean and spread")
+    lr_number = float_arg(0, lo_open=True)
+    p.add_argument("--lr", type=lambda text: "auto" if text.strip().lower() == "auto" else lr_number(text),
+                   help="AdamW learning rate, or auto (default): a range test of 1e-3 and 3e-3 at the start of the run, "
+                        "the lower loss wins")
+    p.add_argument("--input-norm", choices=("auto", "window", "slice"),
+                   help="network input: the display window, or every slice standardised on its own mean and spread; "
+                        "auto (default): slice when neighbouring slices differ in brightness (serial-section EM), else window")
     p.add_argument("--threads", type=int_arg(1), help="torch CPU threads")
     p.add_argument("--continuous", dest="continuous", action="store_true", default=None,
                    help="watch mode: train on while no new labels come in, publish when the held-out score improves (default)")
