@@ -498,7 +498,15 @@ def part_live(args) -> dict:
     values = [int(v) for v in np.unique(gt)][:2]  # two classes of the slice, alternated
     inside = {v: np.argwhere(ndimage.binary_erosion(gt == v, iterations=8)) for v in values}
     inside = {v: pts if len(pts) else np.argwhere(gt == v) for v, pts in inside.items()}  # thin classes: anywhere inside
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+    import contextlib
+
+    from trainer_load import TrainingLoad
+
+    plane_px = shape[1] * shape[2]
+    live_timeout = args.live_timeout * max(1.0, (plane_px / 512 ** 2) ** 0.5)  # a cold 2048^2 plane takes minutes
+    n_strokes = args.live_strokes if plane_px <= 512 ** 2 else max(6, args.live_strokes // 2)
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp, \
+            (TrainingLoad(tmp) if not args.no_trainer else contextlib.nullcontext()) as trainer:
         path = Path(tmp) / "p"
         create_project(path, ph.image, classes=ph.classes)
         viewer, widget, _ = make_viewer()  # the dock's 100 ms preview timer runs (preview_ms default)
@@ -530,7 +538,7 @@ def part_live(args) -> dict:
         latency, compute, timeouts, cold = [], [], 0, None
         t_start = time.perf_counter()
         heartbeat.start()
-        for k in range(args.live_strokes + 2):  # the first: one class only, nothing to fit; the second: the cold fit
+        for k in range(n_strokes + 2):  # the first: one class only, nothing to fit; the second: the cold fit
             value = values[k % 2]
             r, c = inside[value][rng.integers(len(inside[value]))]
             pts = []
@@ -548,7 +556,7 @@ def part_live(args) -> dict:
             stroker.release(pts[-1])
             actions.append((t, time.perf_counter(), "stroke (dabs + release)"))
             n_seen = len(shown)
-            deadline = time.perf_counter() + args.live_timeout
+            deadline = time.perf_counter() + live_timeout
             while (widget.bridge.pending or len(seqs) <= k) and time.perf_counter() < deadline:
                 settle(0.002)
             if k == 0:
@@ -585,7 +593,8 @@ def part_live(args) -> dict:
         served = widget.session.served_tier()
         timings = dict(widget.session._live.timings) if widget.session._live is not None else {}
         viewer.close()
-    return {
+        trainer_summary = trainer.summary() if trainer is not None else None
+    return {"trainer": trainer_summary, "live_timeout": live_timeout,
         "shape": shape, "plane": list(gt.shape), "strokes": len(latency), "timeouts": timeouts, "brush": 10,
         "cold_ms": cold, "p50": pct(latency, 50), "p95": pct(latency, 95), "max": max(latency) if latency else float("nan"),
         "compute_p50": pct(compute, 50), "compute_p95": pct(compute, 95),
@@ -613,7 +622,7 @@ def report_live(r: dict, args: dict) -> str:
         f"The rest (p50 {r['overhead_p50']:.0f} ms) is the stroke's commit on the worker thread (p95 {r['commit_p95']:.0f} ms), "
         "tier 1 picking the request up, the preview timer (<= 100 ms) and the worker reading the plane into the layers' caches, "
         f"then the layer refresh. The first preview (cold feature cache: the filter bank computes the plane's tiles) took "
-        f"{r['cold_ms'] / 1e3:.1f} s and is not in the table; {r['timeouts']} strokes timed out ({args.get('live_timeout')} s). "
+        f"{(r['cold_ms'] or float('nan')) / 1e3:.1f} s and is not in the table; {r['timeouts']} strokes timed out ({r.get('live_timeout', args.get('live_timeout')):.0f} s). "
         "Why 8 slices deep: LivePreview's filter bank caches 768 MB of tiles, and a z plane of a 32 x 512 x 512 volume touches "
         "8 tiles of 244 MB (61 features), so there every preview recomputes every feature (~2 min per stroke measured under load); "
         "8 x 512 x 512 holds in the cache, as a warm feature cache does for a volume's working set. "
@@ -623,8 +632,16 @@ def report_live(r: dict, args: dict) -> str:
         + "; ".join(f"{ms} ms at {at} s" + (" = " + " + ".join(f"{v} {k}" for k, v in inside.items()) if inside else "")
                     for ms, at, inside in r["longest"]) + f"); dab p95 {r['dab_p95']:.1f} ms, release p95 {r['release_p95']:.1f} ms. "
         f"Served at the end: {r['served']['tier']} (held-out Dice instant {r['served']['instant']}, deep {r['served']['deep']}). "
-        f"Tier 1's last fit: {r['timings']}." + _load(r),
+        f"Tier 1's last fit: {r['timings']}." + _load(r) + " " + _trainer_words(r.get("trainer")),
     ])
+
+
+def _trainer_words(t: dict | None) -> str:
+    if not t:
+        return "No trainer process ran."
+    return (f"A real tier-2 trainer process (CPU, nice 10, continuous, on a 32x128x128 phantom project of its own: "
+            f"`benchmarks/trainer_load.py`) was training or predicting in {100 * t['trainer_busy_share']:.0f} % of "
+            f"{t['samples']} one-second samples; load average p50 {t['load_p50']} / max {t['load_max']} during the part.")
 
 
 PARTS = {"strokes": part_strokes, "trainer": part_trainer, "big": part_big, "live": part_live}
@@ -745,7 +762,9 @@ def main() -> None:
     ap.add_argument("--train-seconds", type=float, default=20)
     ap.add_argument("--big", type=int, default=1024)
     ap.add_argument("--big-dtype", default="uint8")
-    ap.add_argument("--live-shape", default="8,512,512", help="phantom shape of the live part (z, y, x)")
+    ap.add_argument("--live-shape", default="8,512,512", help="phantom shape of one live part (z, y, x)")
+    ap.add_argument("--live-shapes", default="8,512,512", help="live: the shapes to run, '/'-separated, e.g. 8,512,512/8,2048,2048")
+    ap.add_argument("--no-trainer", action="store_true", help="live: no tier-2 trainer process training meanwhile")
     ap.add_argument("--live-strokes", type=int, default=20, help="strokes timed in the live part (after a one-class stroke and the cold fit)")
     ap.add_argument("--live-timeout", type=float, default=180.0, help="seconds to wait for one stroke's preview")
     ap.add_argument("--live-gap", type=float, default=0.3, help="seconds between a preview shown and the next stroke")
@@ -771,13 +790,17 @@ def main() -> None:
         argv = [a for a in sys.argv[1:] if not a.startswith("--write-md") and a != str(args.write_md)]
         res = {"args": vars(args) | {"write_md": None}}
         for name in args.only.split(","):
-            res[name] = run_part(name, argv)
+            if name == "live":  # one process per plane size
+                res[name] = [run_part(name, argv + ["--live-shape", shape]) for shape in args.live_shapes.split("/")]
+            else:
+                res[name] = run_part(name, argv)
         if "live" in res:  # its own section: the other parts' figures stay as they were measured
-            md = report_live(res.pop("live"), res["args"])
+            md = "\n\n".join(report_live(r, res["args"]) for r in res.pop("live"))
             print(md)
             if args.write_md:
                 write_section(args.write_md, "bench_napari_live", "napari front end, tier 1 live (`benchmarks/bench_napari.py --only live`)",
-                              md, "xvfb-run -a .venv/bin/python benchmarks/bench_napari.py --only live --write-md docs/BENCHMARKS.md")
+                              md, "xvfb-run -a .venv/bin/python benchmarks/bench_napari.py --only live "
+                              + ("" if args.live_shapes == "8,512,512" else f"--live-shapes {args.live_shapes} ") + "--write-md docs/BENCHMARKS.md")
             if len(res) == 1:
                 return
         md = report(res)

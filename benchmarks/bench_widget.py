@@ -446,12 +446,20 @@ def run_live(browser, lab: Lab, root: Path, artifacts: Path, sizes: list[int], n
         rows = json.loads(t1.read_text()) if t1.exists() else []
         rows = rows[1:]  # the cold first fit is reported on its own
         ms = lambda key: summary([r[key] * 1000 for r in rows if key in r])  # noqa: E731
-        res["tier1"] = {"preview": ms("seconds"), "fit": ms("fit_s"), "features": ms("features_s"), "plane": ms("plane_s"),
+        res["tier1"] = {"preview": ms("seconds"), "fit": ms("fit_s"), "features": ms("features_s"), "plane": ms("plane_s"), "coarse": ms("coarse_plane_s"),
                         "labelled": max((r.get("labelled", 0) for r in rows), default=0), "n": len(rows)}
         res["shape"] = list(shape)
         out[side] = res
         log(f"live {side}", json.dumps(res, indent=1))
     return out
+
+
+def _trainer_words(t: dict | None) -> str:
+    if not t:
+        return "No trainer process ran."
+    return (f"A real tier-2 trainer process (CPU, nice 10, continuous, on a 32x128x128 phantom project of its own: "
+            f"`benchmarks/trainer_load.py`) was training or predicting in {100 * t['trainer_busy_share']:.0f} % of "
+            f"{t['samples']} one-second samples; load average p50 {t['load_p50']} / max {t['load_max']} during the run.")
 
 
 def markdown_live(r: dict) -> str:
@@ -462,7 +470,7 @@ def markdown_live(r: dict) -> str:
     lines = [
         "JupyterLab 4 + headless Debian Chromium (Playwright), `Annotator(project, live_preview=True)`, canvas 512 CSS px, "
         f"phantom projects, 1-minute load average at start / end: {r['load'][0]} / {r['load'][1]} on 2 cores (other jobs "
-        "were running). Each stroke (20 mouse moves, brush 5, alternating classes 1 and 2) waits for the previous one's "
+        "were running). " + _trainer_words(r.get("trainer")) + " Each stroke (20 mouse moves, brush 5, alternating classes 1 and 2) waits for the previous one's "
         "prediction. \"Mouse-up -> overlay drawn\" is timed in the page: `performance.now()` at pointer-up, until the "
         "`overlays` message whose `labels_seq` includes that stroke's acknowledged edit is composited and drawn (a 1-pixel "
         "readback forces the raster). Figures are p50 / p95 / max in ms.",
@@ -476,7 +484,10 @@ def markdown_live(r: dict) -> str:
         row("tier 1 in the kernel: refit + plane prediction (`PlanePreview.seconds`)", lambda x: f(x["tier1"]["preview"])),
         row("of which: features of the labelled voxels (`features_s`)", lambda x: f(x["tier1"]["features"])),
         row("of which: forest fit (`fit_s`)", lambda x: f(x["tier1"]["fit"])),
-        row("of which: the plane's features + prediction (`plane_s`)", lambda x: f(x["tier1"]["plane"])),
+        row("the coarse first look's features + prediction (`coarse_plane_s`: what the overlay waits for above 256^2)",
+            lambda x: f(x["tier1"].get("coarse", {"n": 0}))),
+        row("the full plane's features + prediction (`plane_s`: after the coarse look, abandoned when a stroke comes)",
+            lambda x: f(x["tier1"]["plane"])),
         row("labelled voxels at the end", lambda x: str(x["tier1"]["labelled"])),
         row("served line at the end", lambda x: x["served"]),
         "",
@@ -499,6 +510,8 @@ def main() -> None:
                     help="comma-separated parts to run (for development; --write-md needs all, or 'live' alone: its own section)")
     ap.add_argument("--live-strokes", type=int, default=24, help="live: strokes measured at 512^2 (a quarter at 2048^2)")
     ap.add_argument("--live-sizes", default="512", help="live: slice sizes, e.g. 512,2048")
+    ap.add_argument("--no-trainer", action="store_true",
+                    help="live: without the tier-2 trainer process training meanwhile (benchmarks/trainer_load.py)")
     args = ap.parse_args()
     if not Path(CHROMIUM).exists():
         sys.exit(f"needs {CHROMIUM} (apt-get install -y chromium)")
@@ -516,19 +529,26 @@ def main() -> None:
     if args.skip_training:
         only.discard("training")
     if only == {"live"}:
+        import contextlib
+
+        from trainer_load import TrainingLoad
+
         load0 = os.getloadavg()[0]
         lab = Lab(root, tmp / "live", artifacts / "bench_widget_lab_live.log")
+        trainer = TrainingLoad(tmp) if not args.no_trainer else None
         try:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-                live = run_live(browser, lab, root, artifacts, [int(x) for x in args.live_sizes.split(",")], args.live_strokes)
-                browser.close()
+            with (trainer or contextlib.nullcontext()):
+                with sync_playwright() as p:
+                    browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                    live = run_live(browser, lab, root, artifacts, [int(x) for x in args.live_sizes.split(",")], args.live_strokes)
+                    browser.close()
         finally:
             lab.stop()
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-        results = {"live": live, "load": [round(load0, 1), round(os.getloadavg()[0], 1)]}
+        results = {"live": live, "load": [round(load0, 1), round(os.getloadavg()[0], 1)],
+                   "trainer": trainer.summary() if trainer is not None else None}
         (artifacts / "bench_widget_live.json").write_text(json.dumps(results, indent=1, default=str))
         if args.write_md:
             command = LIVE_COMMAND + ("" if args.live_sizes == "512" else f" --live-sizes {args.live_sizes}")
