@@ -5,8 +5,10 @@ Trains HRNet-W18-small (same initial weights per seed for every arm) for two rou
 
   (i)   the old defaults: ``input_norm="window"``, lr 1e-3;
   (ii)  the hand recipe the README asked EM users to type: ``input_norm="slice"``, lr 3e-3;
-  (iii) ``auto``: ``training.data.choose_input_norm`` on the volume and ``training.fit.lr_range_test`` on the
-        labelled slices (what the trainer does at the start of a run),
+  (iii) ``auto``: ``training.data.choose_input_norm`` on the volume and ``LR_FRESH`` (what the trainer does at the
+        start of a run on fresh weights),
+  (iv)  ``range``: the same normalisation and the lr ``training.fit.lr_range_test`` picks on the labelled slices
+        (measured, not adopted),
 
 on (a) the central 256 x 256 of the ssTEM stack with 3 % scribbles (the simulator's ``ScribbleOracle``) on 8 random
 candidate z slices and (b) the 48 x 96 x 96 phantom with 4 whole z slices (``SliceOracle``); test = every 5th z slice
@@ -36,7 +38,9 @@ EM = Path("/work/shared/data/drosophila_l1_sstem/drosophila_l1_sstem.npz")
 MICROCT = Path("/work/shared/data/qim3d_microct/qim3d_microct.npz")
 EM_ROI = (slice(None), slice(128, 384), slice(128, 384))
 PHANTOM_SHAPE = (48, 96, 96)
-ARMS = {"old defaults (window, 1e-3)": ("window", 1e-3), "hand recipe (slice, 3e-3)": ("slice", 3e-3), "auto": ("auto", "auto")}
+ARMS = {"old defaults (window, 1e-3)": ("window", 1e-3), "hand recipe (slice, 3e-3)": ("slice", 3e-3), "auto": ("auto", "auto"),
+        "range test (not adopted)": ("auto", "range")}
+SHORT = ("old", "recipe", "auto", "range")
 
 
 def _window(image: np.ndarray) -> tuple[float, float]:
@@ -108,6 +112,11 @@ def run_arm(gt, store, split, arm, seed: int, steps: int, crop: int, batch: int)
     torch.manual_seed(seed)
     model = create_model("hrnet_w18_small", n_classes=gt.n_classes, dropout=cfg.dropout)
     if lr == "auto":
+        from al_annotator.training.config import LR_FRESH
+
+        lr = LR_FRESH
+        out["lr_why"] = f"lr={LR_FRESH:g}: fresh weights"
+    if lr == "range":
         test = lr_range_test(model, samples, cfg, device=torch.device("cpu"), seed=seed)
         lr = test["lr"]
         out |= {"lr_why": test["reason"], "range_test_seconds": test["seconds"], "range_test_losses": test["losses"]}
@@ -174,14 +183,14 @@ def main(argv=None) -> int:
         for seed in range(args.seeds):
             store, split, picks, nrev = reveal_slices(gt, part, seed)
             done: dict = {}
-            for (name, arm), short in zip(ARMS.items(), ("old", "recipe", "auto")):
+            for (name, arm), short in zip(ARMS.items(), SHORT):
                 key = f"{part}/{seed}/{name}"
                 if short not in args.arms.split(",") and key not in results:
                     continue
                 if key in results:
                     done[name] = results[key]
                     continue
-                if name == "auto" and args.reuse_identical:
+                if arm[0] == "auto" and args.reuse_identical:
                     from al_annotator.training.data import choose_input_norm
                     from al_annotator.training.data import collect_labelled_slices
                     from al_annotator.training.config import TrainConfig
@@ -193,8 +202,16 @@ def main(argv=None) -> int:
                     model = create_model("hrnet_w18_small", n_classes=gt.n_classes, dropout=0.1)
                     cfg = TrainConfig(device="cpu", steps_per_round=args.steps, batch_size=args.batch_size, crop=args.crop,
                                       threads=1, input_norm=norm)
-                    test = lr_range_test(model, collect_labelled_slices(store, norm), cfg, device=torch.device("cpu"), seed=seed)
+                    if arm[1] == "range":
+                        test = lr_range_test(model, collect_labelled_slices(store, norm), cfg, device=torch.device("cpu"), seed=seed)
+                    else:
+                        from al_annotator.training.config import LR_FRESH
+
+                        test = {"lr": LR_FRESH, "reason": f"lr={LR_FRESH:g}: fresh weights", "seconds": 0.0, "losses": {}}
                     same = [n for n, (a_norm, a_lr) in ARMS.items() if (a_norm, a_lr) == (norm, test["lr"])]
+                    if not same:  # the range test's runs that resolved to the same values
+                        same = [n for n in done if n != name and "dice" in done[n] and "reused" not in done[n]
+                                and (done[n]["input_norm"], done[n]["lr"]) == (norm, test["lr"])]
                     if same:  # the run would repeat that arm's (deterministic); its Dice is filled in by the report
                         r = {"input_norm": norm, "lr": test["lr"], "input_norm_why": why, "lr_why": test["reason"],
                              "range_test_seconds": test["seconds"], "range_test_losses": test["losses"], "reused": same[0]}
@@ -243,11 +260,13 @@ def report(results: dict, args) -> str:
                 d = [r["dice"][i] for r in rs]
                 cells.append(f"{np.median(d):.3f} [{min(d):.3f} - {max(d):.3f}]")
             res = ""
-            if name == "auto":
+            if name in ("auto", "range test (not adopted)"):
                 picks = sorted({f"{r['input_norm']}, {r['lr']:g}" for r in rs})
-                cost = np.median([r["range_test_seconds"] for r in rs])
                 reused = sum("reused" in r for r in rs)
-                res = f"{' / '.join(picks)}; range test {cost:.0f} s median" + (f"; {reused} run(s) identical to an arm, reused" if reused else "")
+                res = " / ".join(picks)
+                if name != "auto":
+                    res += f"; range test {np.median([r['range_test_seconds'] for r in rs]):.0f} s median"
+                res += f"; {reused} run(s) identical to another arm's, reused" if reused else ""
             lines.append(f"| {part} | {name} | {len(rs)} | {cells[0]} | {cells[1]} | {res} |")
     lines += ["", "Per seed (Dice @%d / @%d):" % (s1, s2), ""]
     for k, r in sorted(results.items()):

@@ -12,7 +12,7 @@ from al_annotator.errors import InputError
 from al_annotator.store import create_project
 from al_annotator.store.models import current_model, version_dir
 from al_annotator.training import TrainConfig, read_status
-from al_annotator.training.config import LR_CANDIDATES
+from al_annotator.training.config import LR_FRESH, LR_RESUMED
 from al_annotator.training.data import SECTION_SHIFT_SLICE, choose_input_norm, section_shift
 from al_annotator.types import SliceRef
 
@@ -106,11 +106,10 @@ def test_resolved_values_reach_the_published_metrics_and_the_status(shifted_proj
         worker.close()
     cur, meta = _published(shifted_project)
     assert meta["input_norm"] == "slice" == cur["input_norm"]
-    assert meta["lr"] in LR_CANDIDATES and meta["metrics"]["lr"] == meta["lr"]
+    assert meta["lr"] == LR_FRESH and meta["metrics"]["lr"] == meta["lr"]
     auto = meta["metrics"]["auto"]
     assert auto["input_norm"]["value"] == "slice" and "in-slice spread" in auto["input_norm"]["why"]
-    assert auto["lr"]["value"] == meta["lr"] and "range test" in auto["lr"]["why"]
-    assert set(auto["lr"]["range_test"]) == {f"{c:g}" for c in LR_CANDIDATES}
+    assert auto["lr"]["value"] == meta["lr"] and "fresh weights" in auto["lr"]["why"]
     status = read_status(shifted_project)
     assert status["auto"]["input_norm"]["value"] == "slice"
     assert status["config"]["input_norm"] == "slice" and status["config"]["lr"] == meta["lr"]
@@ -123,6 +122,7 @@ def test_resolved_values_reach_the_published_metrics_and_the_status(shifted_proj
         worker.close()
     _, meta2 = _published(shifted_project)
     assert meta2["input_norm"] == "slice" and "kept from model" in meta2["metrics"]["auto"]["input_norm"]["why"]
+    assert meta2["lr"] == LR_RESUMED and "fine-tuning model" in meta2["metrics"]["auto"]["lr"]["why"]
 
 
 def test_explicit_values_are_used_as_given(shifted_project):

@@ -9,11 +9,15 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["TrainConfig", "LR_CANDIDATES", "LR_TEST_STEPS"]
+__all__ = ["TrainConfig", "LR_FRESH", "LR_RESUMED", "LR_CANDIDATES", "LR_TEST_STEPS"]
 
-#: ``lr="auto"``: the learning rates the range test tries, and its steps per candidate. 1e-3 and 3e-3 are the two
-#: measured best on the EM crop from random weights (docs/BENCHMARKS.md, "Training recipe: what we tried"; 5e-3
-#: diverged for a class there, 2e-3 was not better than either).
+#: ``lr="auto"``: the rate for a network trained from fresh weights, and for one that fine-tunes a checkpoint
+#: or --pretrained weights. 3e-3 beat 1e-3 from fresh weights in every comparison measured on the EM crop
+#: (docs/BENCHMARKS.md, "Training recipe: what we tried" and "bench_defaults"; 5e-3 diverged for a class);
+#: 1e-3 for trained weights is a precaution (a new AdamW at 3e-3 on them was not measured).
+LR_FRESH, LR_RESUMED = 3e-3, 1e-3
+#: ``training.fit.lr_range_test`` (measured in bench_defaults, not the default: its 8-step losses picked 1e-3 on
+#: the EM crop, which then scored below 3e-3 after 80 and 160 steps).
 LR_CANDIDATES = (1e-3, 3e-3)
 LR_TEST_STEPS = 8
 
@@ -56,9 +60,8 @@ class TrainConfig:
     pretrained
         Optional local weights file (ImageNet HRNet or an earlier project checkpoint).
     lr
-        AdamW learning rate, or ``"auto"`` (the default): a short range test at the start of each
-        training run (``training.fit.lr_range_test``: :data:`LR_CANDIDATES`, a few steps each from the
-        same weights on the same labelled crops, the lowest loss wins).
+        AdamW learning rate, or ``"auto"`` (the default): :data:`LR_FRESH` when the network starts
+        from fresh weights, :data:`LR_RESUMED` when it fine-tunes a checkpoint or ``pretrained`` weights.
     input_norm
         ``"window"``: the display window mapped to [0, 1]; ``"slice"``: then every slice
         standardised on its own mean and spread (for stacks whose sections differ in brightness,

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import LR_CANDIDATES, LR_TEST_STEPS, TrainConfig
+from .config import LR_CANDIDATES, LR_FRESH, LR_TEST_STEPS, TrainConfig
 from .data import CropSampler, LabelledSlice, class_weights
 
 __all__ = ["MaskedDiceCELoss", "RoundResult", "resolve_device", "train_round", "evaluate_dice", "lr_range_test"]
@@ -81,18 +81,16 @@ def train_round(
 ) -> tuple[RoundResult, torch.optim.Optimizer]:
     """Fine-tune ``model`` on ``samples`` for at most ``cfg.steps_per_round`` steps and
     ``cfg.max_seconds_per_round`` seconds. ``progress(step, total, loss)`` is called every step.
-    ``cfg.lr="auto"`` with no ``optimizer``: :func:`lr_range_test` picks the rate first."""
+    ``cfg.lr="auto"`` with no ``optimizer``: :data:`~al_annotator.training.config.LR_FRESH`."""
     torch.manual_seed(seed)
     model.to(device).train()
     n_classes = model.n_classes
     weight = torch.from_numpy(class_weights(samples, n_classes))
     loss_fn = MaskedDiceCELoss(n_classes, weight, cfg.dice_weight, cfg.ce_weight).to(device)
     if optimizer is None:
-        lr = cfg.lr
-        if lr == "auto":  # the worker resolves and reports it first; a direct caller gets the same rule
-            lr = lr_range_test(model, samples, cfg, device=device, seed=seed, should_stop=should_stop)["lr"] or LR_CANDIDATES[0]
-            torch.manual_seed(seed)  # the round then runs as it would with that lr given
-            model.to(device).train()
+        # "auto": the worker resolves it (fresh or resumed weights) and reports it first; a direct caller
+        # (the simulator, benchmarks) trains fresh weights
+        lr = LR_FRESH if cfg.lr == "auto" else cfg.lr
         optimizer = torch.optim.AdamW(model.parameters(), lr=float(lr), weight_decay=cfg.weight_decay)
     sampler = CropSampler(samples, cfg.crop, seed=seed)
     use_amp = cfg.amp and device.type == "cuda"
@@ -133,7 +131,8 @@ def lr_range_test(
     seed: int = 0,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
-    """``lr="auto"``: train a few steps at each candidate learning rate, from the same weights on the
+    """A learning-rate range test (measured in benchmarks/bench_defaults.py; not what ``lr="auto"`` does, see
+    :data:`~al_annotator.training.config.LR_CANDIDATES`): train a few steps at each candidate learning rate, from the same weights on the
     same crops (same sampler seed), and pick the lowest mean loss over the second half of the steps.
 
     The model's weights and BatchNorm statistics are restored afterwards. Returns ``{"lr", "losses"
