@@ -223,3 +223,19 @@ def test_full_supervision_in_served_mode_is_the_better_of_the_tiers(stripes):
     full = res["full_supervision"]
     assert full["mean_dice"] == max(full["network_mean_dice"], full["instant_mean_dice"])
     assert full["reference"] == ["instant" if full["instant_mean_dice"] >= full["network_mean_dice"] else "network"]
+
+
+def test_auto_defaults_are_resolved_from_the_volume_as_the_trainer_does(stripes):
+    rng = np.random.default_rng(1)
+    shifted = GroundTruth.from_arrays(stripes.image + rng.normal(0, 60, (16, 1, 1)).astype(np.float32), stripes.labels, stripes.classes)
+    cfg = _cfg(lr="auto", input_norm="auto", network=True, seconds_per_round=1.0, step_rate=4.0, budget=1)
+    lines: list[str] = []
+    res = run_simulation(shifted, cfg, None, plot=False, log=lines.append)
+    assert cfg.input_norm == "auto"  # the caller's config is left as it was
+    assert res["config"]["input_norm"] == "slice" and "input_norm=slice" in res["config"]["input_norm_reason"]
+    assert any("input_norm=slice" in m for m in lines)
+    assert res["runs"][0]["rounds"][0]["train_steps"] == 4
+    flat = run_simulation(stripes, _cfg(input_norm="auto", network=False, budget=1), None, plot=False, log=lambda m: None)
+    assert flat["config"]["input_norm"] == "window"
+    with pytest.raises(Exception, match="--lr"):
+        SimulationConfig(lr="fast").validate()

@@ -22,6 +22,18 @@ OUT/learning_curves.png.
 """
 
 
+def _lr_arg(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive learning rate or 'auto', got {text!r}")
+    return v
+
+
 def register(sub: Any, command: Callable) -> None:
     from ..cli import float_arg, int_arg
 
@@ -56,9 +68,11 @@ def register(sub: Any, command: Callable) -> None:
     p.add_argument("--steps-per-round", type=int_arg(1), default=30, help="training steps per round, the same for every strategy (default 30)")
     p.add_argument("--crop", type=int_arg(32), default=256, help="training crop size (default 256)")
     p.add_argument("--batch-size", type=int_arg(1), default=8)
-    p.add_argument("--lr", type=float_arg(0, lo_open=True), default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--input-norm", default="window",
-                   help="network input: the display window (default) or every slice standardised on its own mean and spread")
+    p.add_argument("--lr", type=_lr_arg, default="auto",
+                   help="AdamW learning rate, or auto (default: a short range test on the first round's labels, as the trainer does)")
+    p.add_argument("--input-norm", default="auto", choices=("auto", "window", "slice"),
+                   help="network input: auto (default: chosen from the volume, as the trainer does), the display window, or "
+                   "every slice standardised on its own mean and spread")
     p.add_argument("--model", default="hrnet_w18_small")
     p.add_argument("--mc-samples", type=int_arg(0), default=8, help="MC-dropout samples when predicting for the bald strategy (default 8)")
     p.add_argument("--full-steps", type=int_arg(1), help="steps of the full-supervision reference (default: rounds x steps-per-round)")

@@ -81,8 +81,10 @@ class SimulationConfig:
     steps_per_round: int = 30
     crop: int = 256
     batch_size: int = 8
-    lr: float = 1e-3
-    input_norm: str = "window"
+    #: "auto" (the trainer's default): a short range test picks it (``training.fit.lr_range_test``).
+    lr: float | str = "auto"
+    #: "auto" (the trainer's default): chosen from the volume (``training.data.choose_input_norm``).
+    input_norm: str = "auto"
     model: str = "hrnet_w18_small"
     mc_samples: int = 8
     full_supervision: bool = True
@@ -132,8 +134,10 @@ class SimulationConfig:
             raise InputError("the bald strategy needs MC-dropout samples: --mc-samples 2 or more")
         if self.full_steps is not None and self.full_steps < 1:
             raise InputError(f"--full-steps must be >= 1, got {self.full_steps}")
-        if self.input_norm not in ("window", "slice"):
-            raise InputError(f"--input-norm must be 'window' or 'slice', got {self.input_norm!r}")
+        if self.input_norm not in ("auto", "window", "slice"):
+            raise InputError(f"--input-norm must be 'auto', 'window' or 'slice', got {self.input_norm!r}")
+        if self.lr != "auto" and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"--lr must be a positive number or 'auto', got {self.lr!r}")
         for name in ("seconds_per_round", "seconds_per_slice"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -225,6 +229,12 @@ class _Context:
         self.oracle = make_oracle(cfg.oracle, cfg.scribble_fraction)
         self.base_store = self.new_store()
         self.window = self.base_store.display_window
+        self.input_norm_reason = None
+        if cfg.input_norm == "auto":  # as the trainer resolves it, once, from the volume
+            from ..training.data import choose_input_norm
+
+            cfg.input_norm, self.input_norm_reason = choose_input_norm(gt.image, self.window)
+            log(f"simulate: {self.input_norm_reason}")
         fg = cold_start_foreground(self.base_store, tuple(self.axes))
         self.cold_fg = np.array([fg[r.axis][r.index] for r in self.candidates], np.float32)
         self.total_voxels = int(np.prod(gt.shape))
@@ -665,6 +675,7 @@ def run_simulation(gt: GroundTruth, cfg: SimulationConfig, out: str | Path | Non
     from ..training.fit import resolve_device
 
     cfg.validate()
+    cfg = copy.copy(cfg)  # "auto" settings are resolved on this copy (the results record what they became)
     t_start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -761,6 +772,7 @@ def _assemble(cfg: SimulationConfig, ctx: _Context, runs, fulls, peers, timing, 
                                  "round_steps": [ctx.round_steps(r) for r in range(ctx.n_rounds)],
                                  "round_budget_seconds": [ctx.round_budget_seconds(r) for r in range(ctx.n_rounds)],
                                  "instant": ctx.instant.describe() if ctx.instant is not None else None,
+                                 "input_norm_reason": ctx.input_norm_reason,
                                  "oracle_detail": ctx.oracle.to_json(),
                                  "train_config": _train_config(cfg, ctx.axes, cfg.seed_start, cfg.steps_per_round, 0).to_json()},
         "dataset": {
