@@ -30,7 +30,7 @@ def _lr_arg(text: str) -> float | str:
     except ValueError:
         v = float("nan")
     if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive learning rate or 'auto', got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive learning rate or 'auto', got {text!r}")
     return v
 
 
