@@ -13,24 +13,10 @@ pytest.importorskip("sklearn")
 from al_annotator.core import Session  # noqa: E402
 from al_annotator.core.live import blend  # noqa: E402
 from al_annotator.core.values import choose_served, served_summary  # noqa: E402
-from al_annotator.datasets import make_phantom  # noqa: E402
 from al_annotator.store.models import publish_version  # noqa: E402
 from al_annotator.types import SliceRef  # noqa: E402
 
-SHAPE = (24, 64, 64)
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    return make_phantom(SHAPE, seed=2)
-
-
-def _scribble(session, gt, ref, per_class, seed):
-    rng = np.random.default_rng(seed)
-    plane = gt[ref.selection()].reshape(-1)
-    for c in np.unique(plane):
-        idx = np.flatnonzero(plane == c)
-        session.paint(rng.choice(idx, min(per_class, idx.size), replace=False), int(c), ref=ref)
+from tests.test_live import SHAPE, _scribble, phantom  # noqa: E402,F401 (the same phantom fixture and strokes)
 
 
 def _deep_probs(gt, n_classes, wrong_half: bool):
