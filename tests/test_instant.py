@@ -337,3 +337,34 @@ def test_a_partial_fit_grown_is_the_full_ensemble(kind):
     np.testing.assert_array_equal(part.predict_proba(X), full.predict_proba(X))
     assert not np.array_equal(quick, full.predict_proba(X))
     assert full.complete and full.grow() is True  # a full fit has nothing to grow
+
+
+@pytest.mark.parametrize("boundary", ["reflect", "nearest"])
+@pytest.mark.parametrize("order", [0, 1, 2])
+@pytest.mark.parametrize("n, keep", [(30, slice(0, 1)), (30, slice(29, 30)), (30, slice(11, 14)), (3, slice(1, 2)), (2, slice(0, 1)), (30, slice(4, 26))])
+def test_filter_axis_equals_scipy(boundary, order, n, keep):
+    """The direct weighted sums of a few kept planes (and the whole-axis path when more is kept)
+    equal scipy's 1D filter followed by the crop, also where the kernel is longer than the axis
+    (several reflections) and at both edges."""
+    from al_annotator.instant.features import TRUNCATE, _filter_axis
+
+    x = np.random.default_rng(n + order).normal(size=(5, n, 4)).astype(np.float32)
+    for sigma in (0.3, 1.6, 5.0):
+        ref = ndimage.gaussian_filter1d(x, sigma, axis=1, order=order, mode=boundary, truncate=TRUNCATE, output=np.float32)
+        np.testing.assert_allclose(_filter_axis(x, sigma, order, 1, keep, boundary), ref[:, keep], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("boundary", ["reflect", "nearest"])
+@pytest.mark.parametrize("spacing", [(5.0, 1.0, 1.0), (1.0, 2.0, 1.0), None])
+def test_plane_features_equal_the_whole_volume_on_every_axis(noise, spacing, boundary):
+    """Single planes (the live preview's unit of work) on each axis, at the edges and inside,
+    computed axis by axis with the crop applied after each axis, equal the whole-volume reference."""
+    bank = FeatureBank(noise, spacing, sigmas=(0.3, 1.0, 3.5, 10.0), intensity=(0.0, 1.0), boundary=boundary)
+    full = compute_features(noise, spacing, sigmas=(0.3, 1.0, 3.5, 10.0), boundary=boundary)
+    for axis, n in enumerate(noise.shape):
+        for i in (0, n // 2, n - 1):
+            block = [slice(None)] * 3
+            block[axis] = i
+            got = np.moveaxis(bank.block_features(tuple(block)), 0, -1)
+            block[axis] = slice(i, i + 1)
+            np.testing.assert_allclose(got, full[tuple(block)], atol=2e-5, rtol=2e-5)
