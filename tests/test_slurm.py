@@ -1,0 +1,167 @@
+"""Through a real SLURM (issue #12): the one-node cluster .ci/slurm.sh starts on this machine.
+
+* the trainer as a batch job (sbatch) sharing the project directory with a Session here: the test
+  paints, the job trains and publishes a model version, the Session sees it, scancel ends the job;
+* the SLURM kernel spec (kernels/al-annotator-slurm-gpu) started by jupyter_client: the kernel runs
+  under srun, in a job of its own, and its channels are relayed here;
+* the SLURM trainer spec (kernels/al-annotator-slurm-trainer): its srun-python wrapper runs the
+  worker as a job step of its own, and the stop file ends it.
+
+They skip only where SLURM cannot start (not root, no apt-get); under CI=true they fail instead
+(tests/slurm_fixtures.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from al_annotator.core import Session
+from al_annotator.datasets import make_phantom
+from al_annotator.training.client import TrainerLock
+from al_annotator.types import SliceRef
+from tests.slurm_fixtures import JOB_PREFIX, slurm, slurm_env  # noqa: F401 (the fixture)
+
+pytest.importorskip("torch")
+
+KERNELS = Path(__file__).resolve().parents[1] / "kernels"
+#: A worker that trains a few steps on small crops, predicts one axis and waits for labels.
+TRAINER_ARGS = ["--device", "cpu", "--steps", "4", "--crop", "48", "--batch-size", "2", "--axes", "z", "--threads", "1",
+                "--poll", "0.2", "--debounce", "0", "--no-continuous"]
+#: What a site admin would give the kernels on this CPU-only test node (kernels/README.md, "For site admins").
+SRUN_ARGS = ["--cpus-per-task=1", "--mem=2G", "--time=00:10:00"]
+
+
+def wait_for(cond, timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom((16, 48, 48), seed=3)
+
+
+def paint_slice(session: Session, labels_gt: np.ndarray, ref: SliceRef, per_class: int = 120, seed: int = 0) -> None:
+    """Scribbles through the Session, as a front end sends them: a sparse subset of each class."""
+    rng = np.random.default_rng(seed)
+    gt = labels_gt[ref.selection()].reshape(-1)
+    for c in np.unique(gt):
+        idx = np.flatnonzero(gt == c)
+        session.paint(rng.choice(idx, min(per_class, idx.size), replace=False), int(c), ref=ref)
+    session.mark_annotated(ref)
+
+
+def test_trainer_as_a_batch_job_shares_the_project_with_a_session(slurm, phantom, tmp_path):
+    path = tmp_path / "proj"
+    session = Session.create(path, phantom.image, classes=phantom.classes)
+    job = slurm.sbatch([sys.executable, "-m", "al_annotator.training.worker", str(path), "--watch", *TRAINER_ARGS],
+                       name="trainer", output=tmp_path / "trainer-job.out")
+    try:
+        wait_for(lambda: slurm.state(job) == "RUNNING", 60, f"job {job} to run")
+        paint_slice(session, phantom.labels, SliceRef("z", 8))
+
+        def published():
+            session.poll()
+            return session.model_version
+
+        wait_for(published, 240, "the batch job to publish a model version", every=0.5)
+        assert session.model_version == 1
+        outputs = session.model_outputs()
+        assert outputs is not None and outputs.prediction is not None
+        assert session.prediction(SliceRef("z", 8)).shape == phantom.image.shape[1:]
+        # the trainer that published is the job's own process, on the cluster's node
+        status = session.trainer_status()
+        assert status.alive and status.host == slurm.node and status.device == "cpu", status
+        assert status.pid in slurm.pids(job), (status.pid, slurm.pids(job))
+        wait_for(lambda: session.trainer_status().state == "waiting", 60, "the trainer to wait for labels")
+        slurm.scancel(job)
+        slurm.wait_gone(job)
+    finally:
+        if slurm.state(job) is not None:
+            slurm.scancel(job)
+        session.close()
+    # scancel's SIGTERM stopped it cleanly: status says so, the trainer lock is free, labels intact
+    again = Session.open(path)
+    try:
+        assert again.trainer_status().state == "stopped" and not again.trainer_status().alive
+        assert again.store.check() == []
+        assert (np.asarray(again.labels_array[8]) > 0).sum() > 0
+    finally:
+        again.close()
+    lock = TrainerLock.acquire(path)
+    assert lock.held
+    lock.close()
+
+
+def test_slurm_kernel_spec_runs_the_kernel_under_srun(slurm, tmp_path):
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    sys.path.insert(0, str(KERNELS))
+    try:
+        import install
+    finally:
+        sys.path.remove(str(KERNELS))
+    name = f"{JOB_PREFIX}-kernel-{os.getpid()}"
+    (dest,) = install.install(["slurm-gpu"], prefix=str(tmp_path / "prefix"), srun_args=[*SRUN_ARGS, f"--job-name={name}"])
+    km = KernelManager(kernel_name=dest.name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(dest.parent)]))
+    km.start_kernel(env=slurm_env())
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        (job,) = slurm.jobs_named(name)
+        slurm.jobs.append(job["id"])
+        assert job["state"] == "RUNNING" and job["node"] == slurm.node
+        code = "import os, socket; print(os.environ['SLURM_JOB_ID'], os.environ['SLURM_STEP_ID'], socket.gethostname())"
+        reply, out = execute(kc, code)
+        assert reply["status"] == "ok", reply
+        job_id, step, host = out.split()
+        assert job_id == job["id"] and step == "0" and host == socket.gethostname()
+        # interrupt travels over the relayed control channel ("interrupt_mode": "message")
+        msg_id = kc.execute("import time; time.sleep(120)")
+        wait_for(lambda: busy(kc, msg_id), 30, "the kernel to start sleeping")
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=30)["content"]
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    # shutting the kernel down ends srun and with it the job
+    wait_for(lambda: not slurm.jobs_named(name), 60, "the kernel's job to end")
+
+
+def execute(kc, code: str, timeout: float = 60) -> tuple[dict, str]:
+    """Run ``code``; its shell reply and what it printed."""
+    msg_id = kc.execute(code)
+    out = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    return kc.get_shell_msg(timeout=timeout)["content"], "".join(out)
+
+
+def busy(kc, msg_id: str) -> bool:
+    """True once the kernel reports it is executing ``msg_id``."""
+    try:
+        msg = kc.get_iopub_msg(timeout=0.5)
+    except Exception:  # queue.Empty: nothing yet
+        return False
+    return msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input"
