@@ -24,7 +24,11 @@ __all__ = ["Annotator"]
 def __getattr__(name: str) -> Any:
     # lazy: the controller and the plane server (``_controller``, ``_planes``) load without anywidget
     if name == "Annotator":
-        from .widget import Annotator
+        try:
+            from .widget import Annotator
+        except ModuleNotFoundError as exc:
+            from ..extras import missing_extra
 
+            raise (missing_extra(exc, "the notebook widget (Annotator)") or exc) from exc
         return Annotator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

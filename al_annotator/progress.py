@@ -1,0 +1,77 @@
+"""Progress bars for long work, in the idiom of each place.
+
+Long operations (``create_project``, prediction, export) take a ``progress(done, total, what)``
+callback and know nothing of bars. :class:`ProgressBars` is that callback as tqdm bars: one bar per
+``what`` (a stage such as ``"import"``), with counts, rate and ETA. It uses ``tqdm.auto``, so the
+same code draws a text bar on a terminal or in a SLURM job's log and an ipywidgets bar in a
+notebook. napari's dock uses :func:`napari.utils.progress` instead (``al_annotator.napari._widget``).
+
+Examples
+--------
+>>> import io
+>>> out = io.StringIO()
+>>> with ProgressBars(file=out, unit="slice") as bar:
+...     for done in (2, 4):
+...         bar(done, 4, "import")
+>>> "import: 100%" in out.getvalue() and "4/4" in out.getvalue()
+True
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any, Callable
+
+__all__ = ["ProgressBars", "Callback"]
+
+#: ``progress(done, total, what)``: ``done`` of ``total`` units of the stage ``what``
+Callback = Callable[[int, int, str], None]
+
+
+class ProgressBars:
+    """A ``progress(done, total, what)`` callback that draws tqdm bars.
+
+    A new ``what`` closes the previous stage's bar and opens its own; a stage reaching ``total``
+    closes its bar (left on screen). ``notebook=None`` lets ``tqdm.auto`` choose (a widget bar in
+    Jupyter, text elsewhere); ``file`` (default stderr) forces a text bar there.
+    """
+
+    def __init__(self, *, unit: str = "it", file: IO[str] | None = None, notebook: bool | None = None,
+                 mininterval: float = 0.5) -> None:
+        self.unit = unit
+        self.file = file
+        self.mininterval = mininterval
+        self._notebook = notebook
+        self._bar: Any = None
+        self._what: str | None = None
+
+    def _new_bar(self, total: int, what: str) -> Any:
+        if self.file is None and self._notebook is not False:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
+        return tqdm(total=total, desc=what, unit=self.unit, file=self.file if self.file is not None else sys.stderr,
+                    mininterval=self.mininterval, dynamic_ncols=True, leave=True)
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if what != self._what or self._bar is None:
+            self.close()
+            self._bar, self._what = self._new_bar(int(total), what), what
+        bar = self._bar
+        if bar.total != total:
+            bar.total = int(total)
+        bar.update(int(done) - bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar = None
+        self._what = None
+
+    def __enter__(self) -> "ProgressBars":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
