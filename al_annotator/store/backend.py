@@ -7,9 +7,11 @@ writing the same zarr chunk lose updates: ``../shared/STACK.md`` measured 3 of 2
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import tempfile
@@ -20,6 +22,7 @@ from typing import Any, Iterator
 from ..errors import StoreIntegrityError
 from .editlog import FileLogBackend, MemoryLogBackend
 from .editlog import _symlink_message as symlink_message
+from .perms import SHARED_FILE_BITS, chmod_new_file, ensure_shared_dirs, file_mode, is_shared
 
 #: The entries of a project directory that al_annotator writes (none may be a symbolic link).
 PROJECT_ENTRIES = ("project.json", "project.json.bak", "state.json", "edits.log", "edits.log.torn", ".lock", "data.zarr", "models", "trainer")
@@ -28,10 +31,14 @@ __all__ = ["LocalBackend", "MemoryBackend", "atomic_write_bytes", "atomic_write_
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old file or the new one, never half of one."""
+    """Write ``data`` to ``path`` so a reader sees the old file or the new one, never half of one.
+
+    The new file keeps the mode of the one it replaces (a new one gets the umask's, plus group rw in a
+    group-writable project: :mod:`~al_annotator.store.perms`), not ``mkstemp``'s 0600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        chmod_new_file(fd, path.parent, keep=path)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             if fsync:
@@ -57,6 +64,8 @@ class LocalBackend:
     def __init__(self, root: str | os.PathLike, *, fsync: bool = True) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        #: a group-writable project (setgid + group-writable directory): every file made group rw
+        self.shared = is_shared(self.root)
         self._thread_lock = threading.RLock()
         self._lock_fd: int | None = None
         self._depth = 0
@@ -68,7 +77,8 @@ class LocalBackend:
     def zarr_store(self, mode: str = "r+"):
         import zarr
 
-        return zarr.storage.LocalStore(str(self.root / "data.zarr"), read_only=(mode == "r"))
+        cls = _shared_local_store() if self.shared else zarr.storage.LocalStore
+        return cls(str(self.root / "data.zarr"), read_only=(mode == "r"))
 
     def read_json(self, name: str) -> Any | None:
         """The parsed document, ``None`` when the file does not exist; a damaged file (not JSON,
@@ -111,6 +121,7 @@ class LocalBackend:
             except FileExistsError:  # also a (dangling) symbolic link of that name
                 n += 1
                 continue
+            chmod_new_file(fd, self.root)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -129,12 +140,7 @@ class LocalBackend:
         """Exclusive writer lock: re-entrant within a thread, exclusive across threads and processes."""
         with self._thread_lock:
             if self._depth == 0:
-                try:
-                    fd = os.open(self.root / self.LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-                except OSError as exc:
-                    if exc.errno == errno.ELOOP:
-                        raise StoreIntegrityError(symlink_message(self.root / self.LOCK_NAME)) from exc
-                    raise
+                fd = self._open_lock()
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._lock_fd = fd
             self._depth += 1
@@ -146,6 +152,52 @@ class LocalBackend:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                     os.close(self._lock_fd)
                     self._lock_fd = None
+
+
+    def _open_lock(self) -> int:
+        """The lock file, created with the project's mode; read-only when another user made it
+        without group write (``flock`` needs no write access)."""
+        path = self.root / self.LOCK_NAME
+        try:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_mode(self.root))
+            except FileExistsError:
+                try:
+                    return os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+                except PermissionError:
+                    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreIntegrityError(symlink_message(path)) from exc
+            raise
+        chmod_new_file(fd, self.root)
+        return fd
+
+
+@functools.cache
+def _shared_local_store():
+    """zarr's ``LocalStore`` whose written chunks (and the folders it makes for them) are group rw:
+    zarr writes through a temporary file with the writer's umask."""
+    import zarr
+
+    class SharedLocalStore(zarr.storage.LocalStore):
+        def _share(self, key: str) -> None:
+            path = Path(self.root) / key
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                if st.st_uid == os.geteuid() and st.st_mode & SHARED_FILE_BITS != SHARED_FILE_BITS:
+                    os.chmod(path, st.st_mode & 0o777 | SHARED_FILE_BITS)
+                ensure_shared_dirs(path, Path(self.root))
+
+        async def set(self, key, value) -> None:
+            await super().set(key, value)
+            await asyncio.to_thread(self._share, key)
+
+        async def set_if_not_exists(self, key, value) -> None:
+            await super().set_if_not_exists(key, value)
+            await asyncio.to_thread(self._share, key)
+
+    return SharedLocalStore
 
 
 class MemoryBackend:

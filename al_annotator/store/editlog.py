@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 
 from ..errors import DiskFullError, StoreIntegrityError, StoreWriteError
+from .perms import chmod_new_file
 
 
 def _symlink_message(path: str) -> str:
@@ -265,7 +266,11 @@ class FileLogBackend:
     def _open(self) -> int:
         if self._fd is None:
             try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+                try:  # a new log gets the project's mode (the umask's, group rw when shared)
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+                    chmod_new_file(self._fd, os.path.dirname(self.path))
+                except FileExistsError:
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
                     raise StoreIntegrityError(_symlink_message(self.path)) from exc

@@ -44,6 +44,7 @@ from ..errors import (
 from ..types import AXES, EditAtom, SliceRef
 from .backend import LocalBackend, MemoryBackend
 from .editlog import EditLog, LogRecord, ScanResult, damaged_message, scan_records
+from .perms import dir_mode, share_tree
 
 __all__ = ["ProjectStore", "create_project", "open_project", "SliceState", "DEFAULT_CHUNKS", "PROJECT_FILE"]
 
@@ -971,6 +972,7 @@ def create_project(
     read_kw: dict[str, Any] | None = None,
     labels_read_kw: dict[str, Any] | None = None,
     progress: Any = None,
+    group_writable: bool = False,
 ) -> ProjectStore:
     """Create a project from a volume (a path, a :class:`~al_annotator.io.VolumeData` or an array).
 
@@ -986,7 +988,11 @@ def create_project(
     labels
         Existing labels to import (same shape; 0 = unlabelled, 1..C = classes).
     progress
-        Optional callable ``progress(done, total, what)``.
+        Optional callable ``progress(done, total, what)`` (:class:`al_annotator.progress.ProgressBars` draws it).
+    group_writable
+        A project shared by the group of its parent directory: setgid, group-writable directories and
+        group rw files, kept so by every later write (:mod:`al_annotator.store.perms`). Otherwise the
+        project gets the user's umask.
 
     Examples
     --------
@@ -1038,7 +1044,10 @@ def create_project(
             return ProjectStore(backend, author=author)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.creating-", dir=target.parent))
         try:
+            os.chmod(tmp, dir_mode(group_writable))  # mkdtemp's 0700 ignores the umask
             _build(LocalBackend(tmp, fsync=fsync), vol, lab_vol, config, chunks, progress)
+            if group_writable:
+                share_tree(tmp)
             if target.exists():
                 raise ProjectExistsError(f"{target} appeared while the project was being created; nothing was overwritten")
             os.rename(tmp, target)
