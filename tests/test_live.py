@@ -329,6 +329,40 @@ def test_a_commit_re_ranks_once_the_fit_with_its_strokes_has_scored_enough_slice
     s.close()
 
 
+def test_a_cold_volume_is_ranked_from_the_downsampled_copy_first_then_at_full_resolution(tmp_path, phantom):
+    """Where the whole volume's features fit the cache but are not computed yet, the first pass over
+    the slices scores the uncached ones from the 2x block-mean copy (a ranking of every slice at an
+    eighth of the filtering); a second pass then re-scores each of them from its own features."""
+    from al_annotator.core.live import LivePreview
+
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes)
+    ref = SliceRef("z", 12)
+    live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [ref], 4, feature_kw={"tile_shape": (8, 64, 64)})
+    try:
+        assert live.scores_whole_volume and live.coarse_factor() == 2
+        _scribble(s, phantom.labels, ref, 150, 0)
+        live.labels_changed(None, s.labels_seq)
+        live.request(ref)
+        live.wait_idle(60)
+        deadline = time.monotonic() + 120
+        while (live._score_pos < len(live._score_order) or live._refine_pos < len(live._refine)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        live.wait_idle(60)
+        assert live.last_error is None and live.fresh_coverage() == 1.0
+        refined = set(live._refine)
+        # z 8..15 was the previewed plane's tile; every slice outside it was first ranked from the copy
+        assert SliceRef("z", 0) in refined and SliceRef("z", 12) not in refined and SliceRef("y", 5) in refined
+        assert live._coarse[0] == 2 and live._coarse[1].shape == (12, 32, 32)
+        for r in (SliceRef("z", 0), SliceRef("y", 5), SliceRef("x", 40)):
+            scores, emb, fg = live._score_plane(r)
+            assert live._scores[r][0] == live.fitted_seq and live._scores[r][1] == scores
+            np.testing.assert_array_equal(live._scores[r][2], emb)
+        assert all(live._cached(r) for r in live._score_order)
+    finally:
+        live.close()
+        s.close()
+
+
 def test_a_volume_too_large_for_the_cache_is_scored_from_a_downsampled_copy(tmp_path, phantom):
     """Idle scoring of a volume whose features do not fit: every slice gets scores from a block-mean
     copy (its own classifier on the labelled voxels' coarse features); slices in one block share them;

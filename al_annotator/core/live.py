@@ -125,6 +125,10 @@ class LivePreview:
         self._scores: dict[SliceRef, tuple[int, dict[str, float], np.ndarray, float]] = {}
         self._score_order = _spread_order(self.shape)
         self._score_pos = 0
+        #: Slices scored from the downsampled copy in the first pass over a volume whose features do fit
+        #: the cache; the second pass re-scores them at full resolution (``_refine_pos`` into this list).
+        self._refine: list[SliceRef] = []
+        self._refine_pos = 0
         self._deep_prediction = deep_prediction
         self.score_px = int(score_px)
         self._latest: dict[SliceRef, PlanePreview] = {}
@@ -256,7 +260,7 @@ class LivePreview:
                         self._score_some(budget_s=0.5)
                 except Exception as exc:  # noqa: BLE001
                     self.last_error = f"scoring slices: {type(exc).__name__}: {exc}"
-                    self._score_pos = len(self._score_order)  # no retry loop on a persistent error
+                    self._score_pos, self._refine_pos = len(self._score_order), len(self._refine)  # no retry loop on a persistent error
                 with self._cv:
                     self._busy = False
                     self._cv.notify_all()
@@ -330,7 +334,7 @@ class LivePreview:
         """Slices are left to score with the current fit (called with the lock held)."""
         if self.classifier is None or self._dirty is None or self._dirty:
             return False  # a refit is due first (it comes with the next request)
-        return self._score_pos < len(self._score_order)
+        return self._score_pos < len(self._score_order) or self._refine_pos < len(self._refine)
 
     @property
     def scores_whole_volume(self) -> bool:
@@ -341,25 +345,48 @@ class LivePreview:
         return int(np.prod(self.shape)) * self.bank.n_features * 4 * orientations <= self.bank.cache_bytes
 
     def _score_some(self, budget_s: float) -> None:
-        """Score slices in spread order (every axis, coarse to fine) until ``budget_s`` or a request."""
+        """Score slices in spread order (every axis, coarse to fine) until ``budget_s`` or a request.
+
+        A slice whose features are not cached is scored from the downsampled copy (``coarse_scoring``),
+        so a ranking of the whole volume comes within seconds of a fit; where the whole volume's
+        features fit the cache, a second pass then re-scores those slices at full resolution (the
+        first pass of a cold 128^3 volume costs an eighth of filtering it, the second all of it)."""
         if not self._complete_fit():
             return
         t0 = time.perf_counter()
         seq = int(self.fitted_seq)
+        whole = self.scores_whole_volume
         while self._score_pos < len(self._score_order) and time.perf_counter() - t0 < budget_s:
             with self._cv:
                 if self._wanted is not None or self._closed:
                     return
             ref = self._score_order[self._score_pos]
+            if not self._cached(ref):
+                if self.coarse_scoring:
+                    got = self._score_coarse(ref, seq)
+                    if got is not None:
+                        self._score_pos += 1
+                        self._scores[ref] = (seq, *got)
+                        if whole:
+                            self._refine.append(ref)
+                        continue
+                    if self._superseded():
+                        return  # this slice is scored next time
+                    if not whole:
+                        self._score_pos += 1
+                        return  # nothing to fit on the copy yet: the next fit tries again
+                elif not whole:
+                    self._score_pos += 1
+                    continue  # only cached slices are scored
             self._score_pos += 1
-            if not self.scores_whole_volume and not self._cached(ref):
-                if not self.coarse_scoring:
-                    continue
-                got = self._score_coarse(ref, seq)
-                if got is None:
-                    return  # superseded, or nothing to fit yet
-                self._scores[ref] = (seq, *got)
-                continue
+            self._scores[ref] = (seq, *self._score_plane(ref))
+        while (self._score_pos >= len(self._score_order) and self._refine_pos < len(self._refine)
+               and time.perf_counter() - t0 < budget_s):
+            with self._cv:
+                if self._wanted is not None or self._closed:
+                    return
+            ref = self._refine[self._refine_pos]
+            self._refine_pos += 1
             self._scores[ref] = (seq, *self._score_plane(ref))
 
     def _cached(self, ref: SliceRef) -> bool:
@@ -432,9 +459,9 @@ class LivePreview:
     COARSE_CACHE_SHARE = 0.25
 
     def coarse_factor(self) -> int:
-        """The block size (a power of 2) of the downsampled copy idle scoring uses (1: the whole volume's features fit)."""
-        if self.scores_whole_volume:
-            return 1
+        """The block size (a power of 2) of the downsampled copy idle scoring uses: 2 where the whole
+        volume's features fit the cache (the copy serves the first pass only), else the smallest whose
+        features fit :attr:`COARSE_CACHE_SHARE` of it."""
         f, budget = 2, self.bank.cache_bytes * self.COARSE_CACHE_SHARE
         while int(np.prod([-(-n // f) for n in self.shape])) * self.bank.n_features * 4 > budget:
             f *= 2
@@ -613,6 +640,7 @@ class LivePreview:
         self.classifier, self.fitted_seq = clf, seq
         self._train = (coords, labels)
         self._score_pos = 0  # re-score every slice with the new fit (old scores serve meanwhile)
+        self._refine, self._refine_pos = [], 0
         self.timings = {"collect_s": t1 - t0, "features_s": t2 - t1, "fit_s": t3 - t2, "score_s": time.perf_counter() - t3,
                         "labelled": int(labels.size), "held_out": int(held.sum()) if use_holdout else 0}
 
