@@ -1,4 +1,4 @@
-"""Volume writers for export: OME-Zarr (NGFF 0.4 / 0.5, labels groups), multipage TIFF, NIfTI, npy.
+"""Volume writers for export: OME-Zarr (NGFF 0.4 / 0.5, pyramids, labels groups), multipage TIFF, NIfTI, npy.
 
 Every writer reads its input slab by slab along z (a zarr or memory-mapped array of any size is
 exported without being loaded), writes to a hidden temporary path next to the output and renames
@@ -7,7 +7,8 @@ existing output unless ``overwrite=True``.
 
 Axis conventions match the readers, so ``read_volume(write_volume(a, p)).array == a``:
 
-* OME-Zarr: axes ``z, y, x`` (type ``space``), ``scale`` = spacing.
+* OME-Zarr (written by ome-zarr-py): axes ``z, y, x`` (type ``space``, ``unit``), ``scale`` =
+  spacing, a multiscale pyramid (``s0`` full resolution, then halved per level).
 * TIFF: one page per z slice; ImageJ hyperstack (``spacing`` = z, resolution = y, x) for uint8,
   uint16 and float32, OME-TIFF (``PhysicalSize{Z,Y,X}``) for the other dtypes.
 * NIfTI: stored ``(X, Y, Z)`` (the transpose of ``(Z, Y, X)``), zooms ``(x, y, z)``, affine
@@ -21,7 +22,7 @@ import contextlib
 import gzip
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -31,7 +32,7 @@ from ..config import parse_spacing
 from ..errors import AlAnnotatorError, InputError
 from .volume import VolumeData, normalize_unit, slab_size, validate_volume
 
-__all__ = ["WriteOptions", "Writer", "WRITERS", "register_writer", "write_volume"]
+__all__ = ["WriteOptions", "Writer", "WRITERS", "pyramid_factors", "register_writer", "write_volume", "writer_name"]
 
 #: Most distinct label values listed in an NGFF ``image-label`` ``colors`` list.
 MAX_LABEL_COLOURS = 1024
@@ -49,6 +50,13 @@ class WriteOptions:
     chunks: tuple[int, int, int] | None
     ngff_version: str
     dtype: np.dtype
+    #: OME-Zarr: pyramid levels below full resolution (``None``: :func:`pyramid_factors` decides).
+    levels: int | None = None
+    #: Labels: ``(label value, class name, "#rrggbb")`` per class, for NGFF ``image-label``.
+    classes: tuple[tuple[int, str, str], ...] = ()
+    #: OME-Zarr labels: the image written at the root under them (``None``: labels only).
+    image: Any = None
+    image_name: str = "image"
 
 
 class Writer(Protocol):
@@ -126,27 +134,37 @@ def _atomic(p: Path, overwrite: bool) -> Iterator[Path]:
 
 # --------------------------------------------------------------------------------------------- OME-Zarr
 
+#: Pyramid levels stop once the coarsest level's longest side would drop below this.
+MIN_LEVEL_SIDE = 32
+#: At most this many levels below full resolution (a 2048^3 volume gets 6: 2048 -> 32).
+MAX_LEVELS = 8
 
-def _multiscale(name: str, spacing: tuple[float, float, float] | None, unit: str | None, version: str) -> dict[str, Any]:
-    axes: list[dict[str, Any]] = []
-    for a in "zyx":
-        ax: dict[str, Any] = {"name": a, "type": "space"}
-        if unit:
-            ax["unit"] = unit
-        axes.append(ax)
-    ms: dict[str, Any] = {
-        "name": name,
-        "axes": axes,
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": list(spacing or (1.0, 1.0, 1.0))}]}],
-        "metadata": {"method": "al_annotator.io.write_volume"},
-    }
-    if version == "0.4":
-        ms = {"version": "0.4", **ms}
-    return ms
+
+def pyramid_factors(shape: Sequence[int], levels: int | None = None) -> list[dict[str, int]]:
+    """Downsampling factors per level (``[{"z": 2, "y": 2, "x": 2}, {"z": 4, ...}, ...]``), all
+    three axes halved per level, an axis never below one voxel; ``levels`` below full resolution
+    (default: until the longest side would drop below :data:`MIN_LEVEL_SIDE`).
+
+    Examples
+    --------
+    >>> [f["x"] for f in pyramid_factors((40, 256, 256))]
+    [2, 4, 8]
+    >>> pyramid_factors((3, 256, 256))[1]  # a thin axis stops at its size
+    {'z': 2, 'y': 4, 'x': 4}
+    """
+    shape = [int(n) for n in shape]
+    if levels is None:
+        levels = 0
+        while levels < MAX_LEVELS and max(shape) // 2 ** (levels + 1) >= MIN_LEVEL_SIDE:
+            levels += 1
+    out = []
+    for k in range(1, int(levels) + 1):
+        out.append({a: 2 ** min(k, n.bit_length() - 1) for a, n in zip("zyx", shape)})
+    return out
 
 
 def _set_ome(group: Any, version: str, **entries: Any) -> None:
-    """Write NGFF metadata: top-level attributes for 0.4, under ``"ome"`` for 0.5."""
+    """Write NGFF metadata: top-level attributes for 0.4, under ``"ome"`` (with its version) for 0.5."""
     if version == "0.4":
         group.attrs.update(entries)
     else:
@@ -160,57 +178,90 @@ def _get_ome(group: Any) -> dict[str, Any]:
     return dict(attrs["ome"]) if isinstance(attrs.get("ome"), dict) else attrs
 
 
-def _write_image_group(group: Any, array: Any, o: WriteOptions, zarr_format: int, version: str, *, labels: bool) -> None:
-    import numcodecs
-    import zarr
+def _dask(array: Any, o: WriteOptions, chunks: tuple[int, ...]) -> Any:
+    """The input as a dask array of output-sized chunks: read chunk by chunk, never whole."""
+    import dask.array as da
+
+    if isinstance(array, np.ndarray):
+        return da.from_array(array, chunks=chunks).astype(o.dtype)
+    # h5py datasets and page readers are not thread-safe: one read at a time
+    lock = type(array).__module__.split(".")[0] not in ("zarr", "numpy")
+    return da.from_array(array, chunks=chunks, lock=lock, asarray=True).astype(o.dtype)
+
+
+def _label_colours(array: Any, o: WriteOptions) -> dict[str, Any]:
+    """``image-label`` ``colors`` (and ``properties``): the classes' colours and names when given,
+    else the values present (read slab by slab; left out past :data:`MAX_LABEL_COLOURS`)."""
+    if o.classes:
+        colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
+        props = [{"label-value": 0, "name": "unlabelled"}]
+        for value, name, hexcol in o.classes:
+            rgb = [int(hexcol[i : i + 2], 16) for i in (1, 3, 5)]
+            colours.append({"label-value": int(value), "rgba": rgb + [255]})
+            props.append({"label-value": int(value), "name": str(name)})
+        return {"colors": colours, "properties": props}
+    values: set[int] = set()
+    for _, block in _slabs(array, o.dtype):
+        values.update(int(v) for v in np.unique(block))
+        if len(values) > MAX_LABEL_COLOURS:
+            return {}
+    return {"colors": [{"label-value": v} for v in sorted(values)]}
+
+
+def _write_ngff(group: Any, array: Any, o: WriteOptions, version: str, *, labels: bool) -> None:
+    """One NGFF multiscale image (a pyramid: means for an image, nearest voxels for labels, never
+    a mean of class values) into ``group`` with ome-zarr-py, chunk by chunk through dask."""
+    from ome_zarr.format import FormatV04, FormatV05
+    from ome_zarr.scale import Methods
+    from ome_zarr.writer import write_image
 
     shape = tuple(int(n) for n in array.shape)
     chunks = o.chunks or tuple(max(1, min(64, n)) for n in shape)
-    kw: dict[str, Any] = {}
-    if zarr_format == 2:
-        shuffle = numcodecs.Blosc.BITSHUFFLE if o.dtype.itemsize == 1 else numcodecs.Blosc.SHUFFLE
-        kw["compressors"] = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=shuffle)
-        kw["chunk_key_encoding"] = {"name": "v2", "separator": "/"}  # NGFF 0.4: '/'-separated chunk keys
-    else:
-        kw["compressors"] = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if o.dtype.itemsize == 1 else "shuffle")
-        kw["dimension_names"] = ("z", "y", "x")
-    arr = group.create_array("0", shape=shape, dtype=o.dtype, chunks=chunks, fill_value=0, **kw)
-    step = chunks[0] * max(1, slab_size(shape, o.dtype.itemsize) // chunks[0])
-    values: set[int] | None = set() if labels else None
-    for z0, block in _slabs(array, o.dtype, step):
-        arr[z0 : z0 + block.shape[0]] = block
-        if values is not None:
-            values.update(int(v) for v in np.unique(block))
-            if len(values) > MAX_LABEL_COLOURS:
-                values = None
-    _set_ome(group, version, multiscales=[_multiscale(o.name, o.spacing, o.spacing_unit, version)])
+    spacing = o.spacing or (1.0, 1.0, 1.0)
+    write_image(
+        _dask(array, o, chunks), group,
+        scale_factors=pyramid_factors(shape, o.levels),
+        method=Methods.NEAREST if labels else Methods.LOCAL_MEAN,
+        fmt=FormatV04() if version == "0.4" else FormatV05(),
+        axes=["z", "y", "x"],
+        scale=dict(zip("zyx", (float(v) for v in spacing))),
+        axes_units=dict.fromkeys("zyx", o.spacing_unit) if o.spacing_unit else None,
+        name=o.name,
+        # every chunk on disk, zeros too: a missing chunk then means an incomplete copy (our reader refuses those)
+        storage_options={"chunks": chunks, "config": {"write_empty_chunks": True}},
+    )
     if labels:
-        image_label: dict[str, Any] = {"source": {"image": "../../"}}
+        image_label: dict[str, Any] = {"source": {"image": "../../"}, **_label_colours(array, o)}
         if version == "0.4":
             image_label["version"] = "0.4"
-        if values is not None:
-            image_label["colors"] = [{"label-value": v} for v in sorted(values)]
         _set_ome(group, version, **{"image-label": image_label})
 
 
 def write_ome_zarr(array: Any, path: Path, o: WriteOptions) -> Path:
     """OME-Zarr image (``kind="image"``), or an NGFF label image ``path/labels/<name>`` (``kind="labels"``).
 
-    For labels, ``path`` may be an existing OME-Zarr image: the label image is added to its
-    ``labels`` group (an existing label of the same name needs ``overwrite=True``); otherwise a new
-    group is created. The ``labels`` group (NGFF) and ``path`` itself list the label names.
+    Every image is a multiscale pyramid (:func:`pyramid_factors`) written by ome-zarr-py. For
+    labels with ``image`` given (what :func:`al_annotator.store.export.export` does), the image is
+    written at the root and the labels in its ``labels`` group, so napari-ome-zarr, Fiji and
+    ome-zarr-models see an image with its segmentation. Without ``image``, ``path`` may be an
+    existing OME-Zarr image (the label image is added to its ``labels`` group; one of the same
+    name needs ``overwrite=True``), or a new store holding the labels only. The ``labels`` group
+    (NGFF) lists the label names (and, in a store of labels only, ``path`` itself).
     """
     import zarr
 
     version = o.ngff_version
     zf = 2 if version == "0.4" else 3
-    if o.kind == "image":
+    if o.kind == "image" or o.image is not None:
         with _atomic(path, o.overwrite) as tmp:
             root = zarr.open_group(str(tmp), mode="w-", zarr_format=zf)
-            _write_image_group(root, array, o, zf, version, labels=False)
+            if o.kind == "image":
+                _write_ngff(root, array, o, version, labels=False)
+            else:
+                _write_ngff(root, o.image, replace(o, name=o.image_name, dtype=np.dtype(o.image.dtype)), version, labels=False)
+                _add_labels(root, tmp, array, o, version)
         return path
 
-    # labels
     if (path.exists() or path.is_symlink()) and not _is_zarr_store(path):
         _check_target(path, o.overwrite)  # raises unless overwrite (and refuses non-zarr folders)
         _remove(path)
@@ -226,38 +277,46 @@ def write_ome_zarr(array: Any, path: Path, o: WriteOptions) -> Path:
         zf = int(root.metadata.zarr_format)
         version = "0.4" if zf == 2 else "0.5"
     try:
-        labels_grp = root.require_group("labels")
-        names = list(_get_ome(labels_grp).get("labels", []))
-        target = path / "labels" / o.name
-        if o.name in names or target.exists():
-            if not o.overwrite:
-                raise InputError(
-                    f"{path} already holds a label image {o.name!r}; pass overwrite=True (CLI: --overwrite) "
-                    "to replace it, or choose another name"
-                )
-            _remove(target)
-        tmp_name = f".{o.name}.partial-{os.getpid()}"
-        _remove(path / "labels" / tmp_name)
-        try:
-            grp = labels_grp.create_group(tmp_name)
-            _write_image_group(grp, array, o, zf, version, labels=True)
-            os.replace(path / "labels" / tmp_name, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                _remove(path / "labels" / tmp_name)
-            raise
-        if o.name not in names:
-            names.append(o.name)
-        _set_ome(labels_grp, version, labels=names)
-        root_labels = list(_get_ome(root).get("labels", []))
-        if o.name not in root_labels:
-            _set_ome(root, version, labels=root_labels + [o.name])
+        _add_labels(root, path, array, o, version)
     except BaseException:
         if created:
             with contextlib.suppress(OSError):
                 _remove(path)
         raise
     return path
+
+
+def _add_labels(root: Any, path: Path, array: Any, o: WriteOptions, version: str) -> None:
+    """Write ``labels/<name>`` under ``root`` (a temporary sibling renamed into place when complete)."""
+    labels_grp = root.require_group("labels")
+    names = list(_get_ome(labels_grp).get("labels", []))
+    target = path / "labels" / o.name
+    if o.name in names or target.exists():
+        if not o.overwrite:
+            raise InputError(
+                f"{path} already holds a label image {o.name!r}; pass overwrite=True (CLI: --overwrite) "
+                "to replace it, or choose another name"
+            )
+        _remove(target)
+    tmp_name = f".{o.name}.partial-{os.getpid()}"
+    _remove(path / "labels" / tmp_name)
+    try:
+        _write_ngff(labels_grp.create_group(tmp_name), array, o, version, labels=True)
+        os.replace(path / "labels" / tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            _remove(path / "labels" / tmp_name)
+        raise
+    if o.name not in names:
+        names.append(o.name)
+    _set_ome(labels_grp, version, labels=names)
+    root_attrs = _get_ome(root)
+    if "multiscales" not in root_attrs:
+        # a store of labels only lists them at its root too; under an image it must not: napari-ome-zarr
+        # takes a root with a "labels" list for a labels group and then finds no image
+        root_labels = list(root_attrs.get("labels", []))
+        if o.name not in root_labels:
+            _set_ome(root, version, labels=root_labels + [o.name])
 
 
 # --------------------------------------------------------------------------------------------- TIFF
@@ -373,7 +432,8 @@ register_writer("nifti", write_nifti, suffixes=(".nii", ".nii.gz"))
 register_writer("npy", write_npy, suffixes=(".npy",))
 
 
-def _writer_name(fmt: str | None, p: Path) -> str:
+def writer_name(fmt: str | None, p: Path) -> str:
+    """The registry name of the writer for ``fmt`` (or its alias), or, when ``fmt`` is ``None``, for the name of ``p``."""
     if fmt is not None:
         key = _ALIASES.get(fmt.strip().lower(), fmt.strip().lower())
         if key not in WRITERS:
@@ -389,6 +449,23 @@ def _writer_name(fmt: str | None, p: Path) -> str:
     )
 
 
+def _check_classes(classes: Sequence[tuple[int, str, str]] | None) -> tuple[tuple[int, str, str], ...]:
+    import re
+
+    out = []
+    for item in classes or ():
+        try:
+            value, name, colour = item
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 < int(value) < 2**31
+            ok = ok and isinstance(name, str) and bool(name) and bool(re.fullmatch(r"#[0-9a-fA-F]{6}", str(colour)))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"classes must be (label value >= 1, name, '#rrggbb') per class, got {item!r}")
+        out.append((int(value), name, str(colour).lower()))
+    return tuple(out)
+
+
 def write_volume(
     array: Any,
     path: str | os.PathLike[str],
@@ -401,6 +478,9 @@ def write_volume(
     overwrite: bool = False,
     chunks: Sequence[int] | None = None,
     ngff_version: str = "0.4",
+    levels: int | None = None,
+    classes: Sequence[tuple[int, str, str]] | None = None,
+    image: Any = None,
 ) -> Path:
     """Write a ``(Z, Y, X)`` volume (numpy, memmap, zarr, h5py, :class:`VolumeData`...) slab by slab.
 
@@ -427,7 +507,17 @@ def write_volume(
     chunks
         OME-Zarr chunk shape (default ``64^3``).
     ngff_version
-        ``"0.4"`` (zarr format 2, read by napari-ome-zarr / ome-zarr-py / Fiji) or ``"0.5"`` (zarr format 3).
+        ``"0.4"`` (zarr format 2; the default: ome-zarr-py, ome-zarr-models, napari-ome-zarr and Fiji
+        all read and validate it) or ``"0.5"`` (zarr format 3).
+    levels
+        OME-Zarr pyramid levels below full resolution (default: halve all axes until the longest
+        side would drop below 32; ``0`` for one level). Images are averaged, labels sampled.
+    classes
+        Labels: ``(label value, name, "#rrggbb")`` per class; OME-Zarr writes them as the
+        ``image-label`` ``colors`` and ``properties`` (napari shows the colours and names).
+    image
+        OME-Zarr labels: an image of the same shape written at the root, the labels in its
+        ``labels`` group (the layout other tools expect).
 
     Returns
     -------
@@ -448,7 +538,7 @@ def write_volume(
     '.tif'
     """
     p = Path(path).expanduser()
-    fmt = _writer_name(format, p)
+    fmt = writer_name(format, p)
     if isinstance(array, VolumeData):
         if spacing is None:
             spacing = array.spacing
@@ -475,6 +565,16 @@ def write_volume(
         ch = tuple(int(c) for c in chunks)
         if len(ch) != 3 or any(c < 1 for c in ch):
             raise InputError(f"chunks must be three positive integers (z, y, x), got {chunks!r}")
+    if levels is not None and (isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or not 0 <= levels <= MAX_LEVELS):
+        raise InputError(f"levels must be an integer 0..{MAX_LEVELS} (pyramid levels below full resolution), got {levels!r}")
+    label_classes = _check_classes(classes)
+    if image is not None:
+        if fmt != "ome-zarr" or kind != "labels":
+            raise InputError("image= puts an image under OME-Zarr labels; it applies to kind='labels' written as OME-Zarr only")
+        if isinstance(image, VolumeData):
+            image = image.array
+        if tuple(int(n) for n in image.shape) != tuple(int(n) for n in array.shape):
+            raise InputError(f"the image has shape {tuple(image.shape)} but the labels {tuple(array.shape)}; they must match")
     opts = WriteOptions(
         spacing=parse_spacing(spacing),
         spacing_unit=normalize_unit(spacing_unit),
@@ -484,6 +584,9 @@ def write_volume(
         chunks=ch,  # type: ignore[arg-type]
         ngff_version=ngff_version,
         dtype=dtype,
+        levels=None if levels is None else int(levels),
+        classes=label_classes,
+        image=image,
     )
     try:
         return Path(WRITERS[fmt](array, p, opts))
