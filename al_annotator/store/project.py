@@ -965,6 +965,7 @@ def create_project(
     classes: Sequence[str] | str | None = None,
     colours: Sequence[str] | None = None,
     spacing: Sequence[float] | str | None = None,
+    unit: str | None = None,
     labels: Any = None,
     chunks: tuple[int, int, int] = DEFAULT_CHUNKS,
     author: str | None = None,
@@ -985,6 +986,10 @@ def create_project(
         Class names (default: background, bone, implant, degradation). Label value i+1 is class i.
     spacing
         Voxel spacing (z, y, x); defaults to what the file says, else (1, 1, 1).
+    unit
+        The spacing's length unit (``"micrometer"``, ``"um"``, ``"mm"``..., see
+        :func:`al_annotator.io.units.parse_unit`); defaults to the file's unit, else ``"pixel"`` (none).
+        Kept in ``project.json`` and written by every exporter.
     labels
         Existing labels to import (same shape; 0 = unlabelled, 1..C = classes).
     progress
@@ -1025,7 +1030,7 @@ def create_project(
             classes=tuple(cfg_classes),
             colours=tuple(colours or ()),
             spacing=user_spacing or vol.spacing or (1.0, 1.0, 1.0),
-            spacing_unit=("pixel" if not (user_spacing or vol.spacing) else (vol.spacing_unit or "unit")),
+            spacing_unit=_spacing_unit(unit, vol),
         )
         if lab_vol is not None:
             _check_volume_array(lab_vol.array, "labels volume")
@@ -1058,6 +1063,16 @@ def create_project(
     finally:
         close()
         lab_close()
+
+
+def _spacing_unit(unit: str | None, vol: Any) -> str:
+    """What ``project.json`` records as the spacing unit: the one given, else the file's (as the
+    reader named it), else ``"pixel"`` (no unit)."""
+    from ..io.units import NO_UNIT, parse_unit, unit_or_none
+
+    if unit is not None:
+        return parse_unit(unit, what="unit=") or NO_UNIT
+    return unit_or_none(vol.spacing_unit) or NO_UNIT
 
 
 def _build(backend, vol, lab_vol, config: ProjectConfig, chunks, progress) -> None:
