@@ -31,9 +31,10 @@ from tests.slurm_fixtures import JOB_PREFIX, slurm, slurm_env  # noqa: F401 (the
 pytest.importorskip("torch")
 
 KERNELS = Path(__file__).resolve().parents[1] / "kernels"
-#: A worker that trains a few steps on small crops, predicts one axis and waits for labels.
-TRAINER_ARGS = ["--device", "cpu", "--steps", "4", "--crop", "48", "--batch-size", "2", "--axes", "z", "--threads", "1",
-                "--poll", "0.2", "--debounce", "0", "--no-continuous"]
+#: A worker that trains a few steps on small crops, predicts one axis and waits for labels
+#: (TrainerClient.start() keywords; worker_flags() gives the command-line flags).
+TRAINER = {"device": "cpu", "steps": 4, "crop": 48, "batch_size": 2, "axes": "z", "threads": 1, "poll": 0.2,
+           "debounce": 0, "continuous": False}
 #: What a site admin would give the kernels on this CPU-only test node (kernels/README.md, "For site admins").
 SRUN_ARGS = ["--cpus-per-task=1", "--mem=2G", "--time=00:10:00"]
 
@@ -66,7 +67,7 @@ def paint_slice(session: Session, labels_gt: np.ndarray, ref: SliceRef, per_clas
 def test_trainer_as_a_batch_job_shares_the_project_with_a_session(slurm, phantom, tmp_path):
     path = tmp_path / "proj"
     session = Session.create(path, phantom.image, classes=phantom.classes)
-    job = slurm.sbatch([sys.executable, "-m", "al_annotator.training.worker", str(path), "--watch", *TRAINER_ARGS],
+    job = slurm.sbatch([sys.executable, "-m", "al_annotator.training.worker", str(path), "--watch", *worker_flags(TRAINER)],
                        name="trainer", output=tmp_path / "trainer-job.out")
     try:
         wait_for(lambda: slurm.state(job) == "RUNNING", 60, f"job {job} to run")
@@ -106,22 +107,9 @@ def test_trainer_as_a_batch_job_shares_the_project_with_a_session(slurm, phantom
 
 
 def test_slurm_kernel_spec_runs_the_kernel_under_srun(slurm, tmp_path):
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
-
-    sys.path.insert(0, str(KERNELS))
-    try:
-        import install
-    finally:
-        sys.path.remove(str(KERNELS))
     name = f"{JOB_PREFIX}-kernel-{os.getpid()}"
-    (dest,) = install.install(["slurm-gpu"], prefix=str(tmp_path / "prefix"), srun_args=[*SRUN_ARGS, f"--job-name={name}"])
-    km = KernelManager(kernel_name=dest.name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(dest.parent)]))
-    km.start_kernel(env=slurm_env())
-    kc = km.client()
-    kc.start_channels()
+    km, kc = start_kernel("slurm-gpu", tmp_path, srun_args=[*SRUN_ARGS, f"--job-name={name}"])
     try:
-        kc.wait_for_ready(timeout=120)
         (job,) = slurm.jobs_named(name)
         slurm.jobs.append(job["id"])
         assert job["state"] == "RUNNING" and job["node"] == slurm.node
@@ -141,6 +129,73 @@ def test_slurm_kernel_spec_runs_the_kernel_under_srun(slurm, tmp_path):
         km.shutdown_kernel(now=False)
     # shutting the kernel down ends srun and with it the job
     wait_for(lambda: not slurm.jobs_named(name), 60, "the kernel's job to end")
+
+
+def test_slurm_trainer_spec_runs_the_trainer_as_a_job_step_from_a_kernel(slurm, phantom, tmp_path):
+    """The "trainer on SLURM GPU" kernel: a local kernel whose slurm_trainer_client starts the worker
+    through the spec's srun-python; this process paints through a Session and sees the version."""
+    path = tmp_path / "proj"
+    session = Session.create(path, phantom.image, classes=phantom.classes)
+    name = f"{JOB_PREFIX}-srun-trainer-{os.getpid()}"
+    km, kc = start_kernel("slurm-trainer", tmp_path, trainer_srun_args=" ".join([*SRUN_ARGS, f"--job-name={name}"]))
+    try:
+        options = ", ".join(f"{k}={v!r}" for k, v in TRAINER.items())
+        reply, out = execute(kc, "from al_annotator.jupyter_ext import slurm_trainer_client\n"
+                                 f"trainer = slurm_trainer_client({str(path)!r})\n"
+                                 f"print(trainer.start({options}))")
+        assert reply["status"] == "ok", reply
+        (job,) = wait_for(lambda: slurm.jobs_named(name), 60, "the trainer's job step")
+        slurm.jobs.append(job["id"])
+        paint_slice(session, phantom.labels, SliceRef("z", 8))
+
+        def published():
+            session.poll()
+            return session.model_version
+
+        wait_for(published, 240, "the srun trainer to publish a model version", every=0.5)
+        status = session.trainer_status()
+        assert status.alive and status.device == "cpu" and status.pid in slurm.pids(job["id"]), status
+        reply, out = execute(kc, "print(trainer.stop(timeout=60))", timeout=90)
+        assert reply["status"] == "ok" and out.strip() == "True", (reply, out)
+        wait_for(lambda: not slurm.jobs_named(name), 60, "the trainer's job to end")
+        assert session.trainer_status().state == "stopped"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        session.close()
+
+
+def worker_flags(options: dict[str, object]) -> list[str]:
+    """TrainerClient.start() keywords as the worker's flags (continuous=False -> --no-continuous)."""
+    flags: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        flags += ([flag] if value else ["--no-" + flag[2:]]) if isinstance(value, bool) else [flag, str(value)]
+    return flags
+
+
+def start_kernel(short: str, tmp_path: Path, **install_options):
+    """Install one of kernels/ into a prefix under ``tmp_path`` and start it as JupyterLab would."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    sys.path.insert(0, str(KERNELS))
+    try:
+        import install
+    finally:
+        sys.path.remove(str(KERNELS))
+    (dest,) = install.install([short], prefix=str(tmp_path / "prefix"), **install_options)
+    km = KernelManager(kernel_name=dest.name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(dest.parent)]))
+    km.start_kernel(env=slurm_env())
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+    except BaseException:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        raise
+    return km, kc
 
 
 def execute(kc, code: str, timeout: float = 60) -> tuple[dict, str]:
