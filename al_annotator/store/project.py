@@ -8,6 +8,7 @@ Layout of a project directory::
         image           (Z, Y, X) original intensities, 64^3 chunks (all three slice axes read fast)
         labels          (Z, Y, X) uint8, 0 = unlabelled, class i = i + 1; same chunks
         imported_labels (Z, Y, X) uint8, the labels imported at creation (the base the log replays on)
+        pyramid/k       the image averaged over 2^k cubes, for zoomed-out views (see :mod:`.pyramid`)
         models/vNNNN/   probabilities (C, Z, Y, X) float16, prediction uint8, confidence (written by the trainer)
       edits.log         append-only edit log (see :mod:`al_annotator.store.editlog`)
       state.json        the log position the labels reflect, slice states, voxel counts per class
@@ -44,6 +45,7 @@ from ..errors import (
 from ..types import AXES, EditAtom, SliceRef
 from .backend import LocalBackend, MemoryBackend
 from .editlog import EditLog, LogRecord, ScanResult, damaged_message, scan_records
+from .pyramid import build_pyramid, open_levels, pyramid_bytes, pyramid_levels
 from .perms import dir_mode, share_tree
 
 __all__ = ["ProjectStore", "create_project", "open_project", "SliceState", "DEFAULT_CHUNKS", "PROJECT_FILE"]
@@ -161,6 +163,8 @@ class ProjectStore:
                 self._imported = self.root["imported_labels"]
             except KeyError:
                 self._imported = None
+            #: Coarse image levels ``{k: array}`` for zoomed-out reads (:mod:`.pyramid`); empty when none.
+            self.pyramid = open_levels(self.root, self.shape)
         except (KeyError, FileNotFoundError) as exc:
             raise StoreIntegrityError(f"{backend.description}: the image or labels array is missing ({exc})") from exc
         except Exception as exc:  # noqa: BLE001 - zarr raises many kinds for damaged metadata
@@ -256,14 +260,41 @@ class ProjectStore:
         return self._imported is not None
 
     # ------------------------------------------------------------------ reading
-    def read_slice(self, ref: SliceRef, what: str = "image") -> np.ndarray:
-        """The 2D array of ``what`` ("image" or "labels") on ``ref``."""
+    def read_slice(self, ref: SliceRef, what: str = "image", *, level: int = 0) -> np.ndarray:
+        """The 2D array of ``what`` ("image" or "labels") on ``ref``, at ``level`` (each side
+        ``ceil(n / 2^level)``): the image from the finest pyramid level at or above it (means of
+        ``2^k`` cubes, then strided), labels and a store without a pyramid by striding the full plane."""
         ref = SliceRef(ref.axis, ref.index)
         ref.check(self.shape)
         arrays = {"image": self.image, "labels": self.labels}
         if what not in arrays:
             raise InputError(f"what must be one of {sorted(arrays)}, got {what!r}")
-        return self._read_array(what, ref.selection(), where=str(ref))
+        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
+            raise InputError(f"level must be a non-negative integer, got {level!r}")
+        have = [k for k in self.pyramid if k <= level] if what == "image" else []
+        if not have:
+            plane = self._read_array(what, ref.selection(), where=str(ref))
+            step = 2 ** int(level)
+            return np.ascontiguousarray(plane[::step, ::step]) if level else plane
+        k = max(have)
+        coarse = SliceRef(ref.axis, ref.index >> k)
+        try:
+            plane = np.asarray(self.pyramid[k][coarse.selection()])
+        except Exception as exc:  # noqa: BLE001 - a damaged level: the full image still answers
+            self.pyramid = {}
+            self.repairs.append(f"image pyramid level {k} cannot be read ({exc.__class__.__name__}: {exc}); "
+                                "reading the full image instead: `al-annotator check --repair` rebuilds it")
+            return self.read_slice(ref, what, level=level)
+        step = 2 ** (int(level) - k)
+        return np.ascontiguousarray(plane[::step, ::step]) if step > 1 else plane
+
+    def build_pyramid(self, progress: Any = None) -> list[int]:
+        """(Re)write the image pyramid (:mod:`.pyramid`): for projects created before it existed,
+        or after a level was damaged; ``check --repair`` calls it when levels are missing."""
+        self._check_writable()
+        levels = build_pyramid(self.root, self.image, progress=progress)
+        self.pyramid = open_levels(self.root, self.shape)
+        return levels
 
     def _read_array(self, what: str, sel: tuple, *, where: str) -> np.ndarray:
         """Read from the image or labels array; a damaged chunk raises :class:`StoreIntegrityError`
@@ -537,6 +568,10 @@ class ProjectStore:
         if repair:
             self._check_writable()
         problems = self.missing_chunks()
+        wanted = pyramid_levels(self.shape)
+        if repair and sorted(self.pyramid) != wanted:
+            self.build_pyramid()
+            problems.append(f"the image pyramid (levels {wanted}, for zoomed-out views) was missing or incomplete (built)")
         if full and self.read_only:
             problems.append("a read-only store checks chunks only; open the project for writing for a full check")
         elif full:
@@ -615,6 +650,7 @@ class ProjectStore:
             "chunks": list(self.image.chunks),
             "spacing": list(self.config.spacing),
             "spacing_unit": self.config.spacing_unit,
+            "pyramid_levels": sorted(self.pyramid),
             "classes": [{"value": i + 1, "name": n, "colour": c} for i, (n, c) in enumerate(zip(self.config.classes, self.config.colours))],
             "display_window": list(self.display_window),
             "source": self._doc["volume"].get("source"),
@@ -1041,6 +1077,7 @@ def create_project(
 
             shape = tuple(int(n) for n in vol.array.shape)
             extra = int(np.prod(shape)) if lab_vol is not None else 0  # imported_labels: one more uint8 copy
+            extra += pyramid_bytes(shape, vol.array.dtype)
             require_free_space(target.parent, estimate_project_bytes(shape, vol.array.dtype) + extra,
                                f"the project for {vol.source} ({' x '.join(map(str, shape))} {np.dtype(vol.array.dtype)})")
         if path is None:
@@ -1132,6 +1169,7 @@ def _build(backend, vol, lab_vol, config: ProjectConfig, chunks, progress) -> No
             labels[z0:z1] = 0
         if progress is not None:
             progress(z1, shape[0], "import")
+    build_pyramid(root, image, progress=progress)
     values = np.concatenate(sample) if sample else np.zeros(1)
     lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
     if hi <= lo:
