@@ -147,15 +147,21 @@ def _print_info(info: dict[str, Any], as_json: bool) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     from .store import create_project
 
-    store = create_project(
-        args.project,
-        args.volume,
-        classes=args.classes,
-        spacing=args.spacing,
-        labels=args.labels,
-        read_kw=_read_kw(args),
-        labels_read_kw=_read_kw(args, "labels_"),
-    )
+    from .progress import ProgressBars
+
+    with ProgressBars(unit="slice") as bars:
+        store = create_project(
+            args.project,
+            args.volume,
+            classes=args.classes,
+            spacing=args.spacing,
+            unit=args.unit,
+            labels=args.labels,
+            read_kw=_read_kw(args),
+            labels_read_kw=_read_kw(args, "labels_"),
+            group_writable=args.group_writable,
+            progress=bars,
+        )
     print(f"created {store.path}")
     _print_info(store.info(), False)
     store.close()
@@ -218,9 +224,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .store.export import export
 
     with open_project(args.project) as store:
-        out = export(store, args.out, what=args.what, format=args.format, overwrite=args.overwrite)
+        # without --format the output's suffix names it (export says which suffixes when it cannot tell)
+        out = export(store, args.out, what=args.what, format=args.format, overwrite=args.overwrite,
+                     ngff_version=args.ngff_version)
     print(f"wrote {args.what} to {out}")
     return 0
+
+
+@command("install-kernels")
+def cmd_install_kernels(args: argparse.Namespace) -> int:
+    from .kernelspecs import run
+
+    return run(args)
 
 
 @command("demo")
@@ -264,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume", required=True, help="volume file or folder")
     p.add_argument("--classes", default="background,bone,implant,degradation", help="comma-separated class names (label value = position, from 1)")
     p.add_argument("--spacing", help="voxel spacing Z,Y,X (default: from the file, else 1,1,1)")
+    p.add_argument("--unit", help="the spacing's length unit, e.g. micrometer, um, nm, mm (default: from the file, else none)")
     p.add_argument("--labels", help="existing labels to import (same shape; 0 = unlabelled)")
+    p.add_argument("--group-writable", action="store_true",
+                   help="a project shared by the members of the directory's group: its directories are setgid and "
+                        "group-writable, every file the group can read and write, whoever writes it later")
     p.add_argument("--no-napari", action="store_true",
                    help="do not record AL Annotator as napari's reader for the new folder (napari's settings are left alone)")
     _add_read_options(p)
@@ -280,15 +299,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export labels or predictions")
     p.add_argument("project")
-    p.add_argument("out", help="output path (.ome.zarr directory, .tif, .nii/.nii.gz)")
+    p.add_argument("out", help="output path: .ome.zarr (a directory), .tif/.tiff, .nii/.nii.gz; its suffix sets the format")
     p.add_argument("--what", choices=("labels", "predictions"), default="labels")
-    p.add_argument("--format", choices=("ome-zarr", "tiff", "nifti"), required=True)
+    p.add_argument("--format", choices=("ome-zarr", "tiff", "nifti"), help="the format, when the output's suffix does not say it")
+    p.add_argument("--ngff-version", choices=("0.4", "0.5"), default="0.4",
+                   help="OME-Zarr: 0.4 (zarr v2, read by napari-ome-zarr, ome-zarr-py, Fiji) or 0.5 (zarr v3)")
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("demo", help="create the demo project (a real micro-CT scan) and show it")
     p.add_argument("--dir", default="al_annotator_demo", help="project directory (reused if it exists)")
     p.add_argument("--name", default="bone", help="demo volume name")
     p.add_argument("--no-napari", action="store_true", help="do not record AL Annotator as napari's reader for the folder")
+
+    p = sub.add_parser("install-kernels", help="install the Jupyter kernel specs (CPU, GPU, SLURM) of this environment")
+    from .kernelspecs import add_arguments
+
+    add_arguments(p)
 
     _register_extra_commands(sub)
     return parser
@@ -304,7 +330,7 @@ def _register_extra_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one sub-command; returns the exit status (2: bad input, with a one-line message).
+    """Run one sub-command; returns the exit status (2: bad input or a missing extra, with a one-line message).
 
     An unexpected exception (a damaged project file no check caught, or a bug) prints its type
     and message and the way on (``al-annotator check PROJECT``) instead of a traceback; with
@@ -323,6 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - the last resort of a command line; see DEBUG_ENV
+        from .extras import missing_extra
+
+        missing = missing_extra(exc, f"`al-annotator {args.command}`")  # a module of an extra not installed
+        if missing is not None:
+            print(f"error: {missing}", file=sys.stderr)
+            return 2
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
         project = getattr(args, "project", None)

@@ -4,7 +4,8 @@ Long operations (``create_project``, prediction, export) take a ``progress(done,
 callback and know nothing of bars. :class:`ProgressBars` is that callback as tqdm bars: one bar per
 ``what`` (a stage such as ``"import"``), with counts, rate and ETA. It uses ``tqdm.auto``, so the
 same code draws a text bar on a terminal or in a SLURM job's log and an ipywidgets bar in a
-notebook. napari's dock uses :func:`napari.utils.progress` instead (``al_annotator.napari._widget``).
+notebook. napari's dock draws the same stages with ``napari.utils.progress`` in its activity panel
+(``al_annotator.napari._progress``).
 
 Examples
 --------
@@ -33,19 +34,23 @@ class ProgressBars:
 
     A new ``what`` closes the previous stage's bar and opens its own; a stage reaching ``total``
     closes its bar (left on screen). ``notebook=None`` lets ``tqdm.auto`` choose (a widget bar in
-    Jupyter, text elsewhere); ``file`` (default stderr) forces a text bar there.
+    Jupyter, text elsewhere); ``file`` (default stderr) forces a text bar there. ``bar`` replaces
+    tqdm by another class with its interface (napari's ``napari.utils.progress``).
     """
 
     def __init__(self, *, unit: str = "it", file: IO[str] | None = None, notebook: bool | None = None,
-                 mininterval: float = 0.5) -> None:
+                 mininterval: float = 0.5, bar: Callable[..., Any] | None = None) -> None:
         self.unit = unit
         self.file = file
         self.mininterval = mininterval
         self._notebook = notebook
+        self._bar_class = bar
         self._bar: Any = None
         self._what: str | None = None
 
     def _new_bar(self, total: int, what: str) -> Any:
+        if self._bar_class is not None:
+            return self._bar_class(total=total, desc=what, unit=self.unit)
         if self.file is None and self._notebook is not False:
             from tqdm.auto import tqdm
         else:
@@ -63,6 +68,11 @@ class ProgressBars:
         bar.update(int(done) - bar.n)
         if done >= total:
             self.close()
+
+    @property
+    def bar(self) -> Any:
+        """The bar of the stage in progress (``None`` between stages)."""
+        return self._bar
 
     def close(self) -> None:
         if self._bar is not None:

@@ -104,3 +104,45 @@ def test_npe2_validates_the_napari_manifest():
     out = subprocess.run([npe2, "validate", "al-annotator"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "valid" in out.stdout.lower(), out.stdout
+
+
+def test_init_shows_a_progress_bar_with_counts(tmp_path, capsys):
+    """`al-annotator init` reports create_project's progress as a tqdm bar (counts, rate, ETA) on stderr."""
+    import numpy as np
+
+    from al_annotator.cli import main
+
+    np.save(tmp_path / "vol.npy", np.zeros((70, 16, 16), np.uint16))  # 2 slabs of 64 slices
+    assert main(["init", str(tmp_path / "p"), "--volume", str(tmp_path / "vol.npy"), "--no-napari"]) == 0
+    err = capsys.readouterr().err
+    assert "import: 100%" in err and "70/70" in err and "slice/s" in err, err
+
+
+
+def test_export_takes_the_format_from_the_suffix_and_init_takes_a_unit(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    import tifffile
+
+    from al_annotator.cli import main
+
+    np.save(tmp_path / "vol.npy", np.zeros((4, 8, 8), np.uint16))
+    assert main(["init", str(tmp_path / "p"), "--volume", str(tmp_path / "vol.npy"), "--spacing", "2,1,1", "--unit", "um",
+                 "--no-napari"]) == 0
+    assert json.loads((tmp_path / "p" / "project.json").read_text())["config"]["spacing_unit"] == "micrometer"
+    assert main(["export", str(tmp_path / "p"), str(tmp_path / "labels.tif")]) == 0
+    assert tifffile.imread(tmp_path / "labels.tif").shape == (4, 8, 8)
+    assert main(["export", str(tmp_path / "p"), str(tmp_path / "labels.nii.gz")]) == 0
+    assert (tmp_path / "labels.nii.gz").stat().st_size > 0
+    capsys.readouterr()
+    # a name that says no format: the error names the suffixes and --format
+    assert main(["export", str(tmp_path / "p"), str(tmp_path / "labels.dat")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and ".tif" in err and ".nii.gz" in err and "format" in err, err
+    assert main(["export", str(tmp_path / "p"), str(tmp_path / "labels.dat"), "--format", "tiff"]) == 0
+    # a unit nobody knows: one line naming the accepted units
+    assert main(["init", str(tmp_path / "q"), "--volume", str(tmp_path / "vol.npy"), "--unit", "furlong", "--no-napari"]) == 2
+    err = capsys.readouterr().err
+    assert "furlong" in err and "micrometer" in err, err
+    assert not (tmp_path / "q").exists()

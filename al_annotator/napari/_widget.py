@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEventLoop, Qt, QTimer
 from qtpy.QtCore import Signal as QtSignal
 from qtpy.QtWidgets import QApplication, QFileDialog, QWidget
 
@@ -64,6 +64,7 @@ from ._io import prefer_this_reader
 from ._jobs import GuiPoster, Job, Jobs
 from ._layers import (ServedOutputs, class_colormap, image_layer_kwargs, labels_array, layer_names, model_arrays,
                       prefetch_planes)
+from ._progress import NapariProgress
 from ._ui import build_dock_ui, class_button, show_served, show_slice_state, show_suggestions, show_trainer_status
 
 if TYPE_CHECKING:
@@ -280,10 +281,18 @@ class AnnotatorWidget(QWidget):
         create_kw.setdefault("auto_rerank", self.auto_refresh_check.isChecked())
         create_kw.setdefault("live_preview", self._live_on)
         path = Path(str(path)).expanduser()
+        bars = NapariProgress(unit="slice")  # the import's slabs, in napari's activity panel
+        create_kw.setdefault("progress", bars)
         QApplication.setOverrideCursor(Qt.WaitCursor)
         try:
-            opened = self.jobs.call("create project", lambda: _opened(Session.create(path, array, **create_kw)))
+            job = self.jobs.submit("create project", lambda: _opened(Session.create(path, array, **create_kw)),
+                                   on_done=lambda result, error: None)  # an error is raised below, not reported twice
+            while not job.future.done():  # the bars are drawn from posted events; no user input meanwhile
+                QApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents, 50)
+            self.jobs.drain(upto=job)
+            opened = job.future.result()
         finally:
+            bars.close()
             QApplication.restoreOverrideCursor()
         if hasattr(source, "visible"):
             source.visible = False
