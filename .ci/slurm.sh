@@ -34,7 +34,11 @@ MARK="# written by al_annotator .ci/slurm.sh"
 LOG_DIR=/var/log/slurm
 
 say() { echo "slurm.sh: $*" >&2; }
-node_up() {  # the controller answers and this script's node takes jobs
+running() { [ -s "$1" ] && [ -d "/proc/$(cat "$1")" ]; }  # (any user can tell)
+ours() { [ -f "$CONF" ] && grep -qF "$MARK" "$CONF"; }
+node_up() {  # the controller answers and a node takes jobs (with our conf: our two daemons run, too;
+             # the controller notices a dead slurmd only SlurmdTimeout later)
+  if ours && ! { running /run/slurmctld.pid && running /run/slurmd.pid; }; then return 1; fi
   timeout 5 sinfo -h -N -o "%T" 2>/dev/null | grep -qE '^(idle|mixed|allocated|completing)'
 }
 
@@ -58,7 +62,7 @@ if [ -n "$need" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
 
-if [ -f "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
+if [ -f "$CONF" ] && ! ours; then
   say "$CONF exists and was not written by this script, but SLURM does not answer (sinfo);" \
       "start the site's daemons, or move $CONF aside to let this script write a one-node test cluster"
   exit 3
@@ -117,7 +121,6 @@ fi
 for _ in $(seq 50); do munge -n </dev/null >/dev/null 2>&1 && break; sleep 0.1; done
 munge -n </dev/null | unmunge >/dev/null || { say "munged does not answer (see /var/log/munge/munged.log)"; exit 4; }
 
-running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 running /run/slurmctld.pid || slurmctld
 running /run/slurmd.pid || slurmd
 for i in $(seq 60); do
