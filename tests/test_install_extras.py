@@ -215,3 +215,22 @@ def test_the_napari_extra_runs_the_dock_on_qt6(tmp_path, wheel):
         print("ok", qtpy.API_NAME, importlib.util.find_spec("PyQt5") is None, importlib.util.find_spec("torch") is None)
     """, tmp_path, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "ok PyQt6 True True", out.stdout + out.stderr
+
+
+def test_the_demo_extra_is_what_run_demo_needs(tmp_path, wheel):
+    """`./run demo` installs the demo extra (train + jupyter, no test tooling): the demo project, its
+    notebook and the JupyterLab command come from that environment alone."""
+    python = fresh_env(tmp_path / "venv", wheel, {"demo"})
+    out = run_in(python, """
+        import importlib.util, subprocess, sys
+        for m in ("jupyterlab", "ipykernel", "anywidget", "torch", "timm"):
+            assert importlib.util.find_spec(m) is not None, m
+        assert all(importlib.util.find_spec(m) is None for m in ("pytest", "playwright", "voila", "napari")), "test tooling installed"
+        r = subprocess.run([sys.executable, "-m", "al_annotator.jupyter_ext", "demo", "--print-command", "--dir", "."],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        print(r.stdout.strip().splitlines()[-1])
+    """, tmp_path, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "jupyterlab" in out.stdout and (tmp_path / "al_annotator_quickstart.ipynb").is_file(), out.stdout
+    assert (tmp_path / "al_annotator_demo" / "project.json").is_file()
