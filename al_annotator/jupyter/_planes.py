@@ -34,7 +34,7 @@ from ..types import AXES, EditAtom, SliceRef
 from ._cache import SlabCache, TileCache
 from ._imaging import Quantiser, Region, block_mean, fit_step, sample, thumbnail, window_to_uint8
 
-__all__ = ["ORTHO_PX", "THUMB_MAX_CHUNKS", "THUMB_PX", "PlaneServer", "View", "describe", "running_loop"]
+__all__ = ["ORTHO_PX", "THUMB_MAX_CHUNKS", "THUMB_PX", "PlaneServer", "View", "describe", "running_loop", "thumb_level"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,18 @@ class View:
 
     ref: SliceRef
     region: Region
+
+
+def thumb_level(shape2d: tuple[int, int]) -> int:
+    """The pyramid level a thumbnail of a slice is read at: 2 to 4 times the thumbnail's size, so
+    the store reads a coarse level (a 2048^2 slice: 128^2 from level 4) and the block mean has
+    enough pixels left to smooth.
+
+    >>> thumb_level((2048, 2048)), thumb_level((100, 80))
+    (4, 0)
+    """
+    step = fit_step(shape2d, THUMB_PX)
+    return max(0, step.bit_length() - 2)
 
 
 class _LRU:
@@ -555,7 +567,7 @@ class PlaneServer:
         def compute() -> dict[SliceRef, np.ndarray]:
             def image(ref: SliceRef) -> np.ndarray:  # no caching: thumbnails would evict the slabs in view
                 cached = self.images.cached(ref)
-                return cached if cached is not None else session.plane("image", ref)
+                return cached if cached is not None else session.plane("image", ref, level=thumb_level(ref.shape_in(self.shape)))
 
             return {r: window_to_uint8(thumbnail(image(r), THUMB_PX), window) for r in missing}
 
