@@ -42,6 +42,7 @@ class Slurm:
 
     def __init__(self) -> None:
         self.node = _run(["sinfo", "-h", "-N", "-o", "%N"]).split()[0]
+        self.partition = _run(["sinfo", "-h", "-o", "%R"]).split()[0]
         self.jobs: list[str] = []
 
     def sbatch(self, command: list[str], *, name: str, output: Path, cpus: int = 1, mem: str = "2G",
@@ -62,9 +63,9 @@ class Slurm:
         return out or None
 
     def jobs_named(self, name: str) -> list[dict[str, str]]:
-        """The queued or running jobs whose name is ``name``: id, state, node and name."""
-        out = _run(["squeue", "-h", "-n", name, "-o", "%i|%T|%N|%j"])
-        return [dict(zip(("id", "state", "node", "name"), line.split("|"))) for line in out.splitlines() if line]
+        """The queued or running jobs whose name is ``name``: id, state, node, partition and name."""
+        out = _run(["squeue", "-h", "-n", name, "-o", "%i|%T|%N|%P|%j"])
+        return [dict(zip(("id", "state", "node", "partition", "name"), line.split("|"))) for line in out.splitlines() if line]
 
     def pids(self, job: str) -> set[int]:
         """The processes of a running job on this node (``scontrol listpids``: what SLURM tracks)."""

@@ -30,7 +30,6 @@ from tests.slurm_fixtures import JOB_PREFIX, slurm, slurm_env  # noqa: F401 (the
 
 pytest.importorskip("torch")
 
-KERNELS = Path(__file__).resolve().parents[1] / "kernels"
 #: A worker that trains a few steps on small crops, predicts one axis and waits for labels
 #: (TrainerClient.start() keywords; worker_flags() gives the command-line flags).
 TRAINER = {"device": "cpu", "steps": 4, "crop": 48, "batch_size": 2, "axes": "z", "threads": 1, "poll": 0.2,
@@ -108,11 +107,12 @@ def test_trainer_as_a_batch_job_shares_the_project_with_a_session(slurm, phantom
 
 def test_slurm_kernel_spec_runs_the_kernel_under_srun(slurm, tmp_path):
     name = f"{JOB_PREFIX}-kernel-{os.getpid()}"
-    km, kc = start_kernel("slurm-gpu", tmp_path, srun_args=[*SRUN_ARGS, f"--job-name={name}"])
+    km, kc = start_kernel("slurm-gpu", tmp_path, srun_args=[*SRUN_ARGS, f"--job-name={name}"],
+                          slurm_partition=slurm.partition)
     try:
         (job,) = slurm.jobs_named(name)
         slurm.jobs.append(job["id"])
-        assert job["state"] == "RUNNING" and job["node"] == slurm.node
+        assert job["state"] == "RUNNING" and job["node"] == slurm.node and job["partition"] == slurm.partition
         code = "import os, socket; print(os.environ['SLURM_JOB_ID'], os.environ['SLURM_STEP_ID'], socket.gethostname())"
         reply, out = execute(kc, code)
         assert reply["status"] == "ok", reply
@@ -137,7 +137,8 @@ def test_slurm_trainer_spec_runs_the_trainer_as_a_job_step_from_a_kernel(slurm, 
     path = tmp_path / "proj"
     session = Session.create(path, phantom.image, classes=phantom.classes)
     name = f"{JOB_PREFIX}-srun-trainer-{os.getpid()}"
-    km, kc = start_kernel("slurm-trainer", tmp_path, trainer_srun_args=" ".join([*SRUN_ARGS, f"--job-name={name}"]))
+    km, kc = start_kernel("slurm-trainer", tmp_path, trainer_srun_args=" ".join([*SRUN_ARGS, f"--job-name={name}"]),
+                          slurm_partition=slurm.partition)
     try:
         options = ", ".join(f"{k}={v!r}" for k, v in TRAINER.items())
         reply, out = execute(kc, "from al_annotator.jupyter_ext import slurm_trainer_client\n"
@@ -146,6 +147,7 @@ def test_slurm_trainer_spec_runs_the_trainer_as_a_job_step_from_a_kernel(slurm, 
         assert reply["status"] == "ok", reply
         (job,) = wait_for(lambda: slurm.jobs_named(name), 60, "the trainer's job step")
         slurm.jobs.append(job["id"])
+        assert job["partition"] == slurm.partition
         paint_slice(session, phantom.labels, SliceRef("z", 8))
 
         def published():
@@ -175,16 +177,14 @@ def worker_flags(options: dict[str, object]) -> list[str]:
 
 
 def start_kernel(short: str, tmp_path: Path, **install_options):
-    """Install one of kernels/ into a prefix under ``tmp_path`` and start it as JupyterLab would."""
+    """Install one of kernels/ into a prefix under ``tmp_path`` (as ``al-annotator install-kernels
+    --prefix`` does) and start it as JupyterLab would."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
-    sys.path.insert(0, str(KERNELS))
-    try:
-        import install
-    finally:
-        sys.path.remove(str(KERNELS))
-    (dest,) = install.install([short], prefix=str(tmp_path / "prefix"), **install_options)
+    from al_annotator.kernelspecs import installer
+
+    (dest,) = installer().install([short], prefix=str(tmp_path / "prefix"), **install_options)
     km = KernelManager(kernel_name=dest.name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(dest.parent)]))
     km.start_kernel(env=slurm_env())
     kc = km.client()
