@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .errors import AlAnnotatorError
 
-__all__ = ["EXTRAS", "MissingExtraError", "extra_for", "missing_extra"]
+__all__ = ["EXTRAS", "MissingExtraError", "extra_for", "missing_extra", "requirement_closure"]
 
 #: top-level import name -> the extra that installs it
 EXTRAS: dict[str, str] = {
@@ -55,3 +55,30 @@ def missing_extra(exc: BaseException, what: str = "this") -> MissingExtraError |
         if extra is not None:
             return MissingExtraError(extra, exc.name.split(".")[0], what)
     return None
+
+
+def requirement_closure(extras: set[str] | frozenset[str] = frozenset(), dist: str = "al-annotator") -> set[str]:
+    """Canonical names of the *installed* distributions ``dist[extras]`` resolves to, ``dist`` left out.
+
+    What a fresh environment with that extra would hold (``tests/test_install_extras.py`` builds such
+    environments, ``benchmarks/bench_install.py`` sizes them)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: dict[str, set[str]] = {}
+    todo = [(dist, set(extras))]
+    while todo:
+        name, wanted = todo.pop()
+        key = canonicalize_name(name)
+        if key in seen and wanted <= seen[key]:
+            continue
+        seen.setdefault(key, set()).update(wanted)
+        for text in metadata.distribution(name).requires or []:
+            req = Requirement(text)
+            envs = [{"extra": e} for e in wanted] or [{"extra": ""}]
+            if req.marker is None or any(req.marker.evaluate(env) for env in envs):
+                todo.append((req.name, set(req.extras)))
+    seen.pop(canonicalize_name(dist))
+    return set(seen)

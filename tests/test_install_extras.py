@@ -18,30 +18,11 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+
+from al_annotator.extras import requirement_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(sysconfig.get_paths()["purelib"])
-
-
-def requirement_closure(extras: set[str]) -> set[str]:
-    """Canonical names of the installed distributions ``al-annotator[extras]`` needs, itself left out."""
-    seen: dict[str, set[str]] = {}
-    todo = [("al-annotator", set(extras))]
-    while todo:
-        name, wanted = todo.pop()
-        key = canonicalize_name(name)
-        if key in seen and wanted <= seen[key]:
-            continue
-        seen.setdefault(key, set()).update(wanted)
-        for text in metadata.distribution(name).requires or []:
-            req = Requirement(text)
-            envs = [{"extra": e} for e in wanted] or [{"extra": ""}]
-            if req.marker is None or any(req.marker.evaluate(env) for env in envs):
-                todo.append((req.name, set(req.extras)))
-    seen.pop("al-annotator")
-    return set(seen)
 
 
 @pytest.fixture(scope="module")
