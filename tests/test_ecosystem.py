@@ -146,3 +146,21 @@ def test_export_takes_the_format_from_the_suffix_and_init_takes_a_unit(tmp_path,
     err = capsys.readouterr().err
     assert "furlong" in err and "micrometer" in err, err
     assert not (tmp_path / "q").exists()
+
+
+def test_the_notebook_widget_shows_the_import_of_a_new_project(tmp_path, capsys):
+    """`Annotator(volume_file)` creates the project beside it with a tqdm.auto bar (an ipywidgets
+    bar in Jupyter; text on stderr here, where there is no notebook)."""
+    pytest.importorskip("anywidget", reason="the notebook widget needs the jupyter extra")
+    import numpy as np
+
+    from al_annotator import Annotator
+
+    np.save(tmp_path / "scan.npy", np.zeros((70, 16, 16), np.uint16))
+    w = Annotator(str(tmp_path / "scan.npy"), classes=["background", "bone"])
+    try:
+        assert (tmp_path / "scan.alproj" / "project.json").is_file()
+    finally:
+        w.close()
+    err = capsys.readouterr().err
+    assert "import: 100%" in err and "70/70" in err, err

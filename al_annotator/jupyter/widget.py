@@ -35,6 +35,7 @@ import traitlets as t
 
 from ..core import Session
 from ..errors import InputError
+from ..progress import ProgressBars
 from ..types import SliceRef
 from . import _protocol as P
 from ._controller import Controller
@@ -338,7 +339,10 @@ def _open_session(source: Any, *, project: Any, volume: Any, classes: Any, autho
     ``project``; reopened when it exists); an array (a project at ``project``, in memory when None);
     a ProjectStore (anything with ``apply_edit`` and ``root``)."""
     kw: dict[str, Any] = {"author": author, "strategy": strategy, "n_suggestions": n_suggestions}
-    create_kw = {"classes": classes} if classes is not None else {}
+    # a new project's import shows a bar in the cell's output (tqdm.auto: an ipywidgets bar in Jupyter)
+    create_kw: dict[str, Any] = {"progress": ProgressBars(unit="slice")}
+    if classes is not None:
+        create_kw["classes"] = classes
     if isinstance(source, Session):
         return source, False
     if isinstance(source, (str, os.PathLike)):
