@@ -120,7 +120,24 @@ def _read_kw(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
     return kw
 
 
+def _access(path: Any) -> dict[str, Any]:
+    """Who may use the project: the group of a group-writable one, else the directory's mode."""
+    import grp
+    import stat
+
+    from .store.perms import is_shared
+
+    st = os.stat(path)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return {"group_writable": is_shared(path), "group": group, "mode": oct(stat.S_IMODE(st.st_mode))}
+
+
 def _print_info(info: dict[str, Any], as_json: bool) -> None:
+    if info.get("path") and os.path.isdir(info["path"]):
+        info = {**info, "access": _access(info["path"])}
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -128,6 +145,10 @@ def _print_info(info: dict[str, Any], as_json: bool) -> None:
     print(f"volume       {' x '.join(map(str, info['shape']))} (z, y, x)  {info['dtype']}  chunks {tuple(info['chunks'])}")
     print(f"spacing      {tuple(info['spacing'])} {info['spacing_unit']}")
     print(f"source       {info['source']}")
+    if "access" in info:
+        acc = info["access"]
+        print(f"access       " + (f"group-writable: the members of {acc['group']} read and write it" if acc["group_writable"]
+                                  else f"mode {acc['mode']} (your umask; `init --group-writable` shares a project with a group)"))
     print(f"window       {info['display_window'][0]:.6g} .. {info['display_window'][1]:.6g}")
     print("classes      " + ", ".join(f"{c['value']}={c['name']} ({c['colour']})" for c in info["classes"]))
     per_class = ", ".join(f"{k} {v}" for k, v in info["labelled_voxels_per_class"].items())

@@ -105,7 +105,7 @@ def run_as(user: str, code: str, cwd: Path, mask: int = 0o022) -> subprocess.Com
                            sys.executable, "-c", prog], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_a_group_writable_project_is_read_and_written_by_a_second_uid(colleague, umask):
+def test_a_group_writable_project_is_read_and_written_by_a_second_uid(colleague, umask, capsys):
     user, group, base = colleague
     umask(0o077)  # the creator's strict umask must not lock the colleague out
     store = create_project(base / "shared", np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8), classes="a,b",
@@ -139,6 +139,12 @@ def test_a_group_writable_project_is_read_and_written_by_a_second_uid(colleague,
     again = open_project(base / "shared")
     assert int((np.asarray(again.labels[3]) == 2).sum()) == 7
     again.close()
+    # `info` says who shares it
+    from al_annotator.cli import main
+
+    capsys.readouterr()
+    assert main(["info", str(base / "shared")]) == 0
+    assert f"access       group-writable: the members of {group} read and write it" in capsys.readouterr().out
 
 
 def test_without_group_write_a_second_uid_reads_but_cannot_write(colleague, umask):
