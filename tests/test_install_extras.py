@@ -44,7 +44,8 @@ def fresh_env(where: Path, wheel: Path, extras: set[str]) -> Path:
                                check=True, capture_output=True, text=True).stdout.strip())
     for name in requirement_closure(extras):
         dist = metadata.distribution(name)
-        tops = {Path(f).parts[0] for f in dist.files or ()} | {Path(dist._path).name}  # type: ignore[attr-defined]
+        tops = {Path(f).parts[0] for f in dist.files or ()}  # the packages and the .dist-info (RECORD lists it)
+        assert tops, f"{name} has no RECORD: it cannot be linked into a fresh environment"
         for top in tops:
             src = SITE / top
             if top != ".." and src.exists() and not (site / top).exists():
