@@ -16,6 +16,7 @@ MIN_TILE = 64
 
 def register(sub: Any, command: Callable) -> None:
     from ..cli import float_arg, int_arg
+    from .predict_cli import add_predict_options
     from .worker import add_train_options
 
     p = sub.add_parser("train", help="run the trainer (a round per new annotation with --watch)")
@@ -31,6 +32,7 @@ def register(sub: Any, command: Callable) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int_arg(1), default=8)
     p.add_argument("--tile", type=int_arg(MIN_TILE), default=1024, help=f"tile size for slices larger than this (>= {MIN_TILE})")
+    add_predict_options(p)
 
     p = sub.add_parser("suggest", help="rank the next slices to annotate")
     p.add_argument("project")
@@ -77,7 +79,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from .config import TrainConfig
-    from .predict_cli import predict_project
+    from .predict_cli import predict_kwargs_from_args, predict_project
 
     from ..errors import InputError
 
@@ -86,9 +88,11 @@ def _predict(args: argparse.Namespace) -> int:
     except InputError as exc:
         raise InputError(f"--{str(exc).split(' ', 1)[0]}: {exc}") from None
     meta = predict_project(args.project, axes=args.axes, device=args.device, batch_size=args.batch_size, tile=args.tile,
-                           progress=lambda d, t, w: print(f"\r{w}: {d}/{t}", end="", file=sys.stderr, flush=True))
+                           progress=lambda d, t, w: print(f"\r{w}: {d}/{t}", end="", file=sys.stderr, flush=True),
+                           **predict_kwargs_from_args(args))
     print(file=sys.stderr)
-    print(f"model v{meta['version']}: predicted along {meta['predicted_axes']} in {meta['predict_seconds']:.1f} s; "
+    print(f"model v{meta['version']}: predicted along {meta['predicted_axes']} ({meta['predicted_planes']} planes, "
+          f"{meta['predicted_on']}) in {meta['predict_seconds']:.1f} s; "
           f"wrote prediction, probabilities and confidence (export: al-annotator export {args.project} --what predictions ...)")
     return 0
 

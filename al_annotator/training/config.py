@@ -55,6 +55,9 @@ class TrainConfig:
         Training crops (square, drawn around labelled voxels); slices smaller than this are padded.
     axes
         Axes predicted each round; their probabilities are soft-voted (Baltruschat et al.).
+    planes
+        3: soft-vote the orthogonal ``axes``; 9: also the six diagonal plane families
+        (``training.planes``; needs ``axes="zyx"``, costs 3x the prediction time).
     mc_samples
         MC-dropout samples for BALD scores (0 = no BALD; each sample costs one classifier pass).
     pretrained
@@ -94,6 +97,7 @@ class TrainConfig:
     dropout: float = 0.1
     val_every: int = 5
     axes: str = "zyx"
+    planes: int = 3
     predict_batch: int = 8
     tile: int | None = 1024
     mc_samples: int = 0
@@ -155,6 +159,11 @@ class TrainConfig:
         axes = "".join(a for a in self.axes.lower() if a in "zyx")
         if not axes or len(axes) != len(self.axes) or len(set(axes)) != len(axes):
             raise InputError(f"axes must be a non-empty combination of z, y, x such as 'zyx' or 'z', got {self.axes!r}")
+        if self.planes not in (3, 9) or isinstance(self.planes, bool):
+            raise InputError(f"planes must be 3 (orthogonal) or 9 (orthogonal and diagonal), got {self.planes!r}")
+        if self.planes == 9 and sorted(axes) != ["x", "y", "z"]:
+            raise InputError(f"planes 9 soft-votes all nine planes, so it needs axes 'zyx', got {self.axes!r}; "
+                             "use planes 3 to predict along fewer axes")
         if self.input_norm not in ("auto", "window", "slice"):
             raise InputError(f"input_norm must be 'auto', 'window' or 'slice', got {self.input_norm!r}")
         if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or _CUDA.match(self.device)):

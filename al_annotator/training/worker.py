@@ -392,7 +392,7 @@ class Worker:
             t_pred = time.perf_counter()
             scratch = out.group()
             pred = predict_volume(
-                store, self.model, axes=self.cfg.axes, device=device, batch_size=self.cfg.predict_batch, tile=self.cfg.tile,
+                store, self.model, axes=self.cfg.axes, planes=self.cfg.planes, device=device, batch_size=self.cfg.predict_batch, tile=self.cfg.tile,
                 mc_samples=self.cfg.mc_samples, scratch=scratch, should_stop=self._should_stop, progress=on_predict, seed=rnd,
                 model_version=version, input_norm=self.cfg.input_norm,
             )
@@ -429,6 +429,7 @@ class Worker:
                 "model": self.model.name,
                 "device": str(device),
                 "axes": self.cfg.axes,
+                "planes": self.cfg.planes,
                 "input_norm": self.cfg.input_norm,
                 "lr": self.cfg.lr,
                 "auto": dict(self.auto),
@@ -517,6 +518,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int_arg(MIN_CROP), help=f"training crop size (>= {MIN_CROP})")
     p.add_argument("--batch-size", type=int_arg(1))
     p.add_argument("--axes", help="axes to predict and soft-vote, e.g. zyx")
+    p.add_argument("--planes", type=int, choices=(3, 9),
+                   help="3: soft-vote the orthogonal --axes (default); 9: also the six diagonal planes (3x the prediction time)")
     p.add_argument("--mc-samples", type=int_arg(0), help="MC-dropout samples for BALD scores (0 = off)")
     p.add_argument("--pretrained", help="local weights file to start from (the first round only)")
     lr_number = float_arg(0, lo_open=True)
@@ -540,7 +543,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 #: TrainConfig fields and the flags that set them (so an error names what the user typed).
 _FLAGS = {"model": "--model", "device": "--device", "steps_per_round": "--steps", "max_seconds_per_round": "--max-seconds",
-          "crop": "--crop", "batch_size": "--batch-size", "axes": "--axes", "mc_samples": "--mc-samples",
+          "crop": "--crop", "batch_size": "--batch-size", "axes": "--axes", "planes": "--planes", "mc_samples": "--mc-samples",
           "pretrained": "--pretrained", "threads": "--threads", "lr": "--lr", "input_norm": "--input-norm",
           "holdout_fraction": "--holdout", "continuous": "--no-continuous"}
 
@@ -550,7 +553,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     try:
         return base.with_(
             device=args.device, model=args.model, steps_per_round=args.steps, max_seconds_per_round=args.max_seconds,
-            crop=args.crop, batch_size=args.batch_size, axes=args.axes, mc_samples=args.mc_samples,
+            crop=args.crop, batch_size=args.batch_size, axes=args.axes, planes=getattr(args, "planes", None), mc_samples=args.mc_samples,
             pretrained=args.pretrained, threads=args.threads, lr=getattr(args, "lr", None),
             input_norm=getattr(args, "input_norm", None), continuous=getattr(args, "continuous", None),
             holdout_fraction=getattr(args, "holdout_fraction", None),
