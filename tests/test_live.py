@@ -242,8 +242,9 @@ def test_a_large_plane_gets_a_coarse_look_first_then_the_full_prediction(tmp_pat
 
 
 def test_a_plane_whose_tiles_do_not_fit_the_cache_is_computed_as_one_block(tmp_path, phantom):
-    """With a tile cache too small for a plane's tiles, the plane's features are computed once as a
-    block and kept; the strokes on it take their features from it; the preview agrees with the tiled one."""
+    """With a tile cache too small for a plane's tiles, or with its tiles not computed yet ("cold"), the
+    plane's features are computed once as a block and kept; the strokes on it take their features from
+    it; the preview agrees with the one from tiles already computed ("tiles")."""
     from al_annotator.core.live import LivePreview
     from al_annotator.instant import FeatureBank
     from al_annotator.instant.segmenter import auto_features
@@ -254,10 +255,13 @@ def test_a_plane_whose_tiles_do_not_fit_the_cache_is_computed_as_one_block(tmp_p
     probe = FeatureBank(s.image_array, (1.0, 1.0, 1.0), **dict(auto_features((1.0, 1.0, 1.0)), mode="3d"), tile_shape=(8, 32, 32))
     small = {"cache_bytes": int(2.5 * probe.tile_bytes), "tile_shape": (8, 32, 32)}  # a z plane touches 4 tiles
     got = {}
-    for name, kw in (("block", small), ("tiles", {"tile_shape": (8, 32, 32)})):
+    for name, kw in (("block", small), ("cold", {"tile_shape": (8, 32, 32)}), ("tiles", {"tile_shape": (8, 32, 32)})):
         live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [ref], 4, feature_kw=kw)
         try:
             assert live.plane_by_block(ref) == (name == "block")
+            if name == "tiles":
+                live.bank.features(live._plane_block(ref))  # the plane's tiles computed before the stroke
+            assert live._block_first(ref) == (name != "tiles")
             live.labels_changed(None, s.labels_seq)
             live.request(ref)
             assert live.wait_idle(120) and live.last_error is None
@@ -265,10 +269,10 @@ def test_a_plane_whose_tiles_do_not_fit_the_cache_is_computed_as_one_block(tmp_p
             if name == "block":
                 assert list(live._plane_cache) == [ref] and live._cached(ref)
                 assert live.bank.stats["tiles_computed"] == 0  # the strokes lie on the block plane
-                assert "plane_features_s" in live.timings
+            assert ("plane_features_s" in live.timings) == (name != "tiles")
         finally:
             live.close()
-    assert (got["block"] == got["tiles"]).mean() > 0.99
+    assert (got["block"] == got["tiles"]).mean() > 0.99 and (got["cold"] == got["tiles"]).mean() > 0.99
     assert (got["block"] == phantom.labels[ref.selection()]).mean() > 0.85
     s.close()
 

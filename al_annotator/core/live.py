@@ -402,28 +402,38 @@ class LivePreview:
             return False
         return len(self._plane_tiles(ref)) * self.bank.tile_bytes > self.bank.cache_bytes // 2
 
+    def _block_first(self, ref: SliceRef) -> bool:
+        """Whether a stroke's preview of ``ref`` computes the plane as one block first: its tiles do not
+        fit the cache, or they are not all computed yet. A cold plane as a block costs about the plane
+        (axis by axis, cropped after each axis: ``FeatureBank.block_features``) where its tiles cost
+        their whole depth (every voxel of the 128^3 demo for a y or x plane); the tiles follow while idle."""
+        if self.inplane or ref in self._plane_cache:
+            return False
+        return self.plane_by_block(ref) or not self._cached(ref)
+
     def _plane_block(self, ref: SliceRef) -> tuple:
         block = [slice(None)] * 3
         block[ref.axis_number] = ref.index
         return tuple(block)
 
-    def _plane_features(self, ref: SliceRef, keep: bool = True) -> np.ndarray:
+    def _plane_features(self, ref: SliceRef, keep: bool = True, block: bool = False) -> np.ndarray:
         """``(H, W, F)`` features of a plane (in-plane features of that plane's own orientation).
 
         The planes previewed are kept assembled (``keep``; the image never changes, so neither do they):
         a stroke's preview then does not copy the plane's features out of the tiles again (64 MB at
-        512^2), and a plane whose tiles do not fit the cache is computed once as one block."""
+        512^2), and a plane whose tiles do not fit the cache (or, with ``block``, are not computed yet)
+        is computed once as one block."""
         arr = self._plane_cache.get(ref)
         if arr is not None:
             self._plane_cache.move_to_end(ref)
             return arr
-        block = self._plane_block(ref)
-        if self.plane_by_block(ref):
-            arr = np.squeeze(self.bank.block_features(block), axis=1 + ref.axis_number)  # (F, H, W)
+        sel = self._plane_block(ref)
+        if (block and not self.inplane) or self.plane_by_block(ref):
+            arr = np.squeeze(self.bank.block_features(sel), axis=1 + ref.axis_number)  # (F, H, W)
             arr = np.ascontiguousarray(np.moveaxis(arr, 0, -1))
             keep = True  # computed at this cost, always kept
         else:
-            feats = self.bank.features(block, axis=ref.axis_number) if self.inplane else self.bank.features(block)
+            feats = self.bank.features(sel, axis=ref.axis_number) if self.inplane else self.bank.features(sel)
             arr = np.squeeze(feats, axis=ref.axis_number)
         if keep:
             arr.flags.writeable = False
@@ -675,8 +685,8 @@ class LivePreview:
     def _predict(self, ref: SliceRef, dirty: set[SliceRef] | None, coarse: bool = False) -> PlanePreview | None:
         t0 = time.perf_counter()
         block_s = None
-        if self.plane_by_block(ref) and ref not in self._plane_cache:
-            self._plane_features(ref)  # first: the strokes on this plane take their features from it
+        if self._block_first(ref):
+            self._plane_features(ref, block=True)  # first: the strokes on this plane take their features from it
             block_s = time.perf_counter() - t0
         if dirty is None or dirty or self.classifier is None:
             self._fit(dirty, quick=coarse)
