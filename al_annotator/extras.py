@@ -24,7 +24,7 @@ EXTRAS: dict[str, str] = {
     "torch": "train", "torchvision": "train", "timm": "train", "monai": "train", "modAL": "train",
     "matplotlib": "train",
     "anywidget": "jupyter", "ipywidgets": "jupyter", "jupyterlab": "jupyter", "jupyter_client": "jupyter",
-    "jupyter_server": "jupyter", "traitlets": "jupyter",
+    "jupyter_server": "jupyter", "jupyter_core": "jupyter", "ipykernel": "jupyter", "traitlets": "jupyter",
     "napari": "napari", "npe2": "napari", "qtpy": "napari", "superqt": "napari", "magicgui": "napari",
     "dask": "cluster", "distributed": "cluster", "dask_jobqueue": "cluster",
 }

@@ -455,13 +455,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("out", help="output .ipynb")
     p.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        cmd = launch_demo(not args.no_browser, args.port, directory=args.dir, exec_lab=not args.print_command)
-        print(shlex.join(cmd))
-    elif args.command == "notebook":
-        print(write_annotator_notebook(args.target))
-    else:
-        print(write_notebook(quickstart_notebook(), args.out, overwrite=args.overwrite))
+    try:
+        if args.command == "demo":
+            cmd = launch_demo(not args.no_browser, args.port, directory=args.dir, exec_lab=not args.print_command)
+            print(shlex.join(cmd))
+        elif args.command == "notebook":
+            print(write_annotator_notebook(args.target))
+        else:
+            print(write_notebook(quickstart_notebook(), args.out, overwrite=args.overwrite))
+    except ModuleNotFoundError as exc:  # JupyterLab or the widget not installed: say which extra
+        from .extras import missing_extra
+
+        missing = missing_extra(exc, f"`python -m al_annotator.jupyter_ext {args.command}`")
+        if missing is None:
+            raise
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     return 0
 
 

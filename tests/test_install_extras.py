@@ -108,6 +108,8 @@ def test_each_front_end_names_the_extra_it_is_missing(core_env, tmp_path):
         assert main(["init", "proj", "--volume", "vol.npy", "--no-napari"]) == 0
         assert main(["train", "proj", "--rounds", "1"]) == 2
         assert main(["install-kernels", "--prefix", "k"]) == 2
+        from al_annotator.jupyter_ext import main as jupyter_main
+        assert jupyter_main(["demo", "--print-command", "--dir", "d"]) == 2
         try:
             from al_annotator import Annotator
         except MissingExtraError as exc:
@@ -119,6 +121,7 @@ def test_each_front_end_names_the_extra_it_is_missing(core_env, tmp_path):
     err = out.stderr
     assert "`al-annotator train` needs the optional dependency 'torch'" in err and 'pip install "al-annotator[train]"' in err, err
     assert "`al-annotator install-kernels` needs the optional dependency 'jupyter_client'" in err, err
+    assert "`python -m al_annotator.jupyter_ext demo` needs the optional dependency 'jupyter_core'" in err, err
     assert 'pip install "al-annotator[jupyter]"' in out.stdout and "anywidget" in out.stdout, out.stdout
     assert "Traceback" not in err
 
