@@ -164,3 +164,22 @@ def test_the_notebook_widget_shows_the_import_of_a_new_project(tmp_path, capsys)
         w.close()
     err = capsys.readouterr().err
     assert "import: 100%" in err and "70/70" in err, err
+
+
+def test_run_test_says_how_to_get_the_gui_tests_where_it_cannot_install():
+    """`./run test` as a user who cannot apt-get: the missing system packages and the line to install them."""
+    import os
+
+    script = (ROOT / "run").read_text()
+    start, end = script.index("GUI_PACKAGES="), script.index("\n}\n", script.index("gui_libraries() {")) + 3
+    cmd = ["bash", "-c", script[start:end] + 'GUI_PACKAGES="xvfb al-annotator-no-such-package"; gui_libraries']
+    if os.geteuid() == 0:  # as root it would install; run it as an account that cannot
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv to run the check as a user other than root")
+        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
+    if shutil.which("dpkg") is None:
+        pytest.skip("the check reads dpkg's database (Debian/Ubuntu)")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert "the napari (GUI) and browser tests will skip: missing system packages: al-annotator-no-such-package" in out.stderr
+    assert "sudo apt-get install -y al-annotator-no-such-package" in out.stderr and "xvfb" not in out.stderr.split("packages:")[1]
