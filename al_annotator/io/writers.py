@@ -182,10 +182,8 @@ def _dask(array: Any, o: WriteOptions, chunks: tuple[int, ...]) -> Any:
     """The input as a dask array of output-sized chunks: read chunk by chunk, never whole."""
     import dask.array as da
 
-    if isinstance(array, np.ndarray):
-        return da.from_array(array, chunks=chunks).astype(o.dtype)
-    # h5py datasets and page readers are not thread-safe: one read at a time
-    lock = type(array).__module__.split(".")[0] not in ("zarr", "numpy")
+    # numpy and zarr arrays are read from many threads; h5py datasets and page readers one read at a time
+    lock = not isinstance(array, np.ndarray) and type(array).__module__.split(".")[0] != "zarr"
     return da.from_array(array, chunks=chunks, lock=lock, asarray=True).astype(o.dtype)
 
 
