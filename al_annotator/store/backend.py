@@ -183,7 +183,7 @@ def _shared_local_store():
     class SharedLocalStore(zarr.storage.LocalStore):
         def _share(self, key: str) -> None:
             path = Path(self.root) / key
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # the chunk is written; a mode the filesystem refuses is no error
                 st = path.stat()
                 if st.st_uid == os.geteuid() and st.st_mode & SHARED_FILE_BITS != SHARED_FILE_BITS:
                     os.chmod(path, st.st_mode & 0o777 | SHARED_FILE_BITS)

@@ -23,6 +23,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -81,7 +82,10 @@ def chmod_new_file(fd: int, directory: str | os.PathLike, keep: str | os.PathLik
             old = None
         if old is not None and stat.S_ISREG(old.st_mode):
             mode = stat.S_IMODE(old.st_mode) & 0o777 | (mode & SHARED_FILE_BITS)
-    os.fchmod(fd, mode)
+    try:
+        os.fchmod(fd, mode)
+    except OSError:  # a filesystem without Unix modes (some SMB/FUSE mounts): the write itself must not fail
+        pass
 
 
 def share_tree(root: str | os.PathLike) -> None:
@@ -114,4 +118,5 @@ def ensure_shared_dirs(path: Path, root: Path) -> None:
             break
         st = os.stat(d)
         if st.st_uid == os.geteuid() and st.st_mode & SHARED_DIR_BITS != SHARED_DIR_BITS:
-            os.chmod(d, stat.S_IMODE(st.st_mode) | SHARED_DIR_BITS)
+            with contextlib.suppress(OSError):  # as chmod_new_file: never fail the write for a mode
+                os.chmod(d, stat.S_IMODE(st.st_mode) | SHARED_DIR_BITS)
