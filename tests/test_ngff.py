@@ -151,3 +151,16 @@ def test_lazy_sources_are_written_chunk_by_chunk(tmp_path):
             out = write_volume(vol, tmp_path / f"{name}.zarr")
         with read_volume(out) as back:
             np.testing.assert_array_equal(np.asarray(back.array[...]), data)
+
+
+def test_labels_without_classes_still_validate(tmp_path):
+    """Without class names (the napari writer), the values present get the palette's colours: every
+    ``colors`` entry needs an ``rgba`` for ome-zarr-models."""
+    import zarr
+
+    Image, ImageLabel = _models("0.4")
+    image = np.random.default_rng(8).integers(0, 1000, (8, 64, 64)).astype(np.uint16)
+    out = write_volume((image % 3).astype(np.uint8), tmp_path / "n.zarr", kind="labels", image=image)
+    Image.from_zarr(zarr.open_group(str(out), mode="r"))
+    label = ImageLabel.from_zarr(zarr.open_group(str(out / "labels" / "labels"), mode="r"))
+    assert [c.label_value for c in label.attributes.image_label.colors] == [0, 1, 2]

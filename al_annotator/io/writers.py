@@ -187,15 +187,23 @@ def _dask(array: Any, o: WriteOptions, chunks: tuple[int, ...]) -> Any:
     return da.from_array(array, chunks=chunks, lock=lock, asarray=True).astype(o.dtype)
 
 
+def _rgba(value: int, hexcol: str) -> dict[str, Any]:
+    rgb = [int(hexcol[i : i + 2], 16) for i in (1, 3, 5)]
+    return {"label-value": int(value), "rgba": rgb + [255]}
+
+
 def _label_colours(array: Any, o: WriteOptions) -> dict[str, Any]:
     """``image-label`` ``colors`` (and ``properties``): the classes' colours and names when given,
-    else the values present (read slab by slab; left out past :data:`MAX_LABEL_COLOURS`)."""
+    else the values present (read slab by slab; left out past :data:`MAX_LABEL_COLOURS`) in the
+    project palette's colours. Every entry has an ``rgba``: ome-zarr-models requires one. 0 is
+    transparent."""
+    from ..config import DEFAULT_COLOURS
+
+    colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
     if o.classes:
-        colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
         props = [{"label-value": 0, "name": "unlabelled"}]
         for value, name, hexcol in o.classes:
-            rgb = [int(hexcol[i : i + 2], 16) for i in (1, 3, 5)]
-            colours.append({"label-value": int(value), "rgba": rgb + [255]})
+            colours.append(_rgba(value, hexcol))
             props.append({"label-value": int(value), "name": str(name)})
         return {"colors": colours, "properties": props}
     values: set[int] = set()
@@ -203,7 +211,8 @@ def _label_colours(array: Any, o: WriteOptions) -> dict[str, Any]:
         values.update(int(v) for v in np.unique(block))
         if len(values) > MAX_LABEL_COLOURS:
             return {}
-    return {"colors": [{"label-value": v} for v in sorted(values)]}
+    palette = DEFAULT_COLOURS
+    return {"colors": colours + [_rgba(v, palette[(v - 1) % len(palette)]) for v in sorted(values - {0})]}
 
 
 def _write_ngff(group: Any, array: Any, o: WriteOptions, version: str, *, labels: bool) -> None:
