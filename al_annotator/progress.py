@@ -21,9 +21,12 @@ True
 from __future__ import annotations
 
 import sys
-from typing import IO, Any, Callable
+import time
+from typing import IO, Any, Callable, Hashable
 
-__all__ = ["ProgressBars", "Callback"]
+from .simulate.progress import format_seconds
+
+__all__ = ["ProgressBars", "Callback", "PhaseEta", "format_seconds"]
 
 #: ``progress(done, total, what)``: ``done`` of ``total`` units of the stage ``what``
 Callback = Callable[[int, int, str], None]
@@ -85,3 +88,42 @@ class ProgressBars:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PhaseEta:
+    """The ETA of work reported as a fraction that runs 0 -> 1 per ``key`` (the trainer's round),
+    from the rate seen since the first report of that key: what the front ends' trainer bars show.
+
+    Examples
+    --------
+    >>> t = iter([0.0, 10.0, 20.0])
+    >>> eta = PhaseEta(clock=lambda: next(t))
+    >>> eta.update(1, 0.1), eta.update(1, 0.3), eta.update(1, 0.5)
+    (None, 35.0, 25.0)
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._key: Hashable = object()
+        self._t0 = 0.0
+        self._f0 = 0.0
+        self._last: float | None = None
+
+    def update(self, key: Hashable, fraction: float | None) -> float | None:
+        """Seconds left, ``None`` until a rate is known (first report, a new key, a fraction that went back)."""
+        now = self.clock()
+        if fraction is None:
+            self._last = None
+            return None
+        if key != self._key or self._last is None or fraction < self._last:
+            self._key, self._t0, self._f0, self._last = key, now, float(fraction), float(fraction)
+            return None
+        self._last = float(fraction)
+        if fraction >= 1.0 or fraction <= self._f0 or now <= self._t0:
+            return None
+        return (1.0 - fraction) * (now - self._t0) / (fraction - self._f0)
+
+    def text(self, key: Hashable, fraction: float | None) -> str:
+        """``"ETA 1:20 min"`` after :meth:`update`, ``""`` while unknown."""
+        eta = self.update(key, fraction)
+        return "" if eta is None else f"ETA {format_seconds(eta)}"

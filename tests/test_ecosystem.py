@@ -183,3 +183,28 @@ def test_run_test_says_how_to_get_the_gui_tests_where_it_cannot_install():
     assert out.returncode == 0, out.stderr
     assert "the napari (GUI) and browser tests will skip: missing system packages: al-annotator-no-such-package" in out.stderr
     assert "sudo apt-get install -y al-annotator-no-such-package" in out.stderr and "xvfb" not in out.stderr.split("packages:")[1]
+
+
+def test_the_notebook_trainer_bar_gets_an_eta(tmp_path):
+    """The widget's trainer bar: a second report of the same round gives an ETA in the `trainer` state."""
+    pytest.importorskip("anywidget", reason="the notebook widget needs the jupyter extra")
+    import numpy as np
+
+    from al_annotator.core import Session, TrainerStatus
+    from al_annotator.jupyter._controller import Controller, ViewState
+    from al_annotator.jupyter._planes import PlaneServer
+
+    session = Session.create(None, np.zeros((4, 16, 16), np.uint8), classes="a,b")
+    planes = PlaneServer(session, lambda content, buffers=(): None)
+    view = ViewState()
+    controller = Controller(session, lambda content, buffers=(): None, planes, view=view)
+    try:
+        controller.on_trainer_status(TrainerStatus(state="training", alive=True, round=2, progress=0.1))
+        assert view.trainer["eta"] == ""  # no rate yet
+        controller.on_trainer_status(TrainerStatus(state="training", alive=True, round=2, progress=0.4))
+        assert view.trainer["eta"].startswith("ETA ") and view.trainer["progress"] == 0.4
+        controller.on_trainer_status(TrainerStatus(state="idle", alive=True, round=2, progress=1.0))
+        assert view.trainer["eta"] == ""
+    finally:
+        planes.close()
+        session.close()

@@ -42,3 +42,15 @@ def test_the_napari_dock_shows_project_creation_in_the_activity_panel(gui, tmp_p
         progress._all_instances.events.changed.disconnect(added)
     assert [(b.desc.rstrip(": "), b.total) for b in seen] == [("import", 130)]
     assert [v for v, _ in updates] == [64, 128, 130] and all(main for _, main in updates), updates
+
+
+@pytest.mark.gui
+def test_the_dock_trainer_bar_shows_an_eta(gui, tmp_path, make_napari_viewer):
+    from al_annotator.core import TrainerStatus
+    from al_annotator.napari._widget import AnnotatorWidget
+
+    widget = AnnotatorWidget(make_napari_viewer(), poll_ms=0)
+    widget._on_trainer_status(TrainerStatus(state="training", alive=True, round=1, progress=0.2))
+    assert "ETA" not in widget.ui.progress.format()
+    widget._on_trainer_status(TrainerStatus(state="predicting", alive=True, round=1, progress=0.8))
+    assert widget.ui.progress.value() == 80 and " · ETA " in widget.ui.progress.format(), widget.ui.progress.format()

@@ -44,6 +44,7 @@ import numpy as np
 
 from ..core import Session, TrainerStatus
 from ..errors import AlAnnotatorError, InputError
+from ..progress import PhaseEta
 from ..types import AXES, EditAtom, SliceRef
 from . import _protocol as P
 from ._planes import PlaneServer, describe
@@ -136,6 +137,7 @@ class Controller:
         #: Turn the prediction overlay on the first time a tier serves one (until the user sets it).
         self.auto_prediction = True
         self._preview_asked: tuple | None = None
+        self._trainer_eta = PhaseEta()  # the trainer bar's ETA, from the round's progress so far
 
     # ================================================================== state out
     def send(self, content: dict, buffers: Sequence[Any] = ()) -> None:
@@ -479,7 +481,10 @@ class Controller:
         self.planes.model_changed()
 
     def on_trainer_status(self, status: TrainerStatus) -> None:
-        self.set(trainer=json_safe(status.to_json()))
+        doc = json_safe(status.to_json())
+        working = status.state in ("training", "predicting")
+        doc["eta"] = self._trainer_eta.text(status.round, status.progress if working else None)  # the bar's "ETA 1:20 min"
+        self.set(trainer=doc)
 
     def on_classes(self, table: list[dict]) -> None:
         self.set(classes=[dict(c) for c in table])

@@ -255,9 +255,9 @@ def class_button(name: str, colour: str, value: int) -> QPushButton:
     return b
 
 
-def show_trainer_status(ui: DockUI, status: Any) -> None:
+def show_trainer_status(ui: DockUI, status: Any, eta: str = "") -> None:
     """A :class:`~al_annotator.core.TrainerStatus`: its summary (the notebook widget's phrasing,
-    state in bold, an error in red) and the progress bar."""
+    state in bold, an error in red) and the progress bar with the round's ``eta`` text."""
     parts = [html.escape(p) for p in status.parts()]
     parts[0] = f"<b>{parts[0]}</b>"
     if status.error:
@@ -265,7 +265,7 @@ def show_trainer_status(ui: DockUI, status: Any) -> None:
     ui.trainer_label.setText(" · ".join(parts))  # TrainerStatus.summary(), marked up
     running = status.progress is not None and status.state in ("training", "predicting", "idle")
     ui.progress.setValue(int(round(100 * status.progress)) if running else 0)
-    ui.progress.setFormat(f"{status.state} %p%" if running else status.state)
+    ui.progress.setFormat((f"{status.state} %p%" + (f" · {eta}" if eta else "")) if running else status.state)
 
 
 def show_suggestions(ui: DockUI, items: Iterable[Any]) -> None:

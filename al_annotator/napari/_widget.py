@@ -57,6 +57,7 @@ from qtpy.QtWidgets import QApplication, QFileDialog, QWidget
 from ..core import Session
 from ..core.values import TrainerStatus
 from ..errors import AlAnnotatorError
+from ..progress import PhaseEta
 from ..types import AXES, SliceRef
 from ._arrays import read_only
 from ._bridge import LabelsBridge
@@ -122,6 +123,7 @@ class AnnotatorWidget(QWidget):
         self._opened_models: dict[int, tuple[Any, Any]] = {}
         self._qt_dims: Any = None
         self._volume: Any = None  # the open session's VolumeFacts
+        self._trainer_eta = PhaseEta()  # the trainer bar's ETA, from the round's progress so far
         #: The prediction and uncertainty layers' data: the served tier, plane by plane.
         self.outputs: ServedOutputs | None = None
         self._preview_job: Job | None = None
@@ -964,7 +966,9 @@ class AnnotatorWidget(QWidget):
         self.trainer_label.setText("stopping…")
 
     def _on_trainer_status(self, status: TrainerStatus) -> None:
-        show_trainer_status(self.ui, status)  # TrainerStatus.summary(), as the notebook widget shows it
+        working = status.state in ("training", "predicting")
+        eta = self._trainer_eta.text(status.round, status.progress if working else None)
+        show_trainer_status(self.ui, status, eta)  # TrainerStatus.summary(), as the notebook widget shows it
 
     # ================================================================== polling
     def poll(self, *, wait: bool = True) -> dict[str, bool] | None:

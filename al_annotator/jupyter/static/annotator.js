@@ -787,6 +787,7 @@ function createPanels(app) {
   const [liveBox, liveL] = check("live_preview", "live", "instant classifier: refit after every stroke and predict the slice on screen");
   liveL.classList.add("al-auto");
   const progress = h("div", { class: "al-progress" }, h("div", { class: "al-progress-bar" }));
+  const progressText = h("div", { class: "al-progress-text" });
   const curve = h("canvas", { class: "al-curve" });
   const msgBox = h("div", { class: "al-msg", hidden: true });
   const bars = [
@@ -823,7 +824,7 @@ function createPanels(app) {
       suggList,
       h("div", { class: "al-row" }, nextBtn, skipBtn)
     ),
-    h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Training", startBtn, stopBtn, liveL), trainStatus, servedLine, progress, curve)
+    h("div", { class: "al-section" }, h("div", { class: "al-h" }, "Training", startBtn, stopBtn, liveL), trainStatus, servedLine, progress, progressText, curve)
   );
   function wlFromSliders() {
     const level = +levelR.value, width = Math.max(+widthR.value, 1e-9);
@@ -942,9 +943,10 @@ function createPanels(app) {
     trainStatus.textContent = persistent ? tr.summary || state : "in-memory project: no trainer (give a project directory)";
     app.root.dataset.trainer = state;
     const busy = state === "training" || state === "predicting";
-    progress.hidden = !busy;
+    progress.hidden = progressText.hidden = !busy;
     progress.firstChild.style.width = `${Math.round(100 * (tr.progress || 0))}%`;
     progress.title = busy ? `${state} ${Math.round(100 * (tr.progress || 0))}%${tr.phase ? " (" + tr.phase + ")" : ""}` : "";
+    progressText.textContent = busy ? `${state} ${Math.round(100 * (tr.progress || 0))} %${tr.eta ? " · " + tr.eta : ""}` : "";
     startBtn.disabled = !persistent || !!tr.alive;
     stopBtn.disabled = !persistent || !tr.alive;
     drawCurve();
