@@ -74,19 +74,30 @@ def heldout_voxels(ref: object, labels2d: np.ndarray, *, fraction: float = HOLDO
 
     labels2d = np.asarray(labels2d)
     out = np.zeros(labels2d.shape, bool)
-    if fraction <= 0 or not (labels2d > 0).any():
+    lab = labels2d > 0
+    if fraction <= 0 or not lab.any():
         return out
-    if (labels2d > 0).mean() >= DENSE_FRACTION:  # annotated whole: blocks everywhere
-        return holdout_mask(ref, labels2d.shape, fraction=fraction, block=block, seed=seed) & (labels2d > 0)
+    if lab.mean() >= DENSE_FRACTION:  # annotated whole: blocks everywhere
+        return holdout_mask(ref, labels2d.shape, fraction=fraction, block=block, seed=seed) & lab
+    # Only the bounding box of the labelled voxels is searched (scribbles on a 2048^2 plane: the
+    # full-plane passes took 1-3 s per stroke); raster order inside the box is the plane's, so each
+    # piece's first voxel, and with it its id, is the same as found on the whole plane.
+    rows, cols = np.flatnonzero(lab.any(axis=1)), np.flatnonzero(lab.any(axis=0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    box = labels2d[r0:r1, c0:c1]
+    width = labels2d.shape[1]
+    sub = out[r0:r1, c0:c1]
     blocks = None
     eight = np.ones((3, 3), bool)
-    for c in np.unique(labels2d[labels2d > 0]):
-        comp, n = ndimage.label(labels2d == c, structure=eight)
+    for c in np.unique(box[box > 0]):
+        comp, n = ndimage.label(box == c, structure=eight)
         if not n:
             continue
-        sizes = np.bincount(comp.ravel(), minlength=n + 1)
-        # a stable id per piece: its first voxel in raster order (unchanged until the stroke is edited)
-        first = ndimage.minimum(np.arange(comp.size).reshape(comp.shape), comp, index=np.arange(1, n + 1))
+        flat = np.flatnonzero(comp)  # ascending: the first occurrence of a piece is its first voxel
+        ids = comp.ravel()[flat]
+        sizes = np.bincount(ids, minlength=n + 1)
+        _, first_at = np.unique(ids, return_index=True)  # pieces 1..n in order
+        first = (flat[first_at] // box.shape[1] + r0) * width + flat[first_at] % box.shape[1] + c0
         held = np.zeros(n + 1, bool)
         large = np.zeros(n + 1, bool)
         for k in range(1, n + 1):
@@ -94,11 +105,11 @@ def heldout_voxels(ref: object, labels2d: np.ndarray, *, fraction: float = HOLDO
                 large[k] = True
             else:
                 held[k] = _hash01(f"{ref}|{seed}|{int(c)}|{int(first[k - 1])}") < fraction
-        out |= held[comp]
+        sub |= held[comp]
         if large.any():
             if blocks is None:
-                blocks = holdout_mask(ref, labels2d.shape, fraction=fraction, block=block, seed=seed)
-            out |= large[comp] & blocks
+                blocks = holdout_mask(ref, labels2d.shape, fraction=fraction, block=block, seed=seed)[r0:r1, c0:c1]
+            sub |= large[comp] & blocks
     return out
 
 
