@@ -219,3 +219,13 @@ def test_the_demo_extra_is_what_run_demo_needs(tmp_path, wheel):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "jupyterlab" in out.stdout and (tmp_path / "al_annotator_quickstart.ipynb").is_file(), out.stdout
     assert (tmp_path / "al_annotator_demo" / "project.json").is_file()
+
+
+def test_the_cluster_extra_brings_dask_jobqueue_without_the_training_stack(tmp_path, wheel):
+    python = fresh_env(tmp_path / "venv", wheel, {"cluster"})
+    out = run_in(python, """
+        import importlib.util
+        import dask_jobqueue, distributed
+        print(sorted(m for m in ("torch", "anywidget", "napari") if importlib.util.find_spec(m) is not None))
+    """, tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
