@@ -147,7 +147,7 @@ def _print_info(info: dict[str, Any], as_json: bool) -> None:
     print(f"source       {info['source']}")
     if "access" in info:
         acc = info["access"]
-        print(f"access       " + (f"group-writable: the members of {acc['group']} read and write it" if acc["group_writable"]
+        print("access       " + (f"group-writable: the members of {acc['group']} read and write it" if acc["group_writable"]
                                   else f"mode {acc['mode']} (your umask; `init --group-writable` shares a project with a group)"))
     print(f"window       {info['display_window'][0]:.6g} .. {info['display_window'][1]:.6g}")
     print("classes      " + ", ".join(f"{c['value']}={c['name']} ({c['colour']})" for c in info["classes"]))
@@ -166,9 +166,8 @@ def _print_info(info: dict[str, Any], as_json: bool) -> None:
 
 @command("init")
 def cmd_init(args: argparse.Namespace) -> int:
-    from .store import create_project
-
     from .progress import ProgressBars
+    from .store import create_project
 
     with ProgressBars(unit="slice") as bars:
         store = create_project(
