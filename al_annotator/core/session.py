@@ -227,13 +227,14 @@ class Session:
 
     def plane(self, what: str, ref: SliceRef | None = None, *, level: int = 0) -> np.ndarray | None:
         """One 2D plane of ``what`` ("image", "labels", "prediction", "confidence", "uncertainty")
-        on any axis, at pyramid ``level`` (every 2**level-th voxel). Model outputs are ``None``
+        on any axis, at pyramid ``level`` (each side ``ceil(n / 2**level)``: the image averaged from the
+        store's pyramid where it has one, the rest every 2**level-th voxel). Model outputs are ``None``
         before a model (or when the served version has no volume outputs)."""
         ref = ref or self.current
         ref.check(self.store.shape)
-        if what in ("image", "labels"):
-            plane = self.store.read_slice(ref, what)
-        elif what == "prediction":
+        if what in ("image", "labels"):  # the image from the store's pyramid when it has one
+            return self.store.read_slice(ref, what, level=level)
+        if what == "prediction":
             plane = self.prediction(ref)
         elif what == "confidence":
             plane = self.confidence(ref)
