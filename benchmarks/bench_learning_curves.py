@@ -322,10 +322,18 @@ def main_served(args: argparse.Namespace) -> None:
         "beats both; never the test set). All are evaluated on the test voxels. RF peer: scikit-image's random "
         "forest on 2D multiscale features, on exactly the same revealed voxels. Dice = test-voxel mean Dice over classes, "
         f"**median over seeds 0..{args.seeds - 1}**. Annotation cost (the 'annotating' column, cumulative): scribbles 3 s per stroke, complete slices 60 s each.",
-        f"**Scaled-down compute.** A realistic expert needs about 60 s per scribbled slice; {args.seconds_per_slice:g} s per slice "
-        f"is {args.seconds_per_slice / 60:.0%} of that, chosen so that both parts fit in ~25 minutes of this shared 2-core CPU. "
-        "At 60 s per slice the network would get 6x the steps per round; on a GPU (tens of steps per second) far more.",
     ]
+    if args.seconds_per_slice < 60:
+        body.append(
+            f"**Scaled-down compute.** A realistic expert needs about 60 s per scribbled slice; {args.seconds_per_slice:g} s per slice "
+            f"is {args.seconds_per_slice / 60:.0%} of that, chosen so that both parts fit in ~25 minutes of this shared 2-core CPU. "
+            f"At 60 s per slice the network would get {60 / args.seconds_per_slice:g}x the steps per round "
+            "(section `bench_served_60s` where it was run); on a GPU (tens of steps per second) far more.")
+    # the default compute writes `bench_served`; another per-slice time its own section (both kept)
+    tag = "" if args.seconds_per_slice == 10 else f"_{args.seconds_per_slice:g}s"
+    title = ("The served system vs each tier and the RF peer (`benchmarks/bench_learning_curves.py --served`)" if not tag else
+             f"The served system at {args.seconds_per_slice:g} s of training per slice (`benchmarks/bench_learning_curves.py --served "
+             f"--seconds-per-slice {args.seconds_per_slice:g}`)")
     verdicts = {}
     t_all = time.perf_counter()
     for part in parts:
@@ -341,17 +349,17 @@ def main_served(args: argparse.Namespace) -> None:
         res = json.loads((out / "results.json").read_text())
         if args.report_only:
             minutes = res["timing"]["total_seconds"] / 60
-        fig = ROOT / "docs" / "figures" / f"served_{part}.png"
+        fig = ROOT / "docs" / "figures" / f"served_{part}{tag}.png"
         if (out / "learning_curves.png").exists():
             fig.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(out / "learning_curves.png", fig)
         text, verdicts[part] = served_verdict(res)
         body.append(f"### {part}\n\n{DESCRIPTION[part]}\n\n`{cmd}` ({minutes:.1f} min)\n\n{served_table(res)}\n\n{text}"
-                    + (f"\n\n![served {part}](figures/served_{part}.png)" if fig.exists() else ""))
+                    + (f"\n\n![served {part}](figures/{fig.name})" if fig.exists() else ""))
         print("\n\n".join(body[-1:]), flush=True)
         if args.write_md:
-            write_section(args.write_md, "bench_served", "The served system vs each tier and the RF peer (`benchmarks/bench_learning_curves.py --served`)",
-                          "\n\n".join(body), "python benchmarks/bench_learning_curves.py --served --write-md docs/BENCHMARKS.md")
+            write_section(args.write_md, f"bench_served{tag}", title, "\n\n".join(body),
+                          "python benchmarks/bench_learning_curves.py " + " ".join(sys.argv[1:]))
     print(f"total {(time.perf_counter() - t_all) / 60:.1f} min; verdicts {verdicts}", flush=True)
 
 
