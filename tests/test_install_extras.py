@@ -229,3 +229,22 @@ def test_the_cluster_extra_brings_dask_jobqueue_without_the_training_stack(tmp_p
         print(sorted(m for m in ("torch", "anywidget", "napari") if importlib.util.find_spec(m) is not None))
     """, tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_pip_resolves_every_extra_together_under_the_ci_constraints(tmp_path, wheel):
+    """A real resolution (the package index, no install): [all] has no conflicting pins, and pip picks
+    the same distributions the tests above link (a difference: this environment is stale, refresh it
+    with ./run test)."""
+    import json
+
+    report = tmp_path / "report.json"
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "-q", "--ignore-installed",
+                          "-c", str(ROOT / ".ci" / "constraints.txt"), "--report", str(report), f"al-annotator[all] @ {wheel.as_uri()}"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    from packaging.utils import canonicalize_name
+
+    resolved = {canonicalize_name(i["metadata"]["name"]) for i in json.loads(report.read_text())["install"]}
+    linked = requirement_closure({"all"}) | {"al-annotator"}
+    assert resolved == linked, f"pip only: {sorted(resolved - linked)}; linked only: {sorted(linked - resolved)}"
