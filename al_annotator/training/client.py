@@ -406,6 +406,13 @@ class TrainerClient:
         status = read_status(self.project)
         if status.get("alive") and _status_pid(status) is not None:
             return int(status["pid"])
+        if os.path.realpath(self.python) == os.path.realpath(sys.executable):
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None:  # the worker would die on its first import
+                from ..extras import MissingExtraError
+
+                raise MissingExtraError("train", "torch", "the trainer")
         args = [self.python, "-m", "al_annotator.training.worker", str(self.project)]
         if watch:
             args.append("--watch")
