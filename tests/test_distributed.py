@@ -69,6 +69,16 @@ def test_cluster_local_by_name_starts_and_stops_its_own_cluster(project):
     assert _outputs(project)["prediction"].min() >= 1
 
 
+def test_predict_command_runs_on_a_local_cluster(project, capsys):
+    from al_annotator.cli import main
+
+    assert main(["predict", str(project), "--planes", "9", "--cluster", "local", "--jobs", "2", "--device", "cpu",
+                 "--block", "40", "--halo", "8", "--cluster-option", "threads_per_worker=1"]) == 0
+    assert "(9 planes, dask local x2)" in capsys.readouterr().out
+    assert main(["predict", str(project), "--cluster-option", "queue=gpu"]) == 2
+    assert "--cluster-option needs --cluster" in capsys.readouterr().err
+
+
 def test_bad_cluster_requests_name_the_remedy(project):
     from al_annotator.training.distributed import open_client
 

@@ -108,3 +108,16 @@ def test_bad_planes_requests_name_the_remedy():
         predict_volume(store, ThresholdModel(), halo=-1)
     with pytest.raises(InputError, match="block must be a positive integer"):
         predict_volume(store, ThresholdModel(), block=0)
+
+
+@pytest.mark.gpu
+def test_nine_planes_on_cuda_agree_with_the_cpu():
+    """The CUDA path (bf16 autocast, large batches) gives the CPU's answer up to bf16 rounding."""
+    from al_annotator.training.predict import predict_volume
+
+    image = np.random.default_rng(2).integers(0, 1000, size=(40, 48, 56)).astype(np.uint16)
+    store = create_project(None, image, classes=["dark", "bright"], chunks=(32, 32, 32))
+    cpu = predict_volume(store, ThresholdModel(), planes=9, block=32, halo=8)
+    gpu = predict_volume(store, ThresholdModel(), planes=9, block=32, halo=8, device=torch.device("cuda"), batch_size=64)
+    np.testing.assert_allclose(gpu.probabilities, cpu.probabilities, atol=0.03)
+    assert (gpu.probabilities.argmax(0) == cpu.probabilities.argmax(0)).mean() > 0.98
