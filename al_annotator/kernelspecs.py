@@ -53,8 +53,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Install the specs; a bad ``--only`` or a folder this user cannot write is one line with the remedy."""
     module = installer()
     try:
         return module.run(args)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+    except PermissionError as exc:  # a hub's read-only environment, a system prefix
+        raise InputError(
+            f"cannot install the kernel specs there ({exc.strerror}: {exc.filename}); use --user "
+            "(~/.local/share/jupyter/kernels) or --prefix a folder you can write"
+        ) from exc

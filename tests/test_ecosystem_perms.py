@@ -158,3 +158,18 @@ def test_without_group_write_a_second_uid_reads_but_cannot_write(colleague, umas
         print("read", int((np.asarray(s.labels[1]) == 2).sum()))
     """, base)
     assert out.returncode == 0 and out.stdout.strip() == "read 5", out.stdout + out.stderr
+
+
+def test_install_kernels_into_a_folder_the_user_cannot_write_says_use_user(colleague):
+    """A JupyterHub user's environment is often read-only: the command says --user or --prefix."""
+    pytest.importorskip("jupyter_client", reason="install-kernels needs the jupyter extra")
+    user, _, base = colleague
+    locked = base / "readonly_prefix"
+    locked.mkdir()
+    os.chmod(locked, 0o755)  # root's, not the colleague's
+    out = run_as(user, f"""
+        from al_annotator.cli import main
+        raise SystemExit(main(["install-kernels", "--prefix", {str(locked)!r}, "--only", "cpu"]))
+    """, base)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "cannot install the kernel specs there" in out.stderr and "--user" in out.stderr and "Traceback" not in out.stderr
