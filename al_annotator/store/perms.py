@@ -28,7 +28,10 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["current_umask", "is_shared", "file_mode", "dir_mode", "chmod_new_file", "share_tree", "ensure_shared_dirs"]
+from ..errors import InputError
+
+__all__ = ["current_umask", "is_shared", "file_mode", "dir_mode", "set_project_dir_mode", "chmod_new_file", "share_tree",
+           "ensure_shared_dirs"]
 
 SHARED_DIR_BITS = stat.S_ISGID | stat.S_IRWXG
 SHARED_FILE_BITS = stat.S_IRGRP | stat.S_IWGRP
@@ -67,6 +70,23 @@ def dir_mode(shared: bool) -> int:
     """The mode of a new project directory: what the umask allows, plus setgid and group rwx when shared."""
     mode = 0o777 & ~current_umask()
     return mode | SHARED_DIR_BITS if shared else mode
+
+
+def set_project_dir_mode(path: str | os.PathLike, group_writable: bool) -> None:
+    """Give a new project directory (``mkdtemp`` makes it 0700) the umask's mode, or the group's.
+
+    A filesystem without Unix modes keeps what it gives, unless the project must be the group's:
+    then :class:`InputError` says so before anything is written."""
+    try:
+        os.chmod(path, dir_mode(group_writable))
+    except OSError as exc:
+        if group_writable:
+            raise InputError(f"cannot make {path} group-writable ({exc.strerror}): this filesystem keeps no Unix group "
+                             "permissions; create the project without --group-writable, or on one that does") from exc
+        return
+    if group_writable and not is_shared(path):
+        raise InputError(f"{path}'s filesystem ignored the setgid and group-write bits, so a group-writable project "
+                         "cannot be kept so; create it without --group-writable, or on a filesystem with Unix permissions")
 
 
 def chmod_new_file(fd: int, directory: str | os.PathLike, keep: str | os.PathLike | None = None) -> None:

@@ -46,7 +46,7 @@ from ..types import AXES, EditAtom, SliceRef
 from .backend import LocalBackend, MemoryBackend
 from .editlog import EditLog, LogRecord, ScanResult, damaged_message, scan_records
 from .pyramid import build_pyramid, open_levels, pyramid_bytes, pyramid_levels
-from .perms import dir_mode, share_tree
+from .perms import set_project_dir_mode, share_tree
 
 __all__ = ["ProjectStore", "create_project", "open_project", "SliceState", "DEFAULT_CHUNKS", "PROJECT_FILE"]
 
@@ -1086,7 +1086,7 @@ def create_project(
             return ProjectStore(backend, author=author)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.creating-", dir=target.parent))
         try:
-            os.chmod(tmp, dir_mode(group_writable))  # mkdtemp's 0700 ignores the umask
+            set_project_dir_mode(tmp, group_writable)  # mkdtemp's 0700 ignores the umask
             _build(LocalBackend(tmp, fsync=fsync), vol, lab_vol, config, chunks, progress)
             if group_writable:
                 share_tree(tmp)
