@@ -209,3 +209,23 @@ def test_the_notebook_trainer_bar_gets_an_eta(tmp_path):
     finally:
         planes.close()
         session.close()
+
+
+def test_a_wheel_built_from_the_sdist_carries_the_kernels_and_the_lab_extension(tmp_path, monkeypatch):
+    """conda-forge and pip without a wheel build from the sdist: it must hold all the wheel needs."""
+    import tarfile
+    import zipfile
+
+    hatchling_build = pytest.importorskip("hatchling.build", reason="hatchling builds the sdist (pip install hatchling)")
+    monkeypatch.chdir(ROOT)  # hatchling builds the project in the current directory
+    sdist = tmp_path / hatchling_build.build_sdist(str(tmp_path))
+    with tarfile.open(sdist) as tar:
+        tar.extractall(tmp_path / "src", filter="data")
+    (src,) = (tmp_path / "src").iterdir()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "w"), str(src)],
+                   check=True, capture_output=True, timeout=300)
+    (whl,) = (tmp_path / "w").glob("*.whl")
+    names = zipfile.ZipFile(whl).namelist()
+    assert "al_annotator/kernels/al-annotator-slurm-gpu/slurm_kernel.py" in names
+    assert any(n.endswith("share/jupyter/labextensions/al-annotator/package.json") for n in names)
+    assert "al_annotator/napari/napari.yaml" in names
