@@ -36,17 +36,16 @@ class ProgressBars:
     """A ``progress(done, total, what)`` callback that draws tqdm bars.
 
     A new ``what`` closes the previous stage's bar and opens its own; a stage reaching ``total``
-    closes its bar (left on screen). ``notebook=None`` lets ``tqdm.auto`` choose (a widget bar in
-    Jupyter, text elsewhere); ``file`` (default stderr) forces a text bar there. ``bar`` replaces
-    tqdm by another class with its interface (napari's ``napari.utils.progress``).
+    closes its bar (left on screen). By default ``tqdm.auto`` chooses (a widget bar in Jupyter, text on
+    stderr elsewhere); ``file`` forces a text bar there. ``bar`` replaces tqdm by another class with
+    its interface (napari's ``napari.utils.progress``).
     """
 
-    def __init__(self, *, unit: str = "it", file: IO[str] | None = None, notebook: bool | None = None,
-                 mininterval: float = 0.5, bar: Callable[..., Any] | None = None) -> None:
+    def __init__(self, *, unit: str = "it", file: IO[str] | None = None, mininterval: float = 0.5,
+                 bar: Callable[..., Any] | None = None) -> None:
         self.unit = unit
         self.file = file
         self.mininterval = mininterval
-        self._notebook = notebook
         self._bar_class = bar
         self._bar: Any = None
         self._what: str | None = None
@@ -54,7 +53,7 @@ class ProgressBars:
     def _new_bar(self, total: int, what: str) -> Any:
         if self._bar_class is not None:
             return self._bar_class(total=total, desc=what, unit=self.unit)
-        if self.file is None and self._notebook is not False:
+        if self.file is None:
             from tqdm.auto import tqdm
         else:
             from tqdm import tqdm
