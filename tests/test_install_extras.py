@@ -116,6 +116,16 @@ def test_each_front_end_names_the_extra_it_is_missing(core_env, tmp_path):
             print("widget:", exc)
         else:
             raise SystemExit("Annotator imported without anywidget")
+        from al_annotator.core import Session
+        s = Session.open("proj")
+        try:
+            s.start_trainer()
+        except MissingExtraError as exc:
+            print("trainer:", exc)
+        else:
+            raise SystemExit("a trainer started without torch")
+        finally:
+            s.close()
     """, tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     err = out.stderr
@@ -123,6 +133,7 @@ def test_each_front_end_names_the_extra_it_is_missing(core_env, tmp_path):
     assert "`al-annotator install-kernels` needs the optional dependency 'jupyter_client'" in err, err
     assert "`python -m al_annotator.jupyter_ext demo` needs the optional dependency 'jupyter_core'" in err, err
     assert 'pip install "al-annotator[jupyter]"' in out.stdout and "anywidget" in out.stdout, out.stdout
+    assert "trainer: the trainer needs the optional dependency 'torch'" in out.stdout, out.stdout
     assert "Traceback" not in err
 
 
