@@ -8,7 +8,7 @@ voxels not trained on, and the prediction seconds of each.
 ``--part scale``: a tiny untrained network (:class:`TinyNet`, two 3x3 convolutions of 4 channels: the
 network's cost is not what is measured here, the block pipeline is) predicts a tiled phantom of 256^3, 512^3 and
 1024^3 uint16 voxels in a child process of its own, which reports its wall time and peak RSS
-(``resource.getrusage``); ``--fraction`` limits the 1024^3 run to its first blocks (one block row:
+(``VmHWM``); ``--fraction`` limits the 1024^3 run to its first blocks (one block row:
 the reading, halo, per-plane prediction, voting and writing per block are the same for every block).
 On a CUDA device the same runs use bf16 autocast and ``--cuda-batch`` slices per batch.
 
@@ -150,9 +150,18 @@ def scale_child(size: int, planes: int, fraction: float, device: str, batch: int
                 acc[(slice(None), *core)] = res.probabilities
         voxels = sum(int(np.prod([s.stop - s.start for s in c])) for c in cores)
     seconds = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss()
     return {"size": size, "planes": planes, "voxels": voxels, "seconds": seconds, "voxels_per_s": voxels / seconds,
             "peak_rss_bytes": rss, "device": device, "batch": batch}
+
+
+def peak_rss() -> int:
+    """This process's peak resident set (``VmHWM``), in bytes. Not ``getrusage``'s ``ru_maxrss``: Linux
+    carries that over from the parent across fork and exec, so a child reported its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def make_volume(size: int, work: Path) -> Path:

@@ -31,8 +31,9 @@ from .planes import Plane, diagonal_planes, plane_families, plane_view
 __all__ = ["PredictionResult", "BlockResult", "predict_volume", "predict_block", "block_grid", "merge_scores", "IN_MEMORY_LIMIT",
            "SCORES_FILE", "DEFAULT_BLOCK", "DEFAULT_HALO"]
 
-#: Probability volumes up to this many bytes are accumulated in memory; larger ones in a zarr scratch array.
-IN_MEMORY_LIMIT = 1 << 30
+#: Probability volumes up to this many bytes are accumulated in memory; larger ones in a zarr scratch array
+#: (256 MiB: with a block's working set and torch, prediction then peaks below 2 GB at any size; bench_predict).
+IN_MEMORY_LIMIT = 1 << 28
 #: Per-version file holding the scored candidates (``SliceCandidates.to_arrays``).
 SCORES_FILE = "scores.npz"
 #: Block side (rounded down to whole chunks): a 256^3 block with its halo holds ~0.5 GB of float32 at 2 classes.
