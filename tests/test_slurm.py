@@ -5,7 +5,11 @@
 * the SLURM kernel spec (kernels/al-annotator-slurm-gpu) started by jupyter_client: the kernel runs
   under srun, in a job of its own, and its channels are relayed here;
 * the SLURM trainer spec (kernels/al-annotator-slurm-trainer): its srun-python wrapper runs the
-  worker as a job step of its own, and the stop file ends it.
+  worker as a job step of its own, and the stop file ends it;
+* dask-jobqueue prediction on two SLURM jobs equals the single-process prediction voxel for voxel.
+
+About 1.5-2 min together on 2 busy cores (trainer job ~20 s, kernel ~2 s, srun trainer ~20 s,
+Dask ~40 s plus the single-process reference), so none is marked slow.
 
 They skip only where SLURM cannot start (not root, no apt-get); under CI=true they fail instead
 (tests/slurm_fixtures.py).
@@ -27,6 +31,7 @@ from al_annotator.datasets import make_phantom
 from al_annotator.training.client import TrainerLock
 from al_annotator.types import SliceRef
 from tests.slurm_fixtures import JOB_PREFIX, slurm, slurm_env  # noqa: F401 (the fixture)
+from tests.test_distributed import SMALL, _outputs, project  # noqa: F401 (the project with a checkpoint)
 
 pytest.importorskip("torch")
 
@@ -122,8 +127,8 @@ def test_slurm_kernel_spec_runs_the_kernel_under_srun(slurm, tmp_path):
         msg_id = kc.execute("import time; time.sleep(120)")
         wait_for(lambda: busy(kc, msg_id), 30, "the kernel to start sleeping")
         km.interrupt_kernel()
-        reply = kc.get_shell_msg(timeout=30)["content"]
-        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+        reply = shell_reply(kc, msg_id, timeout=30)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
@@ -210,7 +215,17 @@ def execute(kc, code: str, timeout: float = 60) -> tuple[dict, str]:
             out.append(msg["content"]["text"])
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
-    return kc.get_shell_msg(timeout=timeout)["content"], "".join(out)
+    return shell_reply(kc, msg_id, timeout), "".join(out)
+
+
+def shell_reply(kc, msg_id: str, timeout: float) -> dict:
+    """The shell reply to ``msg_id`` (skipping replies to earlier requests, such as the extra
+    kernel_info replies wait_for_ready leaves behind)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg["content"]
 
 
 def busy(kc, msg_id: str) -> bool:
@@ -220,3 +235,36 @@ def busy(kc, msg_id: str) -> bool:
     except Exception:  # queue.Empty: nothing yet
         return False
     return msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input"
+
+
+
+def test_dask_jobqueue_prediction_on_two_slurm_jobs_equals_one_process(slurm, project, tmp_path):
+    """``predict_project(..., cluster=<a client of a SLURMCluster>)``: two SLURM jobs, one Dask worker
+    each, each loading the checkpoint once; the result is the single-process one voxel for voxel."""
+    pytest.importorskip("dask_jobqueue")
+    import torch
+
+    from al_annotator.training.distributed import open_client, worker_loads
+    from al_annotator.training.predict_cli import predict_project
+
+    torch.set_num_threads(1)  # as each 1-thread Dask worker runs it: float sums in one order
+    predict_project(str(project), planes=9, device="cpu", **SMALL)
+    single = _outputs(project)
+    name = f"{JOB_PREFIX}-dask-{os.getpid()}"
+    kwargs = {"cores": 1, "memory": "2GB", "walltime": "00:10:00", "job_name": name, "queue": slurm.partition,
+              "log_directory": str(tmp_path), "scheduler_options": {"dashboard_address": None}}
+    with open_client("slurm", jobs=2, cluster_kwargs=kwargs, wait=120) as client:
+        jobs = slurm.jobs_named(name)
+        slurm.jobs.extend(job["id"] for job in jobs)
+        assert len(jobs) == 2 and all(job["state"] == "RUNNING" and job["partition"] == slurm.partition for job in jobs), jobs
+        where = client.run(lambda: os.environ.get("SLURM_JOB_ID"))
+        assert sorted(where.values()) == sorted(job["id"] for job in jobs), (where, jobs)
+        meta = predict_project(str(project), planes=9, device="cpu", cluster=client, **SMALL)
+        loads = client.run(worker_loads)
+    assert meta["predicted_on"].startswith("dask")
+    on_slurm = _outputs(project)
+    for key in single:
+        assert np.array_equal(single[key], on_slurm[key]), key
+    assert len(loads) == 2 and all(n == 1 for n in loads.values()), loads  # 8 blocks, one checkpoint load per worker
+    # closing the client closes the SLURMCluster, which cancels both jobs
+    wait_for(lambda: not slurm.jobs_named(name), 60, "the Dask jobs to end")
