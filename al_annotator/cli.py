@@ -240,13 +240,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
+    from .progress import ProgressBars
     from .store import open_project
     from .store.export import export
 
-    with open_project(args.project) as store:
+    with open_project(args.project) as store, ProgressBars(unit="vox", unit_scale=True) as bars:
         # without --format the output's suffix names it (export says which suffixes when it cannot tell)
         out = export(store, args.out, what=args.what, format=args.format, overwrite=args.overwrite,
-                     ngff_version=args.ngff_version)
+                     ngff_version=args.ngff_version, progress=bars)
     print(f"wrote {args.what} to {out}")
     return 0
 

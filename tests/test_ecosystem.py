@@ -119,6 +119,23 @@ def test_init_shows_a_progress_bar_with_counts(tmp_path, capsys):
     assert "import: 100%" in err and "70/70" in err and "slice/s" in err, err
 
 
+@pytest.mark.parametrize("out", ["lab.tif", "lab.ome.zarr"])
+def test_export_shows_a_progress_bar_of_the_voxels_written(tmp_path, capsys, out):
+    """`al-annotator export` draws the voxels read of each input as a tqdm bar (OME-Zarr: the image
+    under the labels too), each reaching its total once."""
+    import numpy as np
+
+    from al_annotator.cli import main
+
+    np.save(tmp_path / "vol.npy", np.zeros((70, 16, 16), np.uint16))
+    assert main(["init", str(tmp_path / "p"), "--volume", str(tmp_path / "vol.npy"), "--no-napari"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "p"), str(tmp_path / out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("write labels: 100%") == 1 and "17.9k/17.9k" in err and "vox/s" in err, err
+    assert ("write image: 100%" in err) == out.endswith(".zarr"), err
+
+
 
 def test_export_takes_the_format_from_the_suffix_and_init_takes_a_unit(tmp_path, capsys):
     import json

@@ -22,6 +22,7 @@ import contextlib
 import gzip
 import os
 import shutil
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -178,12 +179,44 @@ def _get_ome(group: Any) -> dict[str, Any]:
     return dict(attrs["ome"]) if isinstance(attrs.get("ome"), dict) else attrs
 
 
+class _Counted:
+    """A read-only view of a 3D array that reports the voxels read so far: ``progress(done, total, what)``
+    (every writer reads its input once, slab by slab or chunk by chunk; counts past ``total``, a
+    second pass such as the label colours' scan, are held at it)."""
+
+    def __init__(self, source: Any, progress: Callable[[int, int, str], None], what: str) -> None:
+        self.source = source
+        self.shape = tuple(int(n) for n in source.shape)
+        self.dtype = source.dtype
+        self.ndim = 3
+        self.total = int(np.prod(self.shape))
+        self.what = what
+        self._progress = progress
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        block = np.asarray(self.source[key])
+        with self._lock:
+            self._done = min(self.total, self._done + block.size)
+            done = self._done
+        self._progress(done, self.total, self.what)
+        return block
+
+    def finish(self) -> None:
+        """The bar to its end when the writer read less than every voxel once (an empty input)."""
+        if self._done < self.total:
+            self._done = self.total
+            self._progress(self.total, self.total, self.what)
+
+
 def _dask(array: Any, o: WriteOptions, chunks: tuple[int, ...]) -> Any:
     """The input as a dask array of output-sized chunks: read chunk by chunk, never whole."""
     import dask.array as da
 
     # numpy and zarr arrays are read from many threads; h5py datasets and page readers one read at a time
-    lock = not isinstance(array, np.ndarray) and type(array).__module__.split(".")[0] != "zarr"
+    src = array.source if isinstance(array, _Counted) else array
+    lock = not isinstance(src, np.ndarray) and type(src).__module__.split(".")[0] != "zarr"
     return da.from_array(array, chunks=chunks, lock=lock, asarray=True).astype(o.dtype)
 
 
@@ -488,6 +521,7 @@ def write_volume(
     levels: int | None = None,
     classes: Sequence[tuple[int, str, str]] | None = None,
     image: Any = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Write a ``(Z, Y, X)`` volume (numpy, memmap, zarr, h5py, :class:`VolumeData`...) slab by slab.
 
@@ -525,6 +559,9 @@ def write_volume(
     image
         OME-Zarr labels: an image of the same shape written at the root, the labels in its
         ``labels`` group (the layout other tools expect).
+    progress
+        ``progress(done, total, what)`` with the voxels read so far of each input (``what``: ``"write
+        <name>"``, and ``"write image"`` for ``image``), e.g. :class:`al_annotator.progress.ProgressBars`.
 
     Returns
     -------
@@ -582,6 +619,13 @@ def write_volume(
             image = image.array
         if tuple(int(n) for n in image.shape) != tuple(int(n) for n in array.shape):
             raise InputError(f"the image has shape {tuple(image.shape)} but the labels {tuple(array.shape)}; they must match")
+    counted = []
+    if progress is not None:
+        if image is not None:
+            image = _Counted(image, progress, "write image")
+            counted.append(image)
+        array = _Counted(array, progress, f"write {name}")
+        counted.append(array)
     opts = WriteOptions(
         spacing=parse_spacing(spacing),
         spacing_unit=normalize_unit(spacing_unit),
@@ -596,7 +640,10 @@ def write_volume(
         image=image,
     )
     try:
-        return Path(WRITERS[fmt](array, p, opts))
+        out = Path(WRITERS[fmt](array, p, opts))
+        for c in counted:
+            c.finish()
+        return out
     except AlAnnotatorError:
         raise
     except OSError as exc:

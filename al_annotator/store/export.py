@@ -22,10 +22,12 @@ EXPORT_FORMATS = ("ome-zarr", "tiff", "nifti")
 
 
 def export(store: Any, out: str | os.PathLike, *, what: str = "labels", format: str | None = "ome-zarr",
-           overwrite: bool = False, version: int | None = None, ngff_version: str = "0.4") -> Path:
+           overwrite: bool = False, version: int | None = None, ngff_version: str = "0.4",
+           progress: Any = None) -> Path:
     """Write the project's labels (0 = unlabelled, 1..C) or a model's predicted labels to ``out``.
 
     ``format=None`` takes the format from the name (``.zarr``, ``.tif``/``.tiff``, ``.nii``/``.nii.gz``).
+    ``progress(done, total, what)``: voxels read so far (:func:`al_annotator.io.write_volume`).
 
     Examples
     --------
@@ -63,5 +65,6 @@ def export(store: Any, out: str | os.PathLike, *, what: str = "labels", format: 
             classes=[(i + 1, n, c) for i, (n, c) in enumerate(zip(cfg.classes, cfg.colours))],
             image=store.image if fmt == "ome-zarr" else None,
             ngff_version=ngff_version,
+            progress=progress,
         )
     )
