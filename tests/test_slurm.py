@@ -240,7 +240,9 @@ def busy(kc, msg_id: str) -> bool:
 
 def test_dask_jobqueue_prediction_on_two_slurm_jobs_equals_one_process(slurm, project, tmp_path):
     """``predict_project(..., cluster=<a client of a SLURMCluster>)``: two SLURM jobs, one Dask worker
-    each, each loading the checkpoint once; the result is the single-process one voxel for voxel."""
+    each, each loading the checkpoint once; the result is the single-process one voxel for voxel.
+    Three planes: the engine through SLURM is what is tested here (nine-plane fusion on Dask is
+    tests/test_distributed.py's, on a LocalCluster), and nine took ~95 s of this file's ~150 s."""
     pytest.importorskip("dask_jobqueue")
     import torch
 
@@ -248,7 +250,7 @@ def test_dask_jobqueue_prediction_on_two_slurm_jobs_equals_one_process(slurm, pr
     from al_annotator.training.predict_cli import predict_project
 
     torch.set_num_threads(1)  # as each 1-thread Dask worker runs it: float sums in one order
-    predict_project(str(project), planes=9, device="cpu", **SMALL)
+    predict_project(str(project), planes=3, device="cpu", **SMALL)
     single = _outputs(project)
     name = f"{JOB_PREFIX}-dask-{os.getpid()}"
     kwargs = {"cores": 1, "memory": "2GB", "walltime": "00:10:00", "job_name": name, "queue": slurm.partition,
@@ -259,7 +261,7 @@ def test_dask_jobqueue_prediction_on_two_slurm_jobs_equals_one_process(slurm, pr
         assert len(jobs) == 2 and all(job["state"] == "RUNNING" and job["partition"] == slurm.partition for job in jobs), jobs
         where = client.run(lambda: os.environ.get("SLURM_JOB_ID"))
         assert sorted(where.values()) == sorted(job["id"] for job in jobs), (where, jobs)
-        meta = predict_project(str(project), planes=9, device="cpu", cluster=client, **SMALL)
+        meta = predict_project(str(project), planes=3, device="cpu", cluster=client, **SMALL)
         loads = client.run(worker_loads)
     assert meta["predicted_on"].startswith("dask")
     on_slurm = _outputs(project)
