@@ -68,7 +68,8 @@ def test_slurm_kernel_specs_request_a_gpu_through_srun():
     assert "--gres=gpu" in trainer["env"]["AL_ANNOTATOR_TRAINER_SRUN_ARGS"]
     assert trainer["env"]["AL_ANNOTATOR_TRAINER_PYTHON"].endswith("srun-python")
     wrapper = (KERNELS / "al-annotator-slurm-trainer" / "srun-python").read_text()
-    assert re.search(r"^exec srun ", wrapper, re.M)
+    assert re.search(r"^\s*exec srun ", wrapper, re.M)  # anything but the worker: srun is all there is
+    assert re.search(r'^srun "\$\{srun_args\[@\]\}" "\$python" "\$\{args\[@\]\}" &$', wrapper, re.M)  # the worker, stopped by its stop file
     for script in (KERNELS / "al-annotator-slurm-gpu" / "slurm_kernel.py", KERNELS / "al-annotator-slurm-trainer" / "srun-python"):
         assert script.stat().st_mode & stat.S_IXUSR, f"{script} is not executable"
 
