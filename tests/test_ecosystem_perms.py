@@ -173,3 +173,18 @@ def test_install_kernels_into_a_folder_the_user_cannot_write_says_use_user(colle
     """, base)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "cannot install the kernel specs there" in out.stderr and "--user" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_trainer_of_a_group_writable_project_writes_its_files_for_the_group(tmp_path):
+    """The worker process (under a strict umask) adopts the project's sharing for what it writes itself."""
+    create_project(tmp_path / "shared", np.zeros((4, 8, 8), np.uint16), classes="a,b", group_writable=True).close()
+    prog = ("import os, sys; from pathlib import Path; os.umask(0o077)\n"
+            "from al_annotator.training.worker import LOG_FILE, _append_to_log, main\n"
+            f"rc = main([{str(tmp_path / 'shared')!r}, '--rounds', '1'])\n"
+            f"_append_to_log(Path({str(tmp_path / 'shared')!r}) / LOG_FILE, 'a line')  # a file it makes itself, after the run\n"
+            "sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "no labelled slices" in out.stderr, out.stdout + out.stderr  # refused, after writing its files
+    for rel in ("trainer/worker.log", "trainer/status.json"):
+        mode = stat.S_IMODE(os.stat(tmp_path / "shared" / rel).st_mode)
+        assert mode & 0o060 == 0o060, (rel, oct(mode))

@@ -31,7 +31,7 @@ from pathlib import Path
 from ..errors import InputError
 
 __all__ = ["current_umask", "is_shared", "file_mode", "dir_mode", "set_project_dir_mode", "chmod_new_file", "share_tree",
-           "ensure_shared_dirs"]
+           "ensure_shared_dirs", "adopt_shared_umask"]
 
 SHARED_DIR_BITS = stat.S_ISGID | stat.S_IRWXG
 SHARED_FILE_BITS = stat.S_IRGRP | stat.S_IWGRP
@@ -48,6 +48,17 @@ def current_umask() -> int:
         pass
     mask = os.umask(0o022)
     os.umask(mask)
+    return mask
+
+
+def adopt_shared_umask(directory: str | os.PathLike) -> int:
+    """In a group-writable project, clear the group bits of this process's umask, so what a process
+    of the project's own writes outside the store (the trainer's checkpoints, scores, metrics and
+    log) stays the group's to read and write, as the store's writes do. Returns the umask in force."""
+    mask = current_umask()
+    if is_shared(directory) and mask & 0o070:
+        mask &= ~0o070
+        os.umask(mask)
     return mask
 
 

@@ -456,7 +456,7 @@ def _append_to_log(path: Path, text: str) -> None:
     except (OSError, ValueError, AttributeError):  # no such log yet, or stderr is not a file
         pass
     path.parent.mkdir(exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)  # the umask decides
     with os.fdopen(fd, "a") as f:
         f.write(text if text.endswith("\n") else text + "\n")
 
@@ -566,6 +566,9 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from ..store.perms import adopt_shared_umask
+
+    adopt_shared_umask(args.project)  # a shared project's trainer files stay the group's
     cfg = config_from_args(args)
     if cfg.pretrained is not None and not Path(cfg.pretrained).is_file():  # before the slow imports
         raise InputError(f"--pretrained {cfg.pretrained!r}: no such file; give the path of a local weights file")
