@@ -87,10 +87,11 @@ def _predict(args: argparse.Namespace) -> int:
         TrainConfig(axes=args.axes, device=args.device)  # says what is wrong before torch loads
     except InputError as exc:
         raise InputError(f"--{str(exc).split(' ', 1)[0]}: {exc}") from None
-    meta = predict_project(args.project, axes=args.axes, device=args.device, batch_size=args.batch_size, tile=args.tile,
-                           progress=lambda d, t, w: print(f"\r{w}: {d}/{t}", end="", file=sys.stderr, flush=True),
-                           **predict_kwargs_from_args(args))
-    print(file=sys.stderr)
+    from ..progress import ProgressBars
+
+    with ProgressBars(unit="block-plane") as bars:
+        meta = predict_project(args.project, axes=args.axes, device=args.device, batch_size=args.batch_size, tile=args.tile,
+                               progress=bars, **predict_kwargs_from_args(args))
     print(f"model v{meta['version']}: predicted along {meta['predicted_axes']} ({meta['predicted_planes']} planes, "
           f"{meta['predicted_on']}) in {meta['predict_seconds']:.1f} s; "
           f"wrote prediction, probabilities and confidence (export: al-annotator export {args.project} --what predictions ...)")

@@ -271,11 +271,11 @@ def predict_volume(
     options = dict(families=families, halo=int(halo), device=device, batch_size=batch_size, tile=tile, mc_samples=mc_samples,
                    seed=seed, input_norm=input_norm, model_version=model_version)
 
-    def step(name: str) -> None:
+    def step(name: str) -> None:  # noqa: ARG001 - one stage: (block, plane family) pairs done
         nonlocal done
         done += 1
         if progress is not None:
-            progress(done, total, f"predict {name}")
+            progress(done, total, f"predict {planes} planes")
 
     if engine is None:
         results: Iterator[BlockResult] = (
