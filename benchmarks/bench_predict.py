@@ -236,7 +236,8 @@ def main() -> int:
         res = part_dice(args.steps, work)
         print(json.dumps(res, indent=1))
         if not args.no_write:
-            write_section(ROOT / "docs" / "BENCHMARKS.md", "bench_predict_dice", "Nine-plane against three-plane fusion (bench_predict)",
+            write_section(ROOT / "docs" / "BENCHMARKS.md", f"bench_predict_dice_steps{args.steps}",
+                          f"Nine-plane against three-plane fusion, {args.steps} training steps (bench_predict)",
                           dice_table(res) + "\n\nDice: mean over classes on the voxels not trained on. HRNet-W18-small from "
                           "fresh weights, crop 128, lr 3e-3; the phantom trained on 2 fully labelled slices per axis, the EM "
                           "stack (central 256x256 of the 30 ssTEM sections) on every 5th z section.", command.strip())
