@@ -41,7 +41,7 @@ class PlanePreview:
     seq: int
     prediction: np.ndarray  # (H, W) uint8 class values 1..C
     confidence: np.ndarray  # (H, W) uint8, max probability * 255
-    probabilities: np.ndarray = field(repr=False)  # (C, H, W) float32
+    probabilities: np.ndarray = field(repr=False)  # (C, H, W) float32; a coarse look's at its stride (C, ceil(H/k), ceil(W/k))
     seconds: float = 0.0  # fit (when one was needed) + plane prediction
     coarse: bool = False  # predicted on every 2nd pixel (and repeated): the quick first look at a large plane
     blend_version: int | None = None  # blended with this deep model version's probabilities (the blend serves)
@@ -709,10 +709,9 @@ class LivePreview:
         t1 = time.perf_counter()
         feats = self._plane_features(ref)
         h, w = feats.shape[:2]
+        k = self.coarse_stride(ref) if coarse else 1
         if coarse:  # 1 / k^2 of the pixels: the tree ensemble's cost is per pixel
-            k = self.coarse_stride(ref)
             probs = self.classifier.predict_proba(feats[::k, ::k])
-            probs = np.repeat(np.repeat(probs, k, 0), k, 1)[:h, :w]
         else:
             probs = np.empty((h, w, self.n_classes), np.float32)  # (H, W, C), in row blocks
             rows = max(1, self.FULL_BLOCK_PIXELS // max(1, w))
@@ -725,9 +724,11 @@ class LivePreview:
         if self.blend_version is not None and self._deep_probabilities is not None:
             got = self._deep_probabilities(ref)
             if got is not None and int(got[1]) == self.blend_version:
-                probs, blended = blend(probs, np.asarray(got[0], np.float32)), int(got[1])
+                probs, blended = blend(probs, np.asarray(got[0], np.float32)[:, ::k, ::k]), int(got[1])
         pred = (probs.argmax(0) + 1).astype(np.uint8)
         conf = np.clip(np.round(probs.max(0) * 255), 0, 255).astype(np.uint8)
+        if k > 1:  # the coarse look: each pixel's answer repeated over its k x k block (uint8: cheap at 2048^2)
+            pred, conf = (np.repeat(np.repeat(a, k, 0), k, 1)[:h, :w] for a in (pred, conf))
         self.timings["coarse_plane_s" if coarse else "plane_s"] = time.perf_counter() - t1
         return PlanePreview(ref, int(self.fitted_seq), pred, conf, probs, time.perf_counter() - t0, coarse, blended)
 
