@@ -121,3 +121,30 @@ def test_nine_planes_on_cuda_agree_with_the_cpu():
     gpu = predict_volume(store, ThresholdModel(), planes=9, block=32, halo=8, device=torch.device("cuda"), batch_size=64)
     np.testing.assert_allclose(gpu.probabilities, cpu.probabilities, atol=0.03)
     assert (gpu.probabilities.argmax(0) == cpu.probabilities.argmax(0)).mean() > 0.98
+
+
+def test_slice_normalisation_uses_whole_slices_when_a_slice_is_split_over_blocks():
+    """input_norm="slice" standardises each orthogonal slice on the whole slice (as training does):
+    a per-voxel model's three-plane prediction in 16^3 blocks equals the one-block prediction; with
+    each block's own statistics (what the block path did first) it would not."""
+    from al_annotator.training.data import normalise
+    from al_annotator.training.predict import predict_volume
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 1000, size=(20, 26, 33)).astype(np.uint16)
+    image[:, :, 20:] += 1500  # one side brighter: block statistics differ from the slice's
+    store = create_project(None, image, classes=["dark", "bright"], chunks=(16, 16, 16))
+    model = ThresholdModel()
+    whole = predict_volume(store, model, planes=3, input_norm="slice")
+    blocks = predict_volume(store, model, planes=3, input_norm="slice", block=16, halo=4)
+    np.testing.assert_allclose(blocks.probabilities, whole.probabilities, rtol=0, atol=2e-6)
+    # the one-block result is the per-slice standardisation of the whole slices, voted over z, y, x
+    x = normalise(np.asarray(store.image[...]), store.display_window)
+    per_axis = []
+    for a in range(3):
+        v = np.moveaxis(x, a, 0)
+        s = normalise(v, (0.0, 1.0), "slice")
+        with torch.inference_mode():
+            p = model(torch.from_numpy(np.ascontiguousarray(s)).reshape(1, 1, -1, 1)).softmax(1).reshape(2, *v.shape).numpy()
+        per_axis.append(np.moveaxis(p, 1, 1 + a))
+    np.testing.assert_allclose(whole.probabilities, np.mean(per_axis, axis=0), rtol=0, atol=2e-6)

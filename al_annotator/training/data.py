@@ -55,6 +55,34 @@ def normalise(image: np.ndarray, window: tuple[float, float], input_norm: str = 
     return out
 
 
+def slice_statistics(image: Any, window: tuple[float, float]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per axis, the mean and standard deviation of every whole slice of the window-mapped image
+    (as :func:`normalise` computes them for ``input_norm="slice"``), in one pass of z slabs: a slice
+    predicted in blocks is then standardised as the whole slice was in training, not block by block."""
+    shape = tuple(int(n) for n in image.shape)
+    s1 = [np.zeros(n, np.float64) for n in shape]
+    s2 = [np.zeros(n, np.float64) for n in shape]
+    step = max(1, (1 << 24) // max(1, shape[1] * shape[2]))
+    for z0 in range(0, shape[0], step):
+        x = normalise(np.asarray(image[z0:z0 + step]), window).astype(np.float64)
+        for a, other in ((0, (1, 2)), (1, (0, 2)), (2, (0, 1))):
+            sl = slice(z0, z0 + x.shape[0]) if a == 0 else slice(None)
+            s1[a][sl] += x.sum(axis=other)
+            s2[a][sl] += (x * x).sum(axis=other)
+    out = {}
+    for a in range(3):
+        n = np.prod([shape[i] for i in range(3) if i != a])
+        mean = s1[a] / n
+        out[a] = (mean, np.maximum(np.sqrt(np.maximum(s2[a] / n - mean * mean, 0.0)), SLICE_STD_FLOOR))
+    return out
+
+
+def standardise(stack: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``input_norm="slice"``'s step with given statistics, one ``(mean, std)`` per plane of ``stack`` (N, H, W)."""
+    out = (stack - mean.astype(np.float32)[:, None, None]) * (np.float32(SLICE_STD) / std.astype(np.float32)[:, None, None])
+    return out + np.float32(SLICE_MEAN)
+
+
 def section_shift(image: Any, window: tuple[float, float]) -> tuple[float, str]:
     """How much neighbouring slices differ in mean brightness, relative to the spread within a slice.
 

@@ -25,7 +25,7 @@ import numpy as np
 from ..acquisition.pool import SliceCandidates
 from ..errors import InputError
 from ..types import AXES, SliceRef
-from .data import normalise
+from .data import normalise, slice_statistics, standardise
 from .planes import Plane, diagonal_planes, plane_families, plane_view
 
 __all__ = ["PredictionResult", "BlockResult", "predict_volume", "predict_block", "block_grid", "merge_scores", "IN_MEMORY_LIMIT",
@@ -100,11 +100,14 @@ def predict_block(
     model_version: int | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     progress: Callable[[str], None] | None = None,
+    slice_stats: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> BlockResult:
     """Predict the block ``core`` of ``image`` (read with ``halo`` voxels of context, clipped at the
     volume) along every plane family, soft-vote, and score the core's orthogonal slices.
 
-    ``input_norm="slice"`` standardises each plane image of the haloed block on its own statistics.
+    ``input_norm="slice"`` standardises each orthogonal slice on the whole slice's statistics when
+    ``slice_stats`` gives them (:func:`~.data.slice_statistics`; what training did), else, and each
+    diagonal plane always, on the haloed block's own.
     Raises :class:`_Stopped` when ``should_stop()`` turns true (checked between batches).
     """
     from ..models import iter_predict_proba
@@ -118,9 +121,11 @@ def predict_block(
     scores: list[tuple[SliceCandidates, int]] = []
     seconds: dict[str, float] = {}
 
-    def planes_of(stack: np.ndarray, mc: int):
-        """Predicted batches of ``stack`` (N, H, W) (each plane standardised on its own with ``slice``)."""
-        if input_norm != "window":
+    def planes_of(stack: np.ndarray, mc: int, stats: tuple[np.ndarray, np.ndarray] | None = None):
+        """Predicted batches of ``stack`` (N, H, W) (with ``slice``: standardised on ``stats``, else each on its own)."""
+        if input_norm != "window" and stats is not None:
+            stack = standardise(stack, *stats)
+        elif input_norm != "window":
             stack = normalise(stack, (0.0, 1.0), input_norm)  # x is window-mapped already: only the standardising step
         h, w = stack.shape[1:]
         use_tile = tile if tile and max(h, w) > tile else None
@@ -138,7 +143,9 @@ def predict_block(
         if fam.orthogonal:
             i0, i1 = inner[a].start, inner[a].stop
             p_in, q_in = (inner[i] for i in range(3) if i != a)
-            for batch in planes_of(view[i0:i1], mc_samples):
+            g0, g1 = core[a].start, core[a].stop
+            stats = None if slice_stats is None else (slice_stats[a][0][g0:g1], slice_stats[a][1][g0:g1])
+            for batch in planes_of(view[i0:i1], mc_samples, stats):
                 k = slice(i0 + batch.start, i0 + batch.start + len(batch.probs))
                 votes[:, k] += batch.probs.transpose(1, 0, 2, 3)
                 first = core[a].start + batch.start
@@ -270,6 +277,8 @@ def predict_volume(
     done = 0
     options = dict(families=families, halo=int(halo), device=device, batch_size=batch_size, tile=tile, mc_samples=mc_samples,
                    seed=seed, input_norm=input_norm, model_version=model_version)
+    if input_norm == "slice" and len(cores) > 1:  # a slice split over blocks: standardised as a whole, as in training
+        options["slice_stats"] = slice_statistics(store.image, window)
 
     def step(name: str) -> None:  # noqa: ARG001 - one stage: (block, plane family) pairs done
         nonlocal done
