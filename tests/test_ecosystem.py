@@ -54,6 +54,9 @@ def test_napari_hub_and_pypi_metadata(wheel_metadata):
     # the long description opens with what the package does and how to pip install it, not with ./run
     body = meta.get_payload()
     assert body.lstrip().startswith("# al_annotator"), body[:200]
+    # while the checkout's README opens with exactly the two commands for a fresh machine
+    head = (ROOT / "README.md").read_text().split("```")[1].strip().splitlines()
+    assert [line.split()[0:2] for line in head] == [["bash"], ["./run", "demo"], ["./run", "test"]], head
     first_run = body.find("./run")
     assert "pip install al-annotator" in body[: body.index("## In a notebook")]
     assert first_run == -1 or body.index("pip install al-annotator") < first_run
