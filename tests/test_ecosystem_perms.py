@@ -90,6 +90,11 @@ def colleague():
     try:
         os.chown(base, 0, grp.getgrnam(group).gr_gid)
         os.chmod(base, 0o2775)  # a lab's shared folder: setgid, group-writable
+        probe = run_as(user, "import numpy, al_annotator", base)
+        if probe.returncode != 0:  # e.g. a checkout or venv under a 0700 directory (mktemp -d, /root)
+            pytest.skip(f"the second account cannot use this interpreter and checkout ({sys.executable}, {ROOT}): a "
+                        f"directory above them is not readable by other users; run the suite from a world-readable "
+                        f"clone ({probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else 'no output'})")
         yield user, group, base
     finally:
         shutil.rmtree(base, ignore_errors=True)
