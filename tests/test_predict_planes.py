@@ -138,6 +138,9 @@ def test_slice_normalisation_uses_whole_slices_when_a_slice_is_split_over_blocks
     whole = predict_volume(store, model, planes=3, input_norm="slice")
     blocks = predict_volume(store, model, planes=3, input_norm="slice", block=16, halo=4)
     np.testing.assert_allclose(blocks.probabilities, whole.probabilities, rtol=0, atol=2e-6)
+    from al_annotator.training.predict import whole_slice_statistics  # computed once per image, not every round
+
+    assert whole_slice_statistics(store) is whole_slice_statistics(store)
     # the one-block result is the per-slice standardisation of the whole slices, voted over z, y, x
     x = normalise(np.asarray(store.image[...]), store.display_window)
     per_axis = []

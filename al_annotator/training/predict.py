@@ -17,6 +17,7 @@ renormalised, as tiles are), which is what acquisition ranks.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -81,6 +82,21 @@ def block_grid(shape: tuple[int, ...], chunks: tuple[int, ...], block: int) -> l
 
 def _outer(core: tuple[slice, ...], shape: tuple[int, ...], halo: int) -> tuple[slice, ...]:
     return tuple(slice(max(0, s.start - halo), min(n, s.stop + halo)) for s, n in zip(core, shape))
+
+
+#: Whole-slice statistics per open store and display window: a project's image never changes, so a
+#: trainer computes them once, not in every round's prediction.
+_SLICE_STATS: "weakref.WeakKeyDictionary[Any, dict[tuple[float, float], Any]]" = weakref.WeakKeyDictionary()
+
+
+def whole_slice_statistics(store: Any) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """:func:`~.data.slice_statistics` of a store's image in its display window, remembered while the store lives."""
+    window = store.display_window
+    per_window = _SLICE_STATS.setdefault(store, {})
+    key = (float(window[0]), float(window[1]))
+    if key not in per_window:
+        per_window[key] = slice_statistics(store.image, window)
+    return per_window[key]
 
 
 def predict_block(
@@ -278,7 +294,7 @@ def predict_volume(
     options = dict(families=families, halo=int(halo), device=device, batch_size=batch_size, tile=tile, mc_samples=mc_samples,
                    seed=seed, input_norm=input_norm, model_version=model_version)
     if input_norm == "slice" and len(cores) > 1:  # a slice split over blocks: standardised as a whole, as in training
-        options["slice_stats"] = slice_statistics(store.image, window)
+        options["slice_stats"] = whole_slice_statistics(store)
 
     def step(name: str) -> None:  # noqa: ARG001 - one stage: (block, plane family) pairs done
         nonlocal done
