@@ -42,7 +42,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -256,11 +256,9 @@ def _scale_features(img: np.ndarray, sc: _Scale, min_sigma: float, flat: Sequenc
     st_keep = tuple(slice(max(0, c.start - _radius(o)), min(n, c.stop + _radius(o)))
                     for c, o, n in zip(core, outer, img.shape)) if "st" in fams else core
     in_st = tuple(slice(c.start - k.start, c.stop - k.start) for c, k in zip(core, st_keep))
+    gauss: Callable[[Sequence[float], Sequence[int] | int, tuple[slice, ...]], np.ndarray]
     if fast:
-        sep = _Separable(img, boundary, core)
-
-        def gauss(sigma: Sequence[float], order: Sequence[int] | int, keep: tuple[slice, ...]) -> np.ndarray:
-            return sep(sigma, order, keep)
+        gauss = _Separable(img, boundary, core)
     else:
         def gauss(sigma: Sequence[float], order: Sequence[int] | int, keep: tuple[slice, ...]) -> np.ndarray:
             return _gauss(img, sigma, order, boundary)[keep]
