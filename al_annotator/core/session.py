@@ -213,6 +213,17 @@ class Session:
         return ReadOnlyArray(self.store.image)
 
     @property
+    def image_levels(self) -> list[ReadOnlyArray]:
+        """The image and its pyramid, finest first: ``[image, level 1, level 2, ...]``, read-only and
+        lazy; level ``k`` is the image averaged over ``2^k`` cubes, ``ceil(n / 2^k)`` a side
+        (:mod:`al_annotator.store.pyramid`). Only the image when the store has no pyramid (a small
+        volume, or a project from before it until ``check --repair``). Item ``k`` is level ``k``."""
+        pyramid, levels = self.store.pyramid, [ReadOnlyArray(self.store.image)]
+        while len(levels) in pyramid:  # item k is level k (a gap ends the list)
+            levels.append(ReadOnlyArray(pyramid[len(levels)]))
+        return levels
+
+    @property
     def labels_array(self) -> ReadOnlyArray:
         """The saved labels, read lazily; pair a cache with :attr:`labels_seq`. Edits go through
         :meth:`apply_edit`."""

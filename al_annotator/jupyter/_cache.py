@@ -16,14 +16,17 @@ overwritten by a read that started before it).
 from __future__ import annotations
 
 import collections
+import logging
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..types import SliceRef
 
 __all__ = ["SlabCache", "TileCache"]
+
+log = logging.getLogger(__name__)
 
 
 def _volume_coords(ref: SliceRef, shape: tuple[int, int, int], indices: np.ndarray) -> list[np.ndarray]:
@@ -186,6 +189,14 @@ class TileCache:
         confidence are kept in a second cache this way: confidence as the image, prediction as the labels).
     budget_bytes
         Total kept; least recently used entries are dropped first.
+    levels
+        The image's pyramid, item ``k`` = level ``k`` (``Session.image_levels``; item 0, the image
+        itself, is not read through it). An entry whose ``step`` is at least 2 takes its image from
+        level ``k = floor(log2(step))`` (at most the coarsest): the block means of ``step / 2^k``
+        cells of that level when ``2^k`` divides ``step`` (exact: level ``k`` holds the means of
+        ``2^k`` cubes), else its cell centres. Level ``k`` has read ``1 / 4^k`` of the chunks (a
+        2048^2 z slice at 1:4 reads 64 chunks instead of 1024); the picture is the 3D mean of the
+        level (it also averages ``2^k`` slices). Labels stay full resolution, sampled.
 
     Examples
     --------
@@ -203,8 +214,10 @@ class TileCache:
     def __init__(self, read_image: Callable[[tuple], np.ndarray], read_labels: Callable[[tuple], np.ndarray],
                  shape: tuple[int, int, int], chunks: tuple[int, int, int], encode: Callable[[np.ndarray], np.ndarray],
                  *, depth: int = 16, budget_bytes: int = 192 << 20, band_bytes: int = 32 << 20,
-                 sample_image: bool = False) -> None:
+                 sample_image: bool = False, levels: Sequence[Any] = ()) -> None:
         self._read_image, self._read_labels = read_image, read_labels
+        #: The image pyramid, item k = level k (item 0 unused); emptied if a level cannot be read.
+        self.levels = list(levels)
         self.shape = tuple(int(s) for s in shape)
         self.chunks = tuple(int(c) for c in chunks)
         self._encode = encode
@@ -249,6 +262,17 @@ class TileCache:
                     and (entry[1] is not None or not need_labels)):
                 return key, entry
         return None
+
+    def level_for(self, step: int) -> int:
+        """The pyramid level an entry of ``step`` reads its image from (0: the full image).
+
+        >>> cache = TileCache(None, None, (8, 8, 8), (4, 4, 4), None, levels=["image", "level 1", "level 2"])
+        >>> [cache.level_for(s) for s in (1, 2, 3, 4, 6, 16)]
+        [0, 1, 1, 2, 2, 2]
+        """
+        if self.sample_image or len(self.levels) < 2:
+            return 0
+        return max(0, min(int(step).bit_length() - 1, len(self.levels) - 1))
 
     # ------------------------------------------------------------------ reading
     def has(self, ref: SliceRef, region: Any) -> bool:
@@ -300,11 +324,22 @@ class TileCache:
             return entry is not None
 
     def read(self, key: tuple, image: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
-        """Read and reduce one entry (no caching; safe from any thread): ``(codes or None, labels)``."""
+        """Read and reduce one entry (no caching; safe from any thread): ``(codes or None, labels)``;
+        the image from a pyramid level when :meth:`level_for` its step is one."""
         a, start, depth, s, p0, p1, q0, q1 = key
         p, q = self._dims(a)
         h, w = -(-(p1 - p0) // s), -(-(q1 - q0) // s)
         codes = None
+        level = self.level_for(s) if image else 0
+        if level:
+            try:
+                codes = self._read_level(key, level)
+            except Exception as exc:  # noqa: BLE001 - a damaged level: the full image still answers
+                log.warning("image pyramid level %d cannot be read (%s: %s); reading the full image", level,
+                            type(exc).__name__, exc)
+                self.levels = self.levels[:1]
+            else:
+                image = False
         labels = np.empty((depth, h, w), np.uint8)
         lp = _lcm(self.chunks[p], s)
         row_bytes = depth * (q1 - q0) * 4  # float32 while averaging
@@ -324,6 +359,28 @@ class TileCache:
                     codes = np.empty((depth, h, w), self._encode(m[:1, :1, :1]).dtype)
                 codes[:, i0:i1] = self._encode(m)
         return codes, labels
+
+    def _read_level(self, key: tuple, k: int) -> np.ndarray:
+        """The image codes ``(depth, h, w)`` of an entry from pyramid level ``k``."""
+        a, start, depth, s, p0, p1, q0, q1 = key
+        p, q = self._dims(a)
+        f = 1 << k
+        arr = self.levels[k]
+        z0, z1 = start >> k, ((start + depth - 1) >> k) + 1
+        rp, rq = (p0 >> k, -(-p1 // f)), (q0 >> k, -(-q1 // f))
+        sel: list[Any] = [slice(None)] * 3
+        sel[a], sel[p], sel[q] = slice(z0, z1), slice(*rp), slice(*rq)
+        self.reads += 1
+        coarse = np.transpose(np.asarray(arr[tuple(sel)]), (a, p, q))  # (level slices, rows, columns)
+        if s % f == 0 and p0 % f == 0 and q0 % f == 0:
+            m = _block_mean3(coarse, s // f)  # the mean of step x step full-resolution pixels
+        else:  # the level's pixel under each cell's centre
+            h, w = -(-(p1 - p0) // s), -(-(q1 - q0) // s)
+            rows = np.minimum((p0 + np.arange(h) * s + s // 2) >> k, rp[1] - 1) - rp[0]
+            cols = np.minimum((q0 + np.arange(w) * s + s // 2) >> k, rq[1] - 1) - rq[0]
+            m = coarse[:, rows][:, :, cols]
+        codes = self._encode(m)
+        return np.ascontiguousarray(codes[(np.arange(start, start + depth) >> k) - z0])  # each level slice for its 2^k slices
 
     def install(self, key: tuple, codes: np.ndarray | None, labels: np.ndarray | None) -> None:
         """Keep an entry (``codes`` None: keep the cached image, replace the labels)."""

@@ -149,8 +149,10 @@ class PlaneServer:
         self.images = SlabCache(lambda sel: image_arr[sel], self.shape, image_arr.chunks, vol.dtype.itemsize)
         self.labels = SlabCache(lambda sel: label_arr[sel], self.shape, label_arr.chunks, 1, budget_bytes=128 << 20)
         # slices whose chunk slab is too large to keep (a 2048^2 z slice): what is shown, for 16 slices at once
+        # zoomed out (step >= 2), their image comes from the store's pyramid (a 2048^2 z slice at 1:4: 64
+        # chunks of level 2 instead of 1024 of the image)
         self.tiles = TileCache(lambda sel: image_arr[sel], lambda sel: label_arr[sel], self.shape, image_arr.chunks,
-                               self.quant.encode)
+                               self.quant.encode, levels=session.image_levels)
         self.views: dict[str, View] = {}
         self.applied: dict[str, int] = {}
         self.closed = False
@@ -419,8 +421,9 @@ class PlaneServer:
             if pred is not None:
                 layers += ["prediction", "confidence"]
                 bufs += [sample(pred[0], region), sample(pred[1], region)]
+        level = self.tiles.level_for(region.step) if tile is not None else 0
         content = {"type": "slice", "client": client, "req": req, "axis": ref.axis, "index": ref.index,
-                   **region.to_json(), "image": self.quant.to_json(), "layers": layers,
+                   **region.to_json(), "image": self.quant.to_json(), "level": level, "layers": layers,
                    "applied": self.applied.get(client, 0), "model_version": self.session.model_version,
                    "tier": key[1], "fit": key[2], "labels_seq": key[3], "kernel_ms": round((time.perf_counter() - t0) * 1000, 2)}
         self.send(content, bufs)

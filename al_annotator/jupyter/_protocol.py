@@ -24,9 +24,16 @@ Browser -> kernel
 Kernel -> browser
 -----------------
 ``slice``     ``{client, req, axis, index, r0, r1, c0, c1, step, h, w, image: {dtype, qlo, qscale},
-              layers, applied, model_version}``; buffers in the order of ``layers``
+              level, layers, applied, model_version}``; buffers in the order of ``layers``
               (``image`` uint8/uint16, ``labels`` uint8, then ``prediction`` and ``confidence`` uint8
-              when a tier serves one). ``value = qlo + code * qscale``.
+              when a tier serves one). ``value = qlo + code * qscale``. Zoom: the browser asks for
+              the ``step`` its zoom needs (``floor(1 / (zoom * devicePixelRatio))``: the coarsest with
+              at least one sample per device pixel) and draws the ``h x w`` tile scaled by ``step``
+              onto full-resolution image coordinates; strokes always travel as full-resolution
+              indices. ``level`` is the store's pyramid level the image was read from: 0 = the full
+              image; a large slice (one whose chunk slab is not kept whole, e.g. 2048^2 z) at
+              ``step >= 2`` reads level ``floor(log2(step))`` (1:4 -> level 2, 1/16 of the chunks);
+              labels, prediction and confidence are always the full-resolution planes, sampled.
 ``labels``    ``{client, applied, axis, index, r0, ..., step, h, w}`` + the authoritative labels of the
               client's current tile. ``applied`` is the last stroke ``seq`` of that client the kernel
               has handled: the browser re-applies its own later strokes on top, so nothing flickers.

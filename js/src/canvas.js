@@ -172,7 +172,7 @@ export function createCanvas(app) {
         }
       }
     }
-    if (t && t.step > 1) parts.push(`overview 1:${t.step}`);
+    if (t && t.step > 1) parts.push(`overview 1:${t.step}` + (t.level ? ` (pyramid level ${t.level})` : ""));
     status.textContent = parts.join(" · ");
   }
 

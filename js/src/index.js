@@ -148,6 +148,7 @@ function render({ model, el }) {
     if (t.pred) overlaysDrawn(msg.labels_seq);
     root.dataset.axis = t.axis; root.dataset.index = String(t.index); root.dataset.ready = "1";
     root.dataset.step = String(t.step);
+    root.dataset.level = String(t.level);  // the pyramid level the image came from (tests, benchmarks)
     record("install", now() - t0);
     return true;
   }

@@ -26,15 +26,16 @@ export function createChannel(model) {
   };
 }
 
-// a "slice" message -> the tile the canvas draws: {axis, index, r0, r1, c0, c1, step, h, w, kind, qlo, qscale,
-// img (codes), lab, pred, conf}; a string says what is wrong with it
+// a "slice" message -> the tile the canvas draws: {axis, index, r0, r1, c0, c1, step, h, w, level, kind, qlo, qscale,
+// img (codes), lab, pred, conf}; level: the store's pyramid level the image was read from (0: the full image);
+// a string says what is wrong with it
 export function decodeTile(msg, buffers) {
   const layers = msg.layers || [];
   const at = (name) => { const k = layers.indexOf(name); return k >= 0 ? buffers[k] : null; };
   const n = msg.h * msg.w;
   const t = {
     axis: msg.axis, index: msg.index, r0: msg.r0, r1: msg.r1, c0: msg.c0, c1: msg.c1, step: msg.step, h: msg.h, w: msg.w,
-    kind: msg.image.dtype, qlo: msg.image.qlo, qscale: msg.image.qscale,
+    level: msg.level || 0, kind: msg.image.dtype, qlo: msg.image.qlo, qscale: msg.image.qscale,
     img: codes(at("image"), msg.image.dtype), lab: u8(at("labels")),
     pred: at("prediction") ? u8(at("prediction")) : null, conf: at("confidence") ? u8(at("confidence")) : null,
   };

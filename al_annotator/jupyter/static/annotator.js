@@ -254,7 +254,7 @@ function createCanvas(app) {
         }
       }
     }
-    if (t && t.step > 1) parts.push(`overview 1:${t.step}`);
+    if (t && t.step > 1) parts.push(`overview 1:${t.step}` + (t.level ? ` (pyramid level ${t.level})` : ""));
     status.textContent = parts.join(" · ");
   }
   return {
@@ -1160,6 +1160,7 @@ function decodeTile(msg, buffers) {
     step: msg.step,
     h: msg.h,
     w: msg.w,
+    level: msg.level || 0,
     kind: msg.image.dtype,
     qlo: msg.image.qlo,
     qscale: msg.image.qscale,
@@ -1394,6 +1395,7 @@ function render({ model, el }) {
     root.dataset.index = String(t.index);
     root.dataset.ready = "1";
     root.dataset.step = String(t.step);
+    root.dataset.level = String(t.level);
     record("install", now() - t0);
     return true;
   }
