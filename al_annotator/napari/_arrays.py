@@ -30,7 +30,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["StoreLabels", "MappedArray", "ServedPlanes", "ZerosArray", "PlaneCache", "plane_of", "read_only"]
+__all__ = ["StoreLabels", "MappedArray", "ServedPlanes", "ZerosArray", "PlaneCache", "ImageLevel", "LevelShown",
+           "image_levels", "plane_of", "read_only"]
 
 
 class _ArrayLike:
@@ -655,6 +656,137 @@ class ZerosArray(_ArrayLike):
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         return np.zeros(self.shape, dtype or self.dtype)
+
+
+class ImageLevel(_ArrayLike):
+    """One level of the multiscale image layer (the image, or a pyramid level): lazy, read-only.
+
+    napari slices a multiscale level in two steps: ``level[:, r0:r1, c0:c1]`` (the field of view
+    on the displayed axes, every voxel of the others), then ``np.asarray(part[i, :, :])``. It
+    expects the first step to be lazy (a dask or zarr view); here any key of plain slices gives a
+    lazy window on the level (:class:`ImageLevel` with an offset), and only a key with an
+    integer, or ``np.asarray``, reads. A read within one plane is cut from that plane when it is
+    in the plane cache (:meth:`prefetch` on the dock's worker thread fills it), else reads just
+    the asked-for part (a whole plane is then cached).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> level = ImageLevel(np.arange(4 * 6 * 8).reshape(4, 6, 8))
+    >>> view = level[:, 2:5, 1:3]
+    >>> type(view).__name__, view.shape, int(view[1, 0, 0]) == 1 * 48 + 2 * 8 + 1
+    ('ImageLevel', (4, 3, 2), True)
+    >>> level.prefetch(0, 1), np.asarray(view[1]).tolist() == np.arange(192).reshape(4, 6, 8)[1, 2:5, 1:3].tolist()
+    (True, True)
+    """
+
+    def __init__(self, base: Any, offset: Sequence[int] | None = None, shape: Sequence[int] | None = None, *,
+                 cache: PlaneCache | None = None) -> None:
+        self.base = base
+        full = tuple(int(n) for n in base.shape)
+        self._offset = tuple(int(o) for o in offset) if offset is not None else (0,) * len(full)
+        self._shape = tuple(int(n) for n in shape) if shape is not None else full
+        self._dtype = np.dtype(base.dtype)
+        self.plane_cache = cache if cache is not None else PlaneCache()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    def __repr__(self) -> str:
+        return f"<ImageLevel shape={self._shape} offset={self._offset} of {tuple(self.base.shape)}>"
+
+    def _base_key(self, key: Any) -> tuple[list[Any], bool]:
+        """``key`` (ints and step-1 slices) on this window -> the key on the base; whether it is lazy (no int)."""
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        if len(key) != self.ndim:
+            raise IndexError(f"too many indices for an image level of {self.ndim} dimensions")
+        out: list[Any] = []
+        lazy = True
+        for k, n, o in zip(key, self._shape, self._offset):
+            if isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                if step != 1:
+                    raise IndexError("an image level is sliced with step 1 only")
+                out.append(slice(o + start, o + max(start, stop)))
+            elif isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
+                if not -n <= int(k) < n:
+                    raise IndexError(f"index {int(k)} is out of bounds for an axis of length {n}")
+                out.append(o + int(k) % n)
+                lazy = False
+            else:
+                raise IndexError(f"an image level takes integers and slices, got {type(k).__name__}")
+        return out, lazy
+
+    def __getitem__(self, key: Any) -> Any:
+        base_key, lazy = self._base_key(key)
+        if lazy:
+            return ImageLevel(self.base, [k.start for k in base_key], [k.stop - k.start for k in base_key], cache=self.plane_cache)
+        return self._read(base_key)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = self._read([slice(o, o + n) for o, n in zip(self._offset, self._shape)])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _read(self, base_key: list[Any]) -> np.ndarray:
+        ints = [d for d, k in enumerate(base_key) if not isinstance(k, slice)]
+        if len(ints) == 1:  # within one plane: from the cache, or cache the whole plane when it is asked for
+            axis = ints[0]
+            index = base_key[axis]
+            rest = tuple(k for d, k in enumerate(base_key) if d != axis)
+            plane = self.plane_cache.get(axis, index, 0)
+            if plane is not None:
+                return plane[rest]
+            whole = all(k.start == 0 and k.stop == n for k, n in zip(rest, (n for d, n in enumerate(self.base.shape) if d != axis)))
+            if whole:
+                plane = self._read_plane(axis, index)
+                self.plane_cache.put(axis, index, 0, plane.copy())
+                return plane
+        return np.array(self.base[tuple(base_key)], dtype=self._dtype, copy=True)
+
+    def _read_plane(self, axis: int, index: int) -> np.ndarray:
+        return np.array(self.base[_plane_key(axis, index, len(self.base.shape))], dtype=self._dtype, copy=True)
+
+    def prefetch(self, axis: int, index: int) -> bool:
+        """Read plane ``index`` of ``axis`` of this level into the cache unless it is there (any
+        thread). Returns whether the base was read."""
+        if self.plane_cache.has(axis, index, 0):
+            return False
+        self.plane_cache.put(axis, index, 0, self._read_plane(axis, index))
+        return True
+
+
+class LevelShown:
+    """What the dock prefetches for a multiscale layer: the plane of the level napari shows now
+    through the full-resolution ``index``, picked as napari picks it (``round(index / factor)``,
+    clipped to the level)."""
+
+    def __init__(self, level: ImageLevel, factors: Sequence[float]) -> None:
+        self.level = level
+        self.factors = tuple(float(f) for f in factors)
+
+    def level_index(self, axis: int, index: int) -> int:
+        return int(min(max(0, np.round(index / self.factors[axis])), self.level.base.shape[axis] - 1))
+
+    def prefetch(self, axis: int, index: int) -> bool:
+        return self.level.prefetch(axis, self.level_index(axis, index))
+
+
+def image_levels(levels: Sequence[Any]) -> Any:
+    """The image layer's data: ``read_only(image)`` alone, or ``[ImageLevel(image), ImageLevel(level 1), ...]``
+    (napari's multiscale: every level the whole volume, each side ``ceil(n / 2)`` of the one before)."""
+    if len(levels) < 2:
+        return read_only(levels[0])
+    return [ImageLevel(level) for level in levels]
 
 
 def read_only(array: Any) -> MappedArray:

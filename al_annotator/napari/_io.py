@@ -38,8 +38,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..types import AXES
-from ._arrays import MappedArray, read_only
-from ._layers import class_colormap, image_layer_kwargs, layer_names
+from ._arrays import MappedArray
+from ._layers import class_colormap, image_layer_data, image_layer_kwargs, layer_names
 
 __all__ = [
     "get_reader",
@@ -166,8 +166,9 @@ def read_project(path: Any) -> LayerData:
     name = Path(path).name
     colours = list(session.colours)
     labels = MappedArray(session.labels_array, lambda a: a, np.uint8, cache=False)  # read-only: edits go through the dock's Session
+    image = image_layer_data(session)  # multiscale when the store has a pyramid
     return [
-        (read_only(session.image_array), image_layer_kwargs(volume, name), "image"),
+        (image, image_layer_kwargs(volume, name, multiscale=isinstance(image, list)), "image"),
         (labels, {"name": layer_names(name)["labels"], "scale": tuple(volume.spacing), "axis_labels": AXES,
                   "colormap": class_colormap(colours), "opacity": 0.7}, "labels"),
     ]

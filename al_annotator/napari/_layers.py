@@ -3,7 +3,8 @@
 Everything comes from the :class:`~al_annotator.core.Session` (never the store): layer data are
 lazy, the image layer is a read-only view of ``session.image_array`` (napari reads the displayed
 plane only; contrast limits come from ``session.volume.display_window``, so no pass over the
-volume), the labels layer is a :class:`StoreLabels` over ``session.labels_array`` keyed by
+volume) or, when the store has an image pyramid, a multiscale layer over ``session.image_levels``
+(:func:`image_layer_data`: napari reads the level that fits the zoom, the coarsest in 3D), the labels layer is a :class:`StoreLabels` over ``session.labels_array`` keyed by
 ``session.labels_seq``, the prediction a read-only view of ``session.model_outputs().prediction``
 and the uncertainty map a :class:`MappedArray` ``1 - confidence``. Each keeps a small plane cache that the dock fills on its
 background thread before it shows a slice (:func:`prefetch_planes`).
@@ -22,12 +23,15 @@ from typing import Any
 import numpy as np
 
 from ..types import AXES, SliceRef
-from ._arrays import MappedArray, ServedPlanes, StoreLabels, _plane_key, read_only
+from ._arrays import LevelShown, MappedArray, ServedPlanes, StoreLabels, _plane_key, image_levels, read_only
 
 __all__ = [
     "class_colormap",
     "class_color_dict",
+    "image_layer_data",
     "image_layer_kwargs",
+    "shown_arrays",
+    "volume_level",
     "model_arrays",
     "uncertainty_array",
     "layer_names",
@@ -70,9 +74,10 @@ def layer_names(name: str) -> dict[str, str]:
     return {k: f"{name} {k}" for k in ("image", "labels", "prediction", "uncertainty")}
 
 
-def image_layer_kwargs(volume: Any, name: str) -> dict[str, Any]:
+def image_layer_kwargs(volume: Any, name: str, *, multiscale: bool = False) -> dict[str, Any]:
     """The image layer's keyword arguments from the session's :class:`~al_annotator.core.VolumeFacts`
-    (contrast limits from the project's display window: no pass over the volume)."""
+    (contrast limits from the project's display window: no pass over the volume). ``scale`` is
+    level 0's voxel size; napari derives the coarser levels' from their shapes."""
     lo, hi = volume.display_window
     return {
         "name": layer_names(name)["image"],
@@ -81,7 +86,56 @@ def image_layer_kwargs(volume: Any, name: str) -> dict[str, Any]:
         "colormap": "gray",
         "axis_labels": AXES,
         "metadata": {"al_annotator_project": volume.path},
+        "multiscale": bool(multiscale),
     }
+
+
+def image_layer_data(session: Any) -> Any:
+    """The image layer's data: ``[image, level 1, ...]`` (lazy :class:`~._arrays.ImageLevel` each)
+    when the store has a pyramid, else one lazy read-only view of the image.
+
+    Why: a zoomed-out 2048^2 z slice from the full image reads its 1024 chunks (~0.5 s on the GUI
+    thread); napari's multiscale reads the level whose pixels fit the canvas (1:4 -> level 2, 64
+    chunks). Level ``k`` is the whole volume averaged over ``2^k`` cubes, ``ceil(n / 2^k)`` a side,
+    which is napari's rule for a multiscale level (each halved from the one before). The labels
+    and model layers stay full resolution: they line up because napari scales level ``k`` by
+    ``shape_0 / shape_k`` (2^k, or slightly less on an odd side: under one screen pixel at the zoom
+    that shows that level). In 3D napari renders the coarsest level."""
+    return image_levels(session.image_levels)
+
+
+#: napari's 3D view of a multiscale image: the finest level within these (a GPU texture of at most
+#: 2048 a side, as GL_MAX_TEXTURE_SIZE is on many GPUs, and 256 MiB: a 512^3 uint16 volume at full resolution).
+VOLUME_MAX_SIDE = 2048
+VOLUME_MAX_BYTES = 256 << 20
+
+
+def volume_level(level_shapes: Any, itemsize: int) -> int:
+    """The level the 3D view renders: the finest within :data:`VOLUME_MAX_SIDE` and
+    :data:`VOLUME_MAX_BYTES` (else the coarsest). napari's own choice in 3D is always the coarsest,
+    which would show a 512^3 project at 256^3.
+
+    >>> volume_level([(512, 512, 512), (256, 256, 256)], 2), volume_level([(1024,) * 3, (512,) * 3, (256,) * 3], 2)
+    (0, 1)
+    """
+    shapes = [tuple(int(n) for n in s) for s in level_shapes]
+    for k, shape in enumerate(shapes):
+        if max(shape) <= VOLUME_MAX_SIDE and int(np.prod(shape, dtype=np.int64)) * int(itemsize) <= VOLUME_MAX_BYTES:
+            return k
+    return len(shapes) - 1
+
+
+def shown_arrays(layers: Any) -> list[Any]:
+    """What the dock prefetches for ``layers`` (GUI thread): a layer's data, or for a multiscale
+    layer the level it shows now (:class:`~._arrays.LevelShown`)."""
+    out = []
+    for layer in layers:
+        if getattr(layer, "multiscale", False):
+            level = int(layer.data_level)
+            out.append(LevelShown(layer.data[level], layer.downsample_factors[level]))
+        else:
+            out.append(layer.data)
+    return out
 
 
 def labels_array(session: Any) -> StoreLabels:

@@ -59,12 +59,11 @@ from ..core.values import TrainerStatus
 from ..errors import AlAnnotatorError
 from ..progress import PhaseEta
 from ..types import AXES, SliceRef
-from ._arrays import read_only
 from ._bridge import LabelsBridge
 from ._io import prefer_this_reader
 from ._jobs import GuiPoster, Job, Jobs
-from ._layers import (ServedOutputs, class_colormap, image_layer_kwargs, labels_array, layer_names, model_arrays,
-                      prefetch_planes)
+from ._layers import (ServedOutputs, class_colormap, image_layer_data, image_layer_kwargs, labels_array, layer_names,
+                      model_arrays, prefetch_planes, shown_arrays, volume_level)
 from ._progress import NapariProgress
 from ._ui import build_dock_ui, class_button, show_served, show_slice_state, show_suggestions, show_trainer_status
 
@@ -321,7 +320,8 @@ class AnnotatorWidget(QWidget):
             prefer_this_reader(volume.path)  # `napari PROJECT_DIR` opens it here, with no reader chooser
         if session.strategy in [self.strategy_combo.itemText(i) for i in range(self.strategy_combo.count())]:
             self.strategy_combo.setCurrentText(session.strategy)
-        image = self.viewer.add_image(read_only(session.image_array), **image_layer_kwargs(volume, name))
+        image_data = image_layer_data(session)
+        image = self.viewer.add_image(image_data, **image_layer_kwargs(volume, name, multiscale=isinstance(image_data, list)))
         pred, unc = outputs
         self.outputs = ServedOutputs(session, (session.model_version if pred is not None else None, pred, unc),
                                      live=lambda: self._live_on)
@@ -788,15 +788,26 @@ class AnnotatorWidget(QWidget):
     def _prefetch_job(self, ref: SliceRef) -> Callable[[], int]:
         """A worker job that reads ``ref``'s planes of the shown layers into their plane caches;
         built on the GUI thread."""
-        arrays = [layer.data for layer in self.layers.values() if layer is not None and layer.visible and layer in self.viewer.layers]
+        arrays = shown_arrays(layer for layer in self.layers.values() if layer is not None and layer.visible and layer in self.viewer.layers)
         axis, index = ref.axis_number, int(ref.index)
         return lambda: prefetch_planes(arrays, axis, index)
 
     def _on_dims(self, event: Any = None) -> None:
+        self._lock_volume_level()
         if self._syncing or self.session is None:
             return
         self._ask_goto(self.displayed_slice())
         self._update_slice_label()
+
+    def _lock_volume_level(self) -> None:
+        """A multiscale image in 3D renders :func:`volume_level` (napari would take the coarsest); in 2D
+        napari picks the level for the zoom again."""
+        image = self.layers.get("image")
+        if image is None or not getattr(image, "multiscale", False) or image not in self.viewer.layers:
+            return
+        want = volume_level(image.level_shapes, image.dtype.itemsize) if self.viewer.dims.ndisplay == 3 else None
+        if image.locked_data_level != want:
+            image.locked_data_level = want
 
     def _on_session_slice(self, ref: SliceRef) -> None:
         # the dims are moved by the job that moved the session (Next, a click in the table), not here:
@@ -875,7 +886,7 @@ class AnnotatorWidget(QWidget):
         then and returns the queue item (``None``: nothing left); without it, returns ``None``.
         """
         session = self.session
-        arrays = [layer.data for layer in self.layers.values() if layer is not None and layer.visible]
+        arrays = shown_arrays(layer for layer in self.layers.values() if layer is not None and layer.visible)
 
         def job() -> Any:  # worker thread
             item = session.next_suggestion()
