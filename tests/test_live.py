@@ -160,14 +160,20 @@ def test_turning_live_on_warms_the_plane_on_screen_before_the_first_stroke(tmp_p
     s.goto(SliceRef("y", 20))
     s.live_preview = True
     s._live.wait_idle(60)
-    block = (slice(None), 20, slice(None))
-    tiles = s._live.bank.tiles_of(block)
-    assert s._live.bank.stats["tiles_computed"] >= len(tiles) and s._live.classifier is None
-    computed = s._live.bank.stats["tiles_computed"]
+    # a cold plane is warmed as one block (what its first stroke needs), not through its tiles, which
+    # cost their whole depth
+    live = s._live
+    assert SliceRef("y", 20) in live._plane_cache and live.classifier is None
+    warm = live._plane_cache[SliceRef("y", 20)]
+    calls = []
+    real = live.bank.block_features
+    live.bank.block_features = lambda *a, **k: calls.append(a) or real(*a, **k)
     _scribble(s, phantom.labels, SliceRef("y", 20), 150, 0)
     s.wait_preview()
     assert s.preview(SliceRef("y", 20)) is not None
-    assert s._live.bank.stats["tiles_computed"] == computed  # the stroke's fit and plane found them warm
+    # the stroke's fit and plane found it warm: no block computed again, no tile on the stroke's path
+    assert not calls and live._plane_cache.get(SliceRef("y", 20)) is warm
+    assert live.timings.get("plane_features_s") is None
     s.close()
 
 

@@ -22,6 +22,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -31,6 +32,13 @@ import numpy as np
 from ..types import SliceRef
 
 __all__ = ["LivePreview", "PlanePreview"]
+
+# The trees fit and predict on this module's thread while the caller's thread may be inside
+# ``warnings.catch_warnings`` (dask, zarr, pytest): scikit-learn then finds no warning filters to hand
+# its joblib workers and warns once per tree, and every exit of a catch_warnings block resets the
+# "print once" registry, so a notebook got thousands of identical lines (12519 in one benchmark run).
+# The warning is about configuration propagation, which tier 1 does not use.
+warnings.filterwarnings("ignore", message=r"`sklearn\.utils\.parallel\.delayed` should be used", category=UserWarning)
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,8 @@ class LivePreview:
         self.coarse_scoring = bool(coarse_scoring)
         self._coarse: tuple[int, Any] | None = None
         self._coarse_fit: tuple[int, Any] | None = None
-        self._coarse_memo: dict[SliceRef, tuple] = {}
+        self._coarse_memo: dict[tuple[int, int], tuple] = {}  # (axis, grid plane) -> scores
+        self._coarse_probs: tuple | None = None  # the copy's probability grid of one fit (_coarse_grid)
         self._train: tuple[np.ndarray, np.ndarray] | None = None  # coords, labels of the last fit
         self._feature_kw = kw
         self._cv = threading.Condition()
@@ -251,10 +260,13 @@ class LivePreview:
                         self._score_heldout(*pending)
                     elif deep_due:
                         self._score_deep()
-                    elif warm is not None and self.plane_by_block(warm):
-                        self._plane_features(warm)  # one block (not interruptible)
-                    elif warm is not None:
-                        for tile in self._plane_tiles(warm):  # tile by tile: a stroke's request waits at most one
+                    elif warm is not None and self._block_first(warm):
+                        # a cold plane as one block, what its first stroke would compute (not interruptible):
+                        # its tiles cost their whole depth (a tile of the 128^3 demo is the volume: 64 s of
+                        # filtering at load 5, where the plane as a block took 9 s); they follow while idle
+                        self._plane_features(warm, block=True)
+                    elif warm is not None:  # in-plane features: tile by tile, a stroke's request waits at most one
+                        for tile in self._plane_tiles(warm):
                             with self._cv:
                                 if self._wanted is not None or self._closed:
                                     break
@@ -501,7 +513,31 @@ class LivePreview:
         return self._coarse
 
     def _score_coarse(self, ref: SliceRef, seq: int) -> tuple | None:
-        """Scores of ``ref`` from the downsampled copy (slices in one block of ``f`` share them)."""
+        """Scores of ``ref`` from the downsampled copy's probability grid (:meth:`_coarse_grid`; the
+        slices that fall on one grid plane share them); ``None`` until the grid of fit ``seq`` exists."""
+        got = self._coarse_grid(seq)
+        if got is None:
+            return None
+        _, f, strides, probs = got
+        a = ref.axis_number
+        gi = min((ref.index // f) // strides[a], probs.shape[1 + a] - 1)
+        key = (a, gi)
+        if key not in self._coarse_memo:
+            o = [b for b in range(3) if b != a]
+            plane = np.take(probs, gi, axis=1 + a)[None]  # (1, C, h, w)
+            self._coarse_memo[key] = self._scores_from(ref, plane, (f * strides[o[0]], f * strides[o[1]]))
+        return self._coarse_memo[key]
+
+    def _coarse_grid(self, seq: int) -> tuple | None:
+        """``(seq, f, strides, probs (C, gz, gy, gx))``: the class probabilities of the downsampled copy
+        (block size ``f``) at every ``strides[axis]``-th voxel, at most :attr:`score_px` per side, from a
+        classifier of its own fitted on the labelled voxels' coarse features. One prediction ranks every
+        slice on every axis: a slice at a time, a cold 128^3 volume's first quarter of slices took
+        ~0.5 s each at load 5 (a tree ensemble's fixed cost per call), ~25 s in all before the first
+        ranking (docs/BENCHMARKS.md, "Commit to suggestions"). ``None`` while a stroke or request waits,
+        or before labels of two classes."""
+        if self._coarse_probs is not None and self._coarse_probs[0] == seq:
+            return self._coarse_probs
         f, bank = self._coarse_bank()
         if self._coarse_fit is None or self._coarse_fit[0] != seq:
             if self._train is None:
@@ -514,20 +550,25 @@ class LivePreview:
             tiles = {tuple(t) for t in np.unique(small[first] // np.array(bank.tile_shape), axis=0)}
             if not self._warm(bank, sorted(tiles)):
                 return None
-            feats = bank.features_at(small[first])
             clf = self._make_classifier()
-            clf.fit(feats, labels[first])
+            clf.fit(bank.features_at(small[first]), labels[first])
             self._coarse_fit, self._coarse_memo = (seq, clf), {}
         clf = self._coarse_fit[1]
-        cref = SliceRef(ref.axis, ref.index // f)
-        if cref not in self._coarse_memo:
-            block = [slice(None)] * 3
-            block[ref.axis_number] = cref.index
-            if not self._warm(bank, bank.tiles_of(tuple(block))):
+        if not self._warm(bank, bank.tiles_of((slice(None),) * 3)):
+            return None
+        strides = tuple(max(1, -(-n // self.score_px)) for n in bank.shape)
+        axes = [np.arange(0, n, st) for n, st in zip(bank.shape, strides)]
+        gshape = tuple(len(x) for x in axes)
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+        probs = np.empty((grid.shape[0], self.n_classes), np.float32)
+        rows = self.FULL_BLOCK_PIXELS
+        for r0 in range(0, grid.shape[0], rows):  # in blocks: a stroke waits for one block at most
+            if self._superseded():
                 return None
-            feats = np.squeeze(bank.features(tuple(block)), axis=ref.axis_number)
-            self._coarse_memo[cref] = self._score_plane(ref, feats, clf, f)
-        return self._coarse_memo[cref]
+            probs[r0:r0 + rows] = clf.predict_proba(bank.features_at(grid[r0:r0 + rows]))
+        self._coarse_probs = (seq, f, strides, np.moveaxis(probs.reshape(*gshape, self.n_classes), -1, 0))
+        self._coarse_memo = {}
+        return self._coarse_probs
 
     def _warm(self, bank: Any, tiles: list) -> bool:
         """Compute a bank's tiles one at a time; False as soon as a stroke or request is waiting."""
@@ -537,22 +578,25 @@ class LivePreview:
             bank.tile_features(t)
         return True
 
-    def _score_plane(self, ref: SliceRef, feats: np.ndarray | None = None, clf: Any = None,
-                     factor: int = 1) -> tuple[dict[str, float], np.ndarray, float]:
-        from ..acquisition.pool import SliceCandidates
-
+    def _score_plane(self, ref: SliceRef, feats: np.ndarray | None = None, clf: Any = None) -> tuple[dict[str, float], np.ndarray, float]:
         feats = self._plane_features(ref, keep=False) if feats is None else feats
         clf = self.classifier if clf is None else clf
         step = max(1, -(-max(feats.shape[:2]) // self.score_px))
-        feats = feats[::step, ::step]
-        probs = np.moveaxis(clf.predict_proba(feats), -1, 0)[None]  # (1, C, h, w)
+        probs = np.moveaxis(clf.predict_proba(feats[::step, ::step]), -1, 0)[None]  # (1, C, h, w)
+        return self._scores_from(ref, probs, (step, step))
+
+    def _scores_from(self, ref: SliceRef, probs: np.ndarray, step: tuple[int, int]) -> tuple[dict[str, float], np.ndarray, float]:
+        """Acquisition scores, embedding and foreground share of ``ref`` from its class probabilities
+        ``(1, C, h, w)`` at every ``step``-th full-resolution pixel (rows, columns)."""
+        from ..acquisition.pool import SliceCandidates
+
         cand = SliceCandidates.from_predictions([ref], probs)
         scores = {k: float(v[0]) for k, v in cand.uncertainty.items()}
         if self._deep_prediction is not None:
             deep = self._deep_prediction(ref)
             if deep is not None:  # disagreement between the tiers: one more uncertainty signal
                 h, w = probs.shape[2:]
-                deep = deep[::step * factor, ::step * factor][:h, :w]
+                deep = deep[::step[0], ::step[1]][:h, :w]
                 pred = (probs[0].argmax(0) + 1)[:deep.shape[0], :deep.shape[1]]
                 scores["disagreement"] = float((pred != deep).mean())
         mean = probs[0].mean(axis=(1, 2))
