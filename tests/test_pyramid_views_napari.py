@@ -12,7 +12,7 @@ napari = pytest.importorskip("napari", reason="napari is not installed (pip inst
 from al_annotator.store import create_project, open_project  # noqa: E402
 from al_annotator.store.pyramid import level_shape  # noqa: E402
 from al_annotator.types import SliceRef  # noqa: E402
-from test_napari import _drag, _skip_without_qt, gui, plugin  # noqa: E402,F401
+from test_napari import _drag, _skip_without_qt, gui, main_thread_reads, plugin  # noqa: E402,F401
 
 SHAPE = (9, 4100, 64)  # levels 1..4; tall, so the field of view decides the level whatever the canvas (< ~1000 px) is
 CLASSES = ("background", "bone", "implant")
@@ -81,9 +81,14 @@ def test_level_arrays_are_lazy_and_read_only_the_asked_part():
     assert reads == [(4, slice(2, 7), slice(3, 9))]  # only that part of that plane
     np.testing.assert_array_equal(window[:, 1, :][2:4], base[2:4, 3, 3:9])
     reads.clear()
-    assert LevelShown(level, (4.0, 4.0, 4.0)).prefetch(0, 9) and reads == [(2, slice(None), slice(None))]  # round(9 / 4)
+    shown = LevelShown([(ImageLevel(Counting(base)), (1.0,) * 3), (level, (4.0, 4.0, 4.0))], shown=[1], axis=0)
+    assert shown.prefetch(0, 9) and reads == [(2, slice(None), slice(None))]  # on the sliced axis: level 1 only, round(9 / 4)
+    assert not shown.prefetch(0, 9)  # cached
+    reads.clear()
+    assert shown.prefetch(1, 4) and reads == [(slice(None), 4, slice(None)), (slice(None), 1, slice(None))]  # another axis: all
     reads.clear()
     np.testing.assert_array_equal(np.asarray(level[2, 1:3, :]), base[2, 1:3])  # from the prefetched plane
+    np.testing.assert_array_equal(np.asarray(level[:, 1:3, :][2:3]), base[2:3, 1:3])  # napari's thick slicing: the same
     assert not reads
     with pytest.raises(IndexError):
         level[6]
@@ -147,3 +152,27 @@ def test_a_stroke_painted_zoomed_out_lands_at_full_resolution(big_dock, qtbot):
     rows, cols = np.nonzero(disk[7])
     assert 1596 <= rows.min() and rows.max() <= 1646 and 16 <= cols.min() and cols.max() <= 46  # brush 5 around the path
     assert labels.get_value((7, 1601, 30), world=True) == 2
+
+
+@pytest.mark.gui
+@pytest.mark.skipif("_skip_without_qt()", reason="needs a display for Qt")
+def test_zoomed_out_suggestions_are_read_off_the_gui_thread(big_dock, qtbot, main_thread_reads):
+    """Next suggestion, zoomed out: the levels napari reads are read on the dock's worker thread
+    before the dims move (on another axis every level); the GUI thread reads no zarr chunk."""
+    from qtpy.QtCore import Qt
+
+    viewer, w, path = big_dock
+    image = w.layers["image"]
+    store = open_project(path)
+    w.go_to(SliceRef("z", 2))
+    _zoom(viewer, SliceRef("z", 2), 4.5)
+    assert image.data_level == 2
+    for _ in range(2):
+        target = w._queue[0].ref
+        main_thread_reads.clear()
+        qtbot.mouseClick(w.next_button, Qt.LeftButton)
+        qtbot.waitUntil(lambda: w.displayed_slice() == target and not w.busy, timeout=30_000)
+        viewer.window._qt_viewer.canvas.on_draw(None)
+        assert main_thread_reads == [], (target, image.data_level, main_thread_reads)
+        point = tuple(target.index if a == target.axis_number else (4 if a == 0 else 2050 if a == 1 else 33) for a in range(3))
+        _shows_the_store(image, store, point)

@@ -738,19 +738,25 @@ class ImageLevel(_ArrayLike):
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def _read(self, base_key: list[Any]) -> np.ndarray:
+        # within one plane: napari asks ``[i, r0:r1, c0:c1]``, or ``[i:i+1, ...]`` when it slices thick
+        # (a projection over a 1-voxel margin); such a read is cut from the cached plane, and a read of a
+        # whole plane caches it
         ints = [d for d, k in enumerate(base_key) if not isinstance(k, slice)]
-        if len(ints) == 1:  # within one plane: from the cache, or cache the whole plane when it is asked for
-            axis = ints[0]
-            index = base_key[axis]
+        thin = [d for d, k in enumerate(base_key) if isinstance(k, slice) and k.stop - k.start == 1]
+        for axis in ints if ints else thin:
+            if len(ints) > 1:
+                break
+            keep = not ints
+            index = base_key[axis].start if keep else base_key[axis]
             rest = tuple(k for d, k in enumerate(base_key) if d != axis)
             plane = self.plane_cache.get(axis, index, 0)
-            if plane is not None:
-                return plane[rest]
-            whole = all(k.start == 0 and k.stop == n for k, n in zip(rest, (n for d, n in enumerate(self.base.shape) if d != axis)))
-            if whole:
+            if plane is None and len(ints or thin) == 1 and all(
+                    k.start == 0 and k.stop == n for k, n in zip(rest, (n for d, n in enumerate(self.base.shape) if d != axis))):
                 plane = self._read_plane(axis, index)
                 self.plane_cache.put(axis, index, 0, plane.copy())
-                return plane
+            if plane is not None:
+                part = plane[rest]
+                return np.expand_dims(part, axis) if keep else part
         return np.array(self.base[tuple(base_key)], dtype=self._dtype, copy=True)
 
     def _read_plane(self, axis: int, index: int) -> np.ndarray:
@@ -766,19 +772,32 @@ class ImageLevel(_ArrayLike):
 
 
 class LevelShown:
-    """What the dock prefetches for a multiscale layer: the plane of the level napari shows now
-    through the full-resolution ``index``, picked as napari picks it (``round(index / factor)``,
-    clipped to the level)."""
+    """What the dock prefetches for a multiscale layer: the planes through the full-resolution
+    ``index`` of the levels napari will read, mapped as napari maps them (``round(index / factor)``,
+    clipped to the level). On the axis napari slices now the zoom stays, so only the levels ``shown``
+    (the one drawn, the thumbnail's); on another axis the level is chosen anew after the move, so
+    every level (level 0 costs what a single-scale layer's plane costs, the rest a third more at most).
 
-    def __init__(self, level: ImageLevel, factors: Sequence[float]) -> None:
-        self.level = level
-        self.factors = tuple(float(f) for f in factors)
+    Parameters
+    ----------
+    levels
+        ``(ImageLevel, factors)`` per level, finest first (napari's ``downsample_factors``).
+    shown
+        The levels read while the sliced axis stays ``axis``.
+    """
 
-    def level_index(self, axis: int, index: int) -> int:
-        return int(min(max(0, np.round(index / self.factors[axis])), self.level.base.shape[axis] - 1))
+    def __init__(self, levels: Sequence[tuple[ImageLevel, Sequence[float]]], shown: Sequence[int], axis: int | None) -> None:
+        self.levels = [(level, tuple(float(f) for f in factors)) for level, factors in levels]
+        self.shown = sorted(set(int(k) for k in shown))
+        self.axis = axis
 
     def prefetch(self, axis: int, index: int) -> bool:
-        return self.level.prefetch(axis, self.level_index(axis, index))
+        read = False
+        for k in (self.shown if axis == self.axis else range(len(self.levels))):
+            level, factors = self.levels[k]
+            at = int(min(max(0, np.round(index / factors[axis])), level.base.shape[axis] - 1))
+            read = level.prefetch(axis, at) or read
+        return read
 
 
 def image_levels(levels: Sequence[Any]) -> Any:

@@ -127,12 +127,14 @@ def volume_level(level_shapes: Any, itemsize: int) -> int:
 
 def shown_arrays(layers: Any) -> list[Any]:
     """What the dock prefetches for ``layers`` (GUI thread): a layer's data, or for a multiscale
-    layer the level it shows now (:class:`~._arrays.LevelShown`)."""
+    layer the planes of the levels napari will read (:class:`~._arrays.LevelShown`)."""
     out = []
     for layer in layers:
         if getattr(layer, "multiscale", False):
-            level = int(layer.data_level)
-            out.append(LevelShown(layer.data[level], layer.downsample_factors[level]))
+            shown = {int(layer.data_level), int(getattr(layer, "_thumbnail_level", len(layer.level_shapes) - 1))}
+            sliced = list(layer._slice_input.not_displayed) if layer._slice_input.ndisplay == 2 else []
+            levels = [(layer.data[k], layer.downsample_factors[k]) for k in range(len(layer.level_shapes))]
+            out.append(LevelShown(levels, shown, sliced[0] if len(sliced) == 1 else None))
         else:
             out.append(layer.data)
     return out
