@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..types import AXES, EditAtom, SliceRef
 from .backend import LocalBackend, MemoryBackend
+from .chunkread import chunk_reader
 from .editlog import EditLog, LogRecord, ScanResult, damaged_message, scan_records
 from .pyramid import build_pyramid, open_levels, pyramid_bytes, pyramid_levels
 from .perms import set_project_dir_mode, share_tree
@@ -66,6 +67,26 @@ class SliceState:
     state: str
     by: str = ""
     at: float = 0.0
+
+
+class LabelsView:
+    """:attr:`ProjectStore.labels_view`: indexing reads the saved labels through the store's fast path."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: "ProjectStore") -> None:
+        self._store = store
+
+    shape = property(lambda self: tuple(self._store.labels.shape))
+    dtype = property(lambda self: np.dtype(self._store.labels.dtype))
+    chunks = property(lambda self: tuple(self._store.labels.chunks))
+    ndim = property(lambda self: len(self._store.labels.shape))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self._store.read_labels(key)
+
+    def __repr__(self) -> str:
+        return f"LabelsView(shape={self.shape})"
 
 
 def _default_author() -> str:
@@ -174,6 +195,11 @@ class ProjectStore:
                 f"{backend.description}/data.zarr cannot be opened ({exc.__class__.__name__}: {exc}): its metadata "
                 "(zarr.json files) is damaged; restore data.zarr from a backup"
             ) from exc
+        #: Label reads that skip the chunks of unlabelled space and decode the rest into one buffer
+        #: (:mod:`.chunkread`); zarr reads whatever these do not take (memory projects, damage).
+        self._readers = {name: chunk_reader(arr) for name, arr in (("labels", self.labels), ("imported_labels", self._imported))
+                         if arr is not None}
+        self._readers = {name: r for name, r in self._readers.items() if r is not None}
         if tuple(self.labels.shape) != self.shape or tuple(self.image.shape) != self.shape:
             raise StoreIntegrityError(
                 f"{backend.description}: the image {tuple(self.image.shape)} or labels {tuple(self.labels.shape)} array "
@@ -300,6 +326,11 @@ class ProjectStore:
         """Read from the image or labels array; a damaged chunk raises :class:`StoreIntegrityError`
         that names the array and the remedy instead of a codec's traceback."""
         arr = {"image": self.image, "labels": self.labels, "imported_labels": self._imported}[what]
+        reader = self._readers.get(what)
+        if reader is not None:
+            out = reader.read(sel)
+            if out is not None:
+                return out
         try:
             return np.asarray(arr[sel])
         except Exception as exc:  # noqa: BLE001 - blosc, zarr and numpy raise many kinds
@@ -315,6 +346,18 @@ class ProjectStore:
                 f"the {what} at {where} cannot be read: a chunk under {self.backend.description}/data.zarr/{what} is damaged "
                 f"({exc.__class__.__name__}: {exc}); {remedy}"
             ) from exc
+
+    def read_labels(self, sel: Any = (...,)) -> np.ndarray:
+        """``labels[sel]`` for any zarr selection, read as :meth:`read_slice` reads labels (unlabelled
+        chunks skipped, the rest decoded into one buffer); a damaged chunk raises
+        :class:`StoreIntegrityError`. :attr:`labels_view` wraps it as a read-only array."""
+        return self._read_array("labels", sel if isinstance(sel, tuple) else (sel,), where=f"selection {sel!r}")
+
+    @property
+    def labels_view(self) -> "LabelsView":
+        """The saved labels as a lazy read-only array (``shape``, ``dtype``, ``chunks``, indexing) whose
+        reads go through :meth:`read_labels`: what front ends' label layers and slab caches can index."""
+        return LabelsView(self)
 
     def labelled_voxels(self) -> dict[str, int]:
         """Voxel count per class (kept incrementally; :meth:`check` verifies it)."""

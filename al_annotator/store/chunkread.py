@@ -1,0 +1,222 @@
+"""Fast reads of a local zarr v3 array's chunk files, for the store's label planes.
+
+Where the time of a plane read went (a 64 x 2048 x 2048 project, 64^3 chunks, blosc-lz4 labels;
+``benchmarks/bench_label_reads.py``): a z plane touches 1024 chunks, and zarr decodes each one into
+a freshly allocated 256 KiB buffer. That allocation (an ``mmap`` and 64 page faults per chunk, the
+buffer being above glibc's mmap threshold) cost more than the decompression itself: 1024 unlabelled
+chunks decoded ~0.6 s fresh, ~0.07 s into one reused buffer; opening and reading the 1024 small
+files took ~17 ms. Chunks of unlabelled space are not missing on disk (the labels are written with
+``write_empty_chunks``: a missing chunk means damage), they are all the same ~1 KiB encoding of
+zeros. So this reader
+
+- reads each chunk file's bytes itself (``os.open``/``os.read``, whole file, fresh on every call:
+  nothing is cached but *which encodings decode to all zeros*, a fact of the bytes alone, so a
+  chunk rewritten by another process is never read stale);
+- skips a chunk whose bytes equal an encoding already seen to decode to all fill values (learnt
+  from this process's own decodes: no assumption about the codec library's output);
+- decodes the others with the codec zarr itself uses (``numcodecs.blosc.decompress``) into one
+  reused buffer, after checking the blosc header's sizes against the chunk's and the file's;
+- hands anything else back to zarr: an unsupported layout or selection (:meth:`ChunkReader.read`
+  returns ``None``), and any chunk that cannot be read or decoded exactly as expected (a truncated,
+  oversized or garbage file, a permission error). The caller then reads with zarr, which raises or
+  answers exactly as before. A missing chunk file reads as the fill value, as zarr reads it.
+
+Result: voxel for voxel what ``array[selection]`` returns (tests/test_label_reads.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ChunkReader", "chunk_reader"]
+
+#: Encodings that decode to all fill values, kept per reader; a few suffice (one per chunk shape and
+#: codec version that wrote them), a cap keeps a pathological project from growing the set.
+_MAX_ZERO_ENCODINGS = 16
+#: An all-fill chunk compresses to about a kilobyte: only encodings this small are tested for it.
+_ZERO_TEST_BYTES = 8192
+_BLOSC_MAX_OVERHEAD = 16
+_BLOSC_HEADER = 16
+
+
+class _Fallback(Exception):
+    """This chunk (or selection) must be read by zarr."""
+
+
+def chunk_reader(arr: Any) -> "ChunkReader | None":
+    """A :class:`ChunkReader` for ``arr`` when its layout is one it reads exactly, else ``None``:
+    a zarr v3 array in a local directory, regular chunks, default chunk keys, no sharding, a
+    fixed-size numeric dtype, codecs ``bytes`` (native byte order) then at most one ``blosc``."""
+    try:
+        import zarr
+        from zarr.codecs import BloscCodec, BytesCodec
+        from zarr.core.chunk_grids import RegularChunkGrid
+        from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+    except ImportError:  # another zarr: its own reads only
+        return None
+    try:
+        meta = arr.metadata
+        store = arr.store
+        if getattr(meta, "zarr_format", None) != 3 or not isinstance(store, zarr.storage.LocalStore):
+            return None
+        if not isinstance(meta.chunk_grid, RegularChunkGrid) or not isinstance(meta.chunk_key_encoding, DefaultChunkKeyEncoding):
+            return None
+        codecs = tuple(meta.codecs)
+        if not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2:
+            return None
+        if len(codecs) == 2 and not isinstance(codecs[1], BloscCodec):
+            return None
+        dtype = np.dtype(arr.dtype)
+        if dtype.kind not in "biuf" or dtype.hasobject:
+            return None
+        if dtype.itemsize > 1 and (codecs[0].endian is None or codecs[0].endian.value != ("little" if np.little_endian else "big")):
+            return None
+        fill = np.asarray(meta.fill_value, dtype=dtype)
+        return ChunkReader(Path(store.root) / arr.path, tuple(int(n) for n in arr.shape), tuple(int(c) for c in meta.chunk_grid.chunk_shape),
+                           dtype, fill, compressed=len(codecs) == 2, encode_key=meta.chunk_key_encoding.encode_chunk_key)
+    except Exception:  # noqa: BLE001 - any surprise in metadata: zarr reads it
+        return None
+
+
+class ChunkReader:
+    """Reads basic selections (ints, unit-step slices, ``...``) of one array from its chunk files.
+
+    Build with :func:`chunk_reader`. Safe to share between threads (each read has its own buffer;
+    the set of all-fill encodings only grows, one ``add`` at a time).
+    """
+
+    def __init__(self, directory: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: np.dtype, fill: np.ndarray,
+                 *, compressed: bool, encode_key: Any) -> None:
+        self.directory = str(directory)
+        self.shape, self.chunks, self.dtype = shape, chunks, dtype
+        self.fill = fill
+        self.compressed = compressed
+        self._encode_key = encode_key
+        self._chunk_nbytes = int(np.prod(chunks)) * dtype.itemsize
+        self._fill_encodings: set[bytes] = set()
+        #: chunks decoded / skipped as all-fill / read as missing, since creation (for benchmarks and tests)
+        self.decoded = self.skipped = self.missing = 0
+
+    def _ranges(self, sel: Any) -> tuple[list[tuple[int, int]], list[bool]] | None:
+        """Per axis ``(start, stop)`` and whether the axis is dropped (an int); ``None`` if unsupported."""
+        if not isinstance(sel, tuple):
+            sel = (sel,)
+        if any(s is Ellipsis for s in sel):
+            if sum(s is Ellipsis for s in sel) > 1:
+                return None
+            i = next(n for n, s in enumerate(sel) if s is Ellipsis)
+            sel = sel[:i] + (slice(None),) * (len(self.shape) - len(sel) + 1) + sel[i + 1:]
+        if len(sel) > len(self.shape):
+            return None
+        sel = sel + (slice(None),) * (len(self.shape) - len(sel))
+        ranges, dropped = [], []
+        for s, n in zip(sel, self.shape):
+            if isinstance(s, (bool, np.bool_)):
+                return None
+            if isinstance(s, (int, np.integer)):
+                i = int(s) + n if s < 0 else int(s)
+                if not 0 <= i < n:
+                    return None  # zarr raises its own IndexError
+                ranges.append((i, i + 1))
+                dropped.append(True)
+            elif isinstance(s, slice):
+                start, stop, step = s.indices(n)
+                if step != 1:
+                    return None
+                ranges.append((start, max(start, stop)))
+                dropped.append(False)
+            else:
+                return None
+        return ranges, dropped
+
+    def read(self, sel: Any) -> np.ndarray | None:
+        """``array[sel]`` as a new array, or ``None``: read it with zarr instead (an unsupported
+        selection, or a chunk that is not exactly what this reader expects)."""
+        parsed = self._ranges(sel)
+        if parsed is None:
+            return None
+        ranges, dropped = parsed
+        out = np.empty(tuple(b - a for a, b in ranges), self.dtype)
+        out[...] = self.fill
+        if out.size:
+            try:
+                self._fill(out, ranges)
+            except _Fallback:
+                return None
+        return out.reshape(tuple(n for n, d in zip(out.shape, dropped) if not d))
+
+    def _fill(self, out: np.ndarray, ranges: list[tuple[int, int]]) -> None:
+        import itertools
+
+        grids = [range(a // c, (b - 1) // c + 1) for (a, b), c in zip(ranges, self.chunks)]
+        buf = np.empty(self.chunks, self.dtype)
+        for coords in itertools.product(*grids):
+            src, dst = [], []
+            for c, (a, b), size in zip(coords, ranges, self.chunks):
+                lo, hi = max(a, c * size), min(b, (c + 1) * size)
+                src.append(slice(lo - c * size, hi - c * size))
+                dst.append(slice(lo - a, hi - a))
+            chunk = self._chunk(coords, buf)
+            if chunk is not None:
+                out[tuple(dst)] = chunk[tuple(src)]
+
+    def _chunk(self, coords: tuple[int, ...], buf: np.ndarray) -> np.ndarray | None:
+        """The decoded chunk (in ``buf``), or ``None`` when it holds only the fill value."""
+        path = f"{self.directory}/{self._encode_key(coords)}"
+        limit = self._chunk_nbytes + (_BLOSC_MAX_OVERHEAD if self.compressed else 0)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            self.missing += 1
+            return None  # zarr reads a missing chunk as the fill value
+        except OSError as exc:
+            raise _Fallback from exc
+        try:
+            parts, total = [], 0
+            while total <= limit:
+                part = os.read(fd, limit + 1 - total)
+                if not part:
+                    break
+                parts.append(part)
+                total += len(part)
+        except OSError as exc:
+            raise _Fallback from exc
+        finally:
+            os.close(fd)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if len(data) <= _ZERO_TEST_BYTES and data in self._fill_encodings:
+            self.skipped += 1
+            return None
+        if not self.compressed:
+            if len(data) != self._chunk_nbytes:
+                raise _Fallback
+            return np.frombuffer(data, self.dtype).reshape(self.chunks)
+        from numcodecs import blosc
+
+        if len(data) < _BLOSC_HEADER or len(data) > limit:
+            raise _Fallback
+        try:
+            nbytes, cbytes, _ = blosc._cbuffer_sizes(data)
+            if nbytes != self._chunk_nbytes or cbytes != len(data):
+                raise _Fallback
+            blosc.decompress(data, buf)
+        except _Fallback:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever blosc raises: zarr raises it again, as before
+            raise _Fallback from exc
+        self.decoded += 1
+        if len(data) <= _ZERO_TEST_BYTES and len(self._fill_encodings) < _MAX_ZERO_ENCODINGS and self._all_fill(buf):
+            self._fill_encodings.add(data)
+            return None
+        return buf
+
+    def _all_fill(self, buf: np.ndarray) -> bool:
+        """Every byte of ``buf`` is the fill value's (bytes, not values: -0.0 is not 0.0)."""
+        raw = buf.reshape(-1).view(np.uint8)
+        if not self.fill.tobytes().strip(b"\0"):
+            return not raw.any()
+        return raw.tobytes() == self.fill.tobytes() * buf.size
