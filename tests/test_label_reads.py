@@ -218,3 +218,34 @@ def test_a_damaged_chunk_behaves_exactly_as_before(project, damage):
     if damage in ("garbage", "truncated", "empty"):
         with pytest.raises(StoreIntegrityError):
             project.read_slice(SliceRef("z", 17), "labels")
+
+
+def test_a_labelled_plane_read_again_decodes_only_the_chunks_that_changed(project):
+    ref = SliceRef("z", 9)
+    h, w = ref.shape_in(project.shape)
+    project.paint(ref, np.arange(h * w), "a")  # every chunk of the plane labelled: 3 x 4 chunks
+    reader = project._readers["labels"]
+    project.read_slice(ref, "labels")
+    decoded, cached = reader.decoded, reader.cached
+    _same(project.read_slice(ref, "labels"), _zarr_read(project, ref.selection()))
+    assert reader.decoded == decoded and reader.cached == cached + 12
+    other = open_project(project.path, fsync=False)
+    try:
+        other.paint(ref, np.array([0, 1, w]), "c")  # one chunk rewritten by another store object
+    finally:
+        other.close()
+    plane = project.read_slice(ref, "labels")
+    _same(plane, _zarr_read(project, ref.selection()))
+    assert plane.reshape(-1)[[0, 1, w, 2]].tolist() == [3, 3, 3, 1]
+    assert reader.decoded == decoded + 1
+
+
+def test_the_parts_cache_stays_within_its_budget(project):
+    reader = project._readers["labels"]
+    reader.cache_bytes = 40_000
+    dense = ((np.indices(SHAPE).sum(0) // 5) % 4).astype(np.uint8)
+    project.labels[...] = dense
+    for axis, n in zip(AXES, SHAPE):
+        for index in range(n):
+            _same(project.read_slice(SliceRef(axis, index), "labels"), dense[SliceRef(axis, index).selection()])
+    assert 0 < reader._parts_bytes <= 40_000

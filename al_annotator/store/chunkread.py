@@ -15,7 +15,10 @@ zeros. So this reader
 - skips a chunk whose bytes equal an encoding already seen to decode to all fill values (learnt
   from this process's own decodes: no assumption about the codec library's output);
 - decodes the others with the codec zarr itself uses (``numcodecs.blosc.decompress``) into one
-  reused buffer, after checking the blosc header's sizes against the chunk's and the file's;
+  reused buffer, after checking the blosc header's sizes against the chunk's and the file's, and
+  keeps the part it took (a z plane of a chunk: 4 KiB) keyed by the chunk's bytes and the part's
+  place, so re-reading a labelled plane decodes only the chunks that changed (tier 1 re-reads its
+  slice after every stroke); content-addressed, so also never stale, and bounded (32 MiB, LRU);
 - hands anything else back to zarr: an unsupported layout or selection (:meth:`ChunkReader.read`
   returns ``None``), and any chunk that cannot be read or decoded exactly as expected (a truncated,
   oversized or garbage file, a permission error). The caller then reads with zarr, which raises or
@@ -26,7 +29,9 @@ Result: voxel for voxel what ``array[selection]`` returns (tests/test_label_read
 
 from __future__ import annotations
 
+import collections
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,10 @@ __all__ = ["ChunkReader", "chunk_reader"]
 _MAX_ZERO_ENCODINGS = 16
 #: An all-fill chunk compresses to about a kilobyte: only encodings this small are tested for it.
 _ZERO_TEST_BYTES = 8192
+#: Decoded parts kept per reader (a 2048^2 z plane of labelled chunks: ~4 MiB of parts, ~6 MiB of keys).
+_CACHE_BYTES = 32 << 20
+#: Chunks whose encoding is larger than this (labels that compress badly) are not kept.
+_CACHE_MAX_ENCODING = 64 << 10
 _BLOSC_MAX_OVERHEAD = 16
 _BLOSC_HEADER = 16
 
@@ -98,8 +107,15 @@ class ChunkReader:
         self._encode_key = encode_key
         self._chunk_nbytes = int(np.prod(chunks)) * dtype.itemsize
         self._fill_encodings: set[bytes] = set()
-        #: chunks decoded / skipped as all-fill / read as missing, since creation (for benchmarks and tests)
-        self.decoded = self.skipped = self.missing = 0
+        #: Decoded parts of chunks keyed by the chunk's bytes and the part's place in it (content-addressed:
+        #: a chunk rewritten since has other bytes, so a part is never served stale), least recently used
+        #: dropped beyond ``cache_bytes``.
+        self._parts: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
+        self._parts_bytes = 0
+        self._lock = threading.Lock()
+        self.cache_bytes = _CACHE_BYTES
+        #: chunks decoded / skipped as all-fill / served from the parts cache / read as missing (benchmarks, tests)
+        self.decoded = self.skipped = self.cached = self.missing = 0
 
     def _ranges(self, sel: Any) -> tuple[list[tuple[int, int]], list[bool]] | None:
         """Per axis ``(start, stop)`` and whether the axis is dropped (an int); ``None`` if unsupported."""
@@ -153,26 +169,62 @@ class ChunkReader:
         import itertools
 
         grids = [range(a // c, (b - 1) // c + 1) for (a, b), c in zip(ranges, self.chunks)]
-        buf = np.empty(self.chunks, self.dtype)
+        buf = None
         for coords in itertools.product(*grids):
             src, dst = [], []
             for c, (a, b), size in zip(coords, ranges, self.chunks):
                 lo, hi = max(a, c * size), min(b, (c + 1) * size)
                 src.append(slice(lo - c * size, hi - c * size))
                 dst.append(slice(lo - a, hi - a))
-            chunk = self._chunk(coords, buf)
-            if chunk is not None:
-                out[tuple(dst)] = chunk[tuple(src)]
+            data = self._raw(coords)
+            if data is None:
+                self.missing += 1
+                continue  # zarr reads a missing chunk as the fill value
+            if len(data) <= _ZERO_TEST_BYTES and data in self._fill_encodings:
+                self.skipped += 1
+                continue
+            key = (data, tuple((s.start, s.stop) for s in src)) if len(data) <= _CACHE_MAX_ENCODING else None
+            part = self._cached(key) if key is not None else None
+            if part is None:
+                if buf is None:
+                    buf = np.empty(self.chunks, self.dtype)
+                chunk = self._decode(data, buf)
+                if chunk is None:
+                    continue
+                part = chunk[tuple(src)]
+                if key is not None:
+                    part = part.copy()
+                    self._keep(key, part)
+            else:
+                self.cached += 1
+            out[tuple(dst)] = part
 
-    def _chunk(self, coords: tuple[int, ...], buf: np.ndarray) -> np.ndarray | None:
-        """The decoded chunk (in ``buf``), or ``None`` when it holds only the fill value."""
+    def _cached(self, key: tuple) -> np.ndarray | None:
+        with self._lock:
+            part = self._parts.get(key)
+            if part is not None:
+                self._parts.move_to_end(key)
+            return part
+
+    def _keep(self, key: tuple, part: np.ndarray) -> None:
+        size = len(key[0]) + part.nbytes + 256
+        with self._lock:
+            if key in self._parts:
+                return
+            self._parts[key] = part
+            self._parts_bytes += size
+            while self._parts_bytes > self.cache_bytes and self._parts:
+                old_key, old = self._parts.popitem(last=False)
+                self._parts_bytes -= len(old_key[0]) + old.nbytes + 256
+
+    def _raw(self, coords: tuple[int, ...]) -> bytes | None:
+        """The bytes of a chunk's file (read whole, now), ``None`` when there is no such file."""
         path = f"{self.directory}/{self._encode_key(coords)}"
         limit = self._chunk_nbytes + (_BLOSC_MAX_OVERHEAD if self.compressed else 0)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            self.missing += 1
-            return None  # zarr reads a missing chunk as the fill value
+            return None
         except OSError as exc:
             raise _Fallback from exc
         try:
@@ -187,17 +239,19 @@ class ChunkReader:
             raise _Fallback from exc
         finally:
             os.close(fd)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        if len(data) <= _ZERO_TEST_BYTES and data in self._fill_encodings:
-            self.skipped += 1
-            return None
+        if total > limit:
+            raise _Fallback  # larger than any encoding of this chunk: zarr says what it makes of it
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _decode(self, data: bytes, buf: np.ndarray) -> np.ndarray | None:
+        """The decoded chunk (in ``buf``, or a view of ``data``), ``None`` when it holds only the fill value."""
         if not self.compressed:
             if len(data) != self._chunk_nbytes:
                 raise _Fallback
             return np.frombuffer(data, self.dtype).reshape(self.chunks)
         from numcodecs import blosc
 
-        if len(data) < _BLOSC_HEADER or len(data) > limit:
+        if len(data) < _BLOSC_HEADER:
             raise _Fallback
         try:
             nbytes, cbytes, _ = blosc._cbuffer_sizes(data)
