@@ -70,8 +70,10 @@ def test_inplane_tiles_equal_each_planes_2d_features(noise, boundary):
 def test_auto_features_rule():
     from al_annotator.instant.segmenter import auto_features
 
-    assert auto_features((50.0, 4.0, 4.0)) == {"mode": "3d", "sigmas": (1.0, 2.0, 4.0, 8.0, 16.0), "boundary": "nearest"}
-    assert auto_features(None) == {"mode": "inplane", "sigmas": (1.0, 2.0, 4.0, 8.0, 16.0), "boundary": "nearest"}
+    assert auto_features((50.0, 4.0, 4.0)) == {"mode": "3d", "sigmas": (1.0, 2.0, 4.0, 8.0, 16.0), "boundary": "nearest",
+                                               "section_norm": "auto"}
+    assert auto_features(None) == {"mode": "inplane", "sigmas": (1.0, 2.0, 4.0, 8.0, 16.0), "boundary": "nearest",
+                                   "section_norm": "auto"}
     assert auto_features((1.5, 1.0, 1.0))["mode"] == "inplane"
     vol = np.zeros((6, 20, 20), np.float32)
     assert InstantSegmenter(vol, (50, 4, 4), n_jobs=1).bank.mode == "3d"

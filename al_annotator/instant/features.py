@@ -28,6 +28,14 @@ the structure tensor, clipped at the volume's edges where the filters reflect), 
 computation on the whole volume (tested). Computed tiles are kept in an LRU cache bounded by
 ``cache_bytes``. Features are float32.
 
+Sections. ``section_norm=a`` standardises every slice along axis ``a`` on its own mean and standard
+deviation before filtering (``"auto"``: along the axis where neighbouring slices differ in mean
+brightness by at least :data:`~al_annotator.training.data.SECTION_SHIFT_SLICE` of the in-slice
+spread, the test the network's ``input_norm="auto"`` makes: serial-section EM yes, calibrated
+tomography no). The ssTEM sections' means range over +-0.5 in-slice standard deviations; from 2-4
+labelled sections the trees learned those sections' brightness: standardising them raised tier 1's
+test Dice by 0.04-0.08 at 2 slices (docs/BENCHMARKS.md, "Tier 1 at small budgets").
+
 Implementation: :func:`scipy.ndimage.gaussian_filter` with a per-axis sigma and derivative order
 (exact Gaussian derivatives, like vigra); closed-form eigenvalues of the symmetric 2x2 / 3x3
 tensors (vectorised; checked against :func:`numpy.linalg.eigvalsh`). scikit-image's
@@ -49,7 +57,8 @@ from scipy import ndimage
 
 from ..errors import InputError
 
-__all__ = ["ILASTIK_SIGMAS", "OCTAVE_SIGMAS", "FAMILIES", "MODES", "BOUNDARIES", "FeatureBank", "compute_features", "feature_plan", "eigvalsh_sym"]
+__all__ = ["ILASTIK_SIGMAS", "OCTAVE_SIGMAS", "FAMILIES", "MODES", "BOUNDARIES", "FeatureBank", "compute_features", "feature_plan", "eigvalsh_sym",
+           "section_statistics", "choose_section_norm"]
 
 #: ilastik's default scales (in pixels of the finest axis).
 ILASTIK_SIGMAS: tuple[float, ...] = (0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0)
@@ -66,6 +75,51 @@ TRUNCATE = 4.0
 MODES: tuple[str, ...] = ("3d", "2d", "inplane")
 #: How the filters extend the image past the volume's edges (scipy.ndimage modes).
 BOUNDARIES: tuple[str, ...] = ("reflect", "nearest")
+
+
+#: Per-slice statistics (``section_norm``) are taken over at most this many pixels per in-plane axis (a central
+#: block: the whole slice up to 512 x 512), in slabs of :data:`SECTION_SLAB` slices.
+SECTION_BLOCK, SECTION_SLAB = 512, 16
+#: A slice's spread is floored at this share of the median spread of the slices (a blank slice is not amplified).
+SECTION_STD_FLOOR = 0.1
+
+
+def section_statistics(image: Any, axis: int, block: int = SECTION_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (float64, one per slice along ``axis``) of a central block of at most
+    ``block`` pixels per in-plane axis of every slice (the whole slice up to that size); the spreads are
+    floored at :data:`SECTION_STD_FLOOR` x their median."""
+    shape = tuple(int(n) for n in image.shape)
+    n = shape[axis]
+    mean, std = np.zeros(n, np.float64), np.zeros(n, np.float64)
+    sel: list[Any] = [slice(max(0, (m - block) // 2), max(0, (m - block) // 2) + min(m, block)) for m in shape]
+    for i0 in range(0, n, SECTION_SLAB):
+        sel[axis] = slice(i0, min(n, i0 + SECTION_SLAB))
+        x = np.moveaxis(np.asarray(image[tuple(sel)], np.float64), axis, 0).reshape(sel[axis].stop - i0, -1)
+        mean[i0:i0 + x.shape[0]] = x.mean(axis=1)
+        std[i0:i0 + x.shape[0]] = x.std(axis=1)
+    floor = SECTION_STD_FLOOR * float(np.median(std))
+    return mean, np.maximum(std, floor if floor > 0 else 1.0)
+
+
+def choose_section_norm(image: Any) -> tuple[int | None, str]:
+    """``section_norm="auto"``: ``(axis or None, why)``, by the network's test
+    (:func:`~al_annotator.training.data.section_shift` against ``SECTION_SHIFT_SLICE``) on the image's value range."""
+    from ..training.data import SECTION_SHIFT_SLICE, section_shift
+
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) != 3 or min(shape) < 2:
+        return None, "section_norm off: not a 3D volume of several slices"
+    step = max(1, int(round((np.prod(shape) / 1e6) ** (1 / 3))))
+    sample = np.asarray(image[tuple(slice(None, None, step) for _ in shape)], np.float64)
+    lo, hi = float(sample.min()), float(sample.max())
+    if not hi > lo:
+        return None, "section_norm off: a constant image"
+    shift, name = section_shift(image, (lo, hi))
+    if shift >= SECTION_SHIFT_SLICE:
+        return "zyx".index(name), (f"section_norm={name}: neighbouring {name} slices differ in mean brightness by {shift:.3f} "
+                                   f"of the in-slice spread (>= {SECTION_SHIFT_SLICE}): each {name} slice standardised")
+    return None, (f"section_norm off: neighbouring slices differ in mean brightness by at most {shift:.3f} of the in-slice "
+                  f"spread (< {SECTION_SHIFT_SLICE})")
 
 
 def _radius(sigma: float) -> int:
@@ -311,9 +365,16 @@ def _scale_features(img: np.ndarray, sc: _Scale, min_sigma: float, flat: Sequenc
 
 def compute_features(image: np.ndarray, spacing: Sequence[float] | None = None, *, sigmas: Sequence[float] = ILASTIK_SIGMAS,
                      families: Sequence[str] = FAMILIES, mode: str = "3d", flat_axis: int = 0, min_sigma: float = 0.3,
-                     boundary: str = "reflect") -> np.ndarray:
-    """The bank's features of a whole (float32) array, ``(*image.shape, F)``: the reference a tile must match."""
+                     boundary: str = "reflect", section_norm: int | None = None) -> np.ndarray:
+    """The bank's features of a whole (float32) array, ``(*image.shape, F)``: the reference a tile must match.
+
+    ``section_norm``: an axis whose slices are standardised first (:func:`section_statistics`), or ``None``."""
     img = np.asarray(image, np.float32)
+    if section_norm is not None:
+        mean, std = section_statistics(img, int(section_norm))
+        shp = [1] * img.ndim
+        shp[int(section_norm)] = -1
+        img = ((img - mean.astype(np.float32).reshape(shp)) / std.astype(np.float32).reshape(shp)).astype(np.float32)
     if mode == "inplane":  # the features of planes along flat_axis (pixel sigmas)
         spacing, mode = None, "2d"
     scales, names, _ = feature_plan(img.ndim, spacing, sigmas, families, mode, flat_axis, min_sigma)
@@ -378,12 +439,17 @@ class FeatureBank:
     intensity
         ``(offset, scale)`` applied before filtering (``(x - offset) / scale``); default: mean and standard
         deviation of a strided sample. The filters are linear, so this only conditions the float32 values.
+    section_norm
+        ``None`` (default): one ``intensity`` mapping for the volume; an axis (0-2): every slice along it
+        standardised on its own mean and spread (:func:`section_statistics`) instead; ``"auto"``: that axis
+        where :func:`choose_section_norm` finds sections imaged differently, else ``None``.
     """
 
     def __init__(self, image: Any, spacing: Sequence[float] | None = None, *, sigmas: Sequence[float] = ILASTIK_SIGMAS,
                  families: Sequence[str] = FAMILIES, mode: str = "3d", flat_axis: int = 0, min_sigma: float = 0.3,
                  tile_shape: Sequence[int] | None = None, tile_voxels: int = 1 << 20, cache_bytes: int = 1 << 30,
-                 intensity: tuple[float, float] | None = None, boundary: str = "reflect") -> None:
+                 intensity: tuple[float, float] | None = None, boundary: str = "reflect",
+                 section_norm: int | str | None = None) -> None:
         shape = tuple(int(s) for s in getattr(image, "shape", ()))
         if len(shape) not in (2, 3):
             raise InputError(f"the image has shape {shape} ({len(shape)}D); FeatureBank takes a 2D (Y, X) or 3D (Z, Y, X) array")
@@ -454,6 +520,17 @@ class FeatureBank:
         else:
             offset, scale = (float(v) for v in intensity)
         self.intensity = (offset, scale if scale > 0 else 1.0)
+        if section_norm == "auto":
+            axis, self.section_reason = choose_section_norm(image) if self.ndim == 3 else (None, "section_norm off: a 2D image")
+        elif section_norm is None:
+            axis, self.section_reason = None, "section_norm off"
+        elif isinstance(section_norm, (int, np.integer)) and not isinstance(section_norm, bool) and 0 <= int(section_norm) < self.ndim:
+            axis, self.section_reason = int(section_norm), f"section_norm={int(section_norm)} (given)"
+        else:
+            raise InputError(f"section_norm must be None, 'auto' or an axis 0..{self.ndim - 1}, got {section_norm!r}")
+        #: The axis whose slices are standardised one by one (``None``: the one ``intensity`` mapping) and their statistics.
+        self.section_axis: int | None = axis
+        self.section_stats = None if axis is None else tuple(v.astype(np.float32) for v in section_statistics(image, axis))
         self._cache: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self._cached_bytes = 0
         self._lock = threading.RLock()
@@ -569,8 +646,15 @@ class FeatureBank:
         scales, flat, halo = self._plans[plan]
         padded = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, h, n in zip(core, halo, self.shape))
         img = np.asarray(self.image[padded], np.float32)
-        off, sc = self.intensity
-        img = (img - np.float32(off)) / np.float32(sc)
+        if self.section_axis is None:
+            off, sc = self.intensity
+            img = (img - np.float32(off)) / np.float32(sc)
+        else:  # every slice along section_axis on its own statistics (those of the whole slice, not of the block)
+            a = self.section_axis
+            shp = [1] * self.ndim
+            shp[a] = -1
+            mean, std = (v[padded[a]].reshape(shp) for v in self.section_stats)
+            img = (img - mean) / std
         crop = tuple(slice(s.start - p.start, s.stop - p.start) for s, p in zip(core, padded))
         out = np.empty((self.n_features,) + tuple(s.stop - s.start for s in core), np.float32)
         k = 0
@@ -661,7 +745,8 @@ class FeatureBank:
     def describe(self) -> dict[str, Any]:
         return {
             "shape": list(self.shape), "spacing": None if self.spacing is None else list(self.spacing),
-            "mode": self.mode, "boundary": self.boundary, "sigmas": list(self.sigmas), "families": list(self.families), "n_features": self.n_features,
+            "mode": self.mode, "boundary": self.boundary, "sigmas": list(self.sigmas),
+            "section_norm": self.section_axis, "section_reason": self.section_reason, "families": list(self.families), "n_features": self.n_features,
             "halo": list(self.halo), "tile_shape": list(self.tile_shape), "cache_bytes": self.cache_bytes,
             "axis_sigmas": {f"{s.scale:g}": list(s.sigma) for s in self._scales},
             **({"orientations": "2D features in the plane of each voxel's slice (sigmas in pixels)"} if self.mode == "inplane" else {}),
