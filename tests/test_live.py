@@ -3,6 +3,7 @@ serves or yields to the deep tier by their held-out scores."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -406,4 +407,35 @@ def test_a_volume_too_large_for_the_cache_is_scored_from_a_downsampled_copy(tmp_
         assert np.isfinite(cand.uncertainty["entropy"]).all()
     finally:
         live.close()
+        s.close()
+
+
+def test_idle_before_any_label_computes_what_the_first_ranking_needs(tmp_path, phantom):
+    """Once the plane on screen has its features, an idle tier 1 imports the tree ensembles and computes
+    the downsampled copy's feature tiles, each once, before anything is painted (the first commit's
+    ranking then only fits and predicts); without coarse scoring it builds no copy."""
+    from al_annotator.core.live import LivePreview
+
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes)
+    ref = SliceRef("z", 12)
+    live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [], 4, feature_kw={"tile_shape": (8, 64, 64)})
+    off = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [], 4, coarse_scoring=False)
+    try:
+        assert not live._warmup_due()  # nothing on screen yet: the plane comes first
+        live.prefetch(ref)
+        deadline = time.monotonic() + 120
+        while not live._warmed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert live._warmed and live.last_error is None and live.classifier is None
+        assert ref in live._plane_cache and "sklearn.ensemble" in sys.modules
+        f, bank = live._coarse
+        tiles = bank.tiles_of((slice(None),) * 3)
+        assert f == 2 and all(t in bank._cache for t in tiles) and bank.stats["tiles_computed"] == len(tiles)
+        off.prefetch(ref)
+        off.wait_idle(60)
+        time.sleep(0.3)
+        assert not off._warmup_due() and off._coarse is None
+    finally:
+        live.close()
+        off.close()
         s.close()

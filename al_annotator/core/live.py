@@ -156,6 +156,9 @@ class LivePreview:
         self._coarse_fit: tuple[int, Any] | None = None
         self._coarse_memo: dict[tuple[int, int], tuple] = {}  # (axis, grid plane) -> scores
         self._coarse_probs: tuple | None = None  # the copy's probability grid of one fit (_coarse_grid)
+        self._imported = False  # sklearn's ensembles imported (_warmup_step)
+        self._warmed = False  # the copy's features computed while idle before the first ranking
+        self._warm_pos = 0
         self._train: tuple[np.ndarray, np.ndarray] | None = None  # coords, labels of the last fit
         self._feature_kw = kw
         self._cv = threading.Condition()
@@ -238,7 +241,8 @@ class LivePreview:
         while True:
             with self._cv:
                 while not self._closed and self._wanted is None:
-                    if self._prefetch is not None or self._pending_heldout is not None or self._deep_due or self._scoring_due():
+                    if (self._prefetch is not None or self._pending_heldout is not None or self._deep_due or self._scoring_due()
+                            or self._warmup_due()):
                         break
                     self._cv.wait()
                 if self._closed:
@@ -265,14 +269,16 @@ class LivePreview:
                         # its tiles cost their whole depth (a tile of the 128^3 demo is the volume: 64 s of
                         # filtering at load 5, where the plane as a block took 9 s); they follow while idle
                         self._plane_features(warm, block=True)
-                    elif warm is not None:  # in-plane features: tile by tile, a stroke's request waits at most one
+                    elif warm is not None and self.inplane:  # tile by tile, a stroke's request waits at most one
                         for tile in self._plane_tiles(warm):
                             with self._cv:
                                 if self._wanted is not None or self._closed:
                                     break
                             self.bank.tile_features(tile)
-                    else:
+                    elif self._scoring_due():
                         self._score_some(budget_s=0.5)
+                    elif self._warmup_due():
+                        self._warmup_step()
                 except Exception as exc:  # noqa: BLE001
                     self.last_error = f"scoring slices: {type(exc).__name__}: {exc}"
                     self._score_pos, self._refine_pos = len(self._score_order), len(self._refine)  # no retry loop on a persistent error
@@ -344,6 +350,28 @@ class LivePreview:
                 return 0.0
         seq = self.fitted_seq
         return sum(1 for v in list(self._scores.values()) if v[0] == seq) / max(1, len(self._score_order))
+
+    def _warmup_due(self) -> bool:
+        """Work left that the first ranking will need whatever is painted (called with the lock held)."""
+        # after the plane on screen (its features first: the expert paints there next)
+        return not self._warmed and self.coarse_scoring and bool(self._plane_cache or self.classifier is not None)
+
+    def _warmup_step(self) -> None:
+        """One step of it while nothing else is due: import the tree ensembles (the first fit imported
+        them: 3 s of a cold commit at load 9), then the downsampled copy's feature tiles one at a time
+        (the first ranking scores the cold volume from them: 8 s of the 128^3 demo's first commit at
+        load 9, now computed while the expert paints the first slice)."""
+        if not self._imported:
+            import sklearn.ensemble  # noqa: F401
+
+            self._imported = True
+            return
+        _, bank = self._coarse_bank()
+        tiles = bank.tiles_of((slice(None),) * 3)
+        if self._warm_pos < len(tiles):  # each tile once (an evicted tile is not chased)
+            bank.tile_features(tiles[self._warm_pos])
+            self._warm_pos += 1
+        self._warmed = self._warm_pos >= len(tiles)
 
     def _scoring_due(self) -> bool:
         """Slices are left to score with the current fit (called with the lock held)."""
