@@ -249,3 +249,64 @@ def test_the_parts_cache_stays_within_its_budget(project):
         for index in range(n):
             _same(project.read_slice(SliceRef(axis, index), "labels"), dense[SliceRef(axis, index).selection()])
     assert 0 < reader._parts_bytes <= 40_000
+
+
+def _outputs_like_the_trainer(group, shape, chunks, rng):
+    """Arrays as ``training.worker.write_model_outputs`` creates them (zarr's default codec, zstd;
+    chunks never written are missing), part of the volume written."""
+    c = 3
+    probs = group.create_array("probabilities", shape=(c, *shape), dtype=np.float16, chunks=(1, *chunks), fill_value=0.0)
+    pred = group.create_array("prediction", shape=shape, dtype=np.uint8, chunks=chunks, fill_value=0)
+    p = rng.random((c, shape[0] - 16, *shape[1:])).astype(np.float32)
+    p /= p.sum(0)
+    probs[:, 16:] = p.astype(np.float16)
+    pred[16:] = (p.argmax(0) + 1).astype(np.uint8)
+    probs[0, 0, 0, 0] = -0.0  # a chunk all zeros by value but not by bytes (written: -0.0 is not the fill)
+    return probs, pred
+
+
+def test_model_outputs_read_through_the_chunk_reader_as_zarr_reads_them(project):
+    from al_annotator.store.chunkread import ChunkArray
+    from al_annotator.store.models import model_outputs
+
+    rng = np.random.default_rng(5)
+    group = project.root.require_group("models/v0001")
+    probs, pred = _outputs_like_the_trainer(group, SHAPE, CHUNKS, rng)
+    out = model_outputs(project, 1)
+    assert isinstance(out["prediction"], ChunkArray) and out["prediction"].reader.codec == "zstd"
+    assert out["prediction"].chunks == pred.chunks and hasattr(out["probabilities"], "get_coordinate_selection")
+    for axis in AXES:
+        for index in (0, 7, 8, 16, SHAPE[AXES.index(axis)] - 1):
+            sel = SliceRef(axis, index).selection()
+            _same(out["prediction"][sel], np.asarray(pred[sel]))
+            a, b = out["probabilities"][(slice(None),) + sel], np.asarray(probs[(slice(None),) + sel])
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()  # bit for bit (-0.0 kept)
+    assert out["prediction"].reader.missing > 0 and out["prediction"].reader.decoded > 0
+    assert int(out["prediction"][10, 3, 4]) == int(pred[10, 3, 4])
+    _same(np.asarray(out["prediction"]), np.asarray(pred[...]))
+
+
+def test_a_damaged_model_output_chunk_behaves_exactly_as_before(project):
+    from al_annotator.store.models import model_outputs
+
+    group = project.root.require_group("models/v0001")
+    _, pred = _outputs_like_the_trainer(group, SHAPE, CHUNKS, np.random.default_rng(6))
+    chunk = Path(project.path) / "data.zarr" / "models" / "v0001" / "prediction" / "c" / "1" / "0" / "0"
+    data = chunk.read_bytes()
+    sel = SliceRef("z", 17).selection()
+    for damaged in (data[: len(data) // 2], os.urandom(len(data)), data[:5] + b"\x00" * 4 + data[9:]):
+        chunk.write_bytes(damaged)
+        fast = model_outputs(project, 1)["prediction"]
+        try:
+            now = ("ok", np.asarray(fast[sel]))
+        except Exception as exc:  # noqa: BLE001 - compared as they come
+            now = (type(exc).__name__, str(exc))
+        try:
+            before = ("ok", np.asarray(pred[sel]))
+        except Exception as exc:  # noqa: BLE001
+            before = (type(exc).__name__, str(exc))
+        assert now[0] == before[0]
+        if now[0] == "ok":
+            _same(now[1], before[1])
+        else:
+            assert now[1] == before[1]

@@ -24,6 +24,10 @@ zeros. So this reader
   oversized or garbage file, a permission error). The caller then reads with zarr, which raises or
   answers exactly as before. A missing chunk file reads as the fill value, as zarr reads it.
 
+The same reader serves the model outputs (:func:`al_annotator.store.models.model_outputs`, zarr's
+default zstd; a chunk never written is missing there and reads as the fill value, as zarr reads
+it), through :class:`ChunkArray`, without the parts cache (each call opens the arrays afresh).
+
 Result: voxel for voxel what ``array[selection]`` returns (tests/test_label_reads.py).
 """
 
@@ -37,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ChunkReader", "chunk_reader"]
+__all__ = ["ChunkArray", "ChunkReader", "chunk_reader"]
 
 #: Encodings that decode to all fill values, kept per reader; a few suffice (one per chunk shape and
 #: codec version that wrote them), a cap keeps a pathological project from growing the set.
@@ -56,13 +60,15 @@ class _Fallback(Exception):
     """This chunk (or selection) must be read by zarr."""
 
 
-def chunk_reader(arr: Any) -> "ChunkReader | None":
+def chunk_reader(arr: Any, *, cache_bytes: int | None = None) -> "ChunkReader | None":
     """A :class:`ChunkReader` for ``arr`` when its layout is one it reads exactly, else ``None``:
     a zarr v3 array in a local directory, regular chunks, default chunk keys, no sharding, a
-    fixed-size numeric dtype, codecs ``bytes`` (native byte order) then at most one ``blosc``."""
+    fixed-size numeric dtype, codecs ``bytes`` (native byte order) then at most one ``blosc`` or
+    ``zstd`` (zarr's default, the model outputs'). ``cache_bytes`` bounds its cache of decoded parts
+    (default 32 MiB; 0: none)."""
     try:
         import zarr
-        from zarr.codecs import BloscCodec, BytesCodec
+        from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
         from zarr.core.chunk_grids import RegularChunkGrid
         from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
     except ImportError:  # another zarr: its own reads only
@@ -77,18 +83,69 @@ def chunk_reader(arr: Any) -> "ChunkReader | None":
         codecs = tuple(meta.codecs)
         if not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2:
             return None
-        if len(codecs) == 2 and not isinstance(codecs[1], BloscCodec):
-            return None
+        codec = None
+        if len(codecs) == 2:
+            codec = "blosc" if isinstance(codecs[1], BloscCodec) else "zstd" if isinstance(codecs[1], ZstdCodec) else None
+            if codec is None:
+                return None
         dtype = np.dtype(arr.dtype)
         if dtype.kind not in "biuf" or dtype.hasobject:
             return None
         if dtype.itemsize > 1 and (codecs[0].endian is None or codecs[0].endian.value != ("little" if np.little_endian else "big")):
             return None
         fill = np.asarray(meta.fill_value, dtype=dtype)
-        return ChunkReader(Path(store.root) / arr.path, tuple(int(n) for n in arr.shape), tuple(int(c) for c in meta.chunk_grid.chunk_shape),
-                           dtype, fill, compressed=len(codecs) == 2, encode_key=meta.chunk_key_encoding.encode_chunk_key)
+        reader = ChunkReader(Path(store.root) / arr.path, tuple(int(n) for n in arr.shape),
+                             tuple(int(c) for c in meta.chunk_grid.chunk_shape), dtype, fill, codec=codec,
+                             encode_key=meta.chunk_key_encoding.encode_chunk_key)
+        if cache_bytes is not None:
+            reader.cache_bytes = int(cache_bytes)
+        return reader
     except Exception:  # noqa: BLE001 - any surprise in metadata: zarr reads it
         return None
+
+
+def _zstd_content_size(data: bytes) -> int | None:
+    """The decompressed size a zstd frame's header declares (``None``: not a frame, or none declared).
+    numcodecs' ``decompress`` into a larger buffer leaves the rest as it was: the size must be checked."""
+    if len(data) < 6 or data[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    fhd = data[4]
+    if fhd & 0x08:  # reserved bit
+        return None
+    single = (fhd >> 5) & 1
+    pos = 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+    size = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+    if not size or len(data) < pos + size:
+        return None
+    value = int.from_bytes(data[pos : pos + size], "little")
+    return value + 256 if size == 2 else value
+
+
+class ChunkArray:
+    """A zarr array whose basic-selection reads go through a :class:`ChunkReader` (what the reader
+    hands back goes to the array); every other attribute is the array's own."""
+
+    __slots__ = ("array", "reader")
+
+    def __init__(self, array: Any, reader: "ChunkReader") -> None:
+        self.array, self.reader = array, reader
+
+    def __getitem__(self, key: Any) -> Any:
+        out = self.reader.read(key)
+        return out if out is not None else self.array[key]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.array, name)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self[...])
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"ChunkArray({self.array!r})"
 
 
 class ChunkReader:
@@ -99,11 +156,11 @@ class ChunkReader:
     """
 
     def __init__(self, directory: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: np.dtype, fill: np.ndarray,
-                 *, compressed: bool, encode_key: Any) -> None:
+                 *, codec: str | None, encode_key: Any) -> None:
         self.directory = str(directory)
         self.shape, self.chunks, self.dtype = shape, chunks, dtype
         self.fill = fill
-        self.compressed = compressed
+        self.codec = codec
         self._encode_key = encode_key
         self._chunk_nbytes = int(np.prod(chunks)) * dtype.itemsize
         self._fill_encodings: set[bytes] = set()
@@ -156,6 +213,8 @@ class ChunkReader:
         if parsed is None:
             return None
         ranges, dropped = parsed
+        if all(dropped):
+            return None  # one voxel: zarr's own answer (and type)
         out = np.empty(tuple(b - a for a, b in ranges), self.dtype)
         out[...] = self.fill
         if out.size:
@@ -183,7 +242,8 @@ class ChunkReader:
             if len(data) <= _ZERO_TEST_BYTES and data in self._fill_encodings:
                 self.skipped += 1
                 continue
-            key = (data, tuple((s.start, s.stop) for s in src)) if len(data) <= _CACHE_MAX_ENCODING else None
+            keep = self.cache_bytes > 0 and len(data) <= _CACHE_MAX_ENCODING
+            key = (data, tuple((s.start, s.stop) for s in src)) if keep else None
             part = self._cached(key) if key is not None else None
             if part is None:
                 if buf is None:
@@ -220,7 +280,8 @@ class ChunkReader:
     def _raw(self, coords: tuple[int, ...]) -> bytes | None:
         """The bytes of a chunk's file (read whole, now), ``None`` when there is no such file."""
         path = f"{self.directory}/{self._encode_key(coords)}"
-        limit = self._chunk_nbytes + (_BLOSC_MAX_OVERHEAD if self.compressed else 0)
+        n = self._chunk_nbytes
+        limit = n + {None: 0, "blosc": _BLOSC_MAX_OVERHEAD, "zstd": (n >> 7) + 1024}[self.codec]
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -245,22 +306,29 @@ class ChunkReader:
 
     def _decode(self, data: bytes, buf: np.ndarray) -> np.ndarray | None:
         """The decoded chunk (in ``buf``, or a view of ``data``), ``None`` when it holds only the fill value."""
-        if not self.compressed:
+        if self.codec is None:
             if len(data) != self._chunk_nbytes:
                 raise _Fallback
             return np.frombuffer(data, self.dtype).reshape(self.chunks)
-        from numcodecs import blosc
-
-        if len(data) < _BLOSC_HEADER:
-            raise _Fallback
         try:
-            nbytes, cbytes, _ = blosc._cbuffer_sizes(data)
-            if nbytes != self._chunk_nbytes or cbytes != len(data):
-                raise _Fallback
-            blosc.decompress(data, buf)
+            if self.codec == "blosc":
+                from numcodecs import blosc
+
+                if len(data) < _BLOSC_HEADER:
+                    raise _Fallback
+                nbytes, cbytes, _ = blosc._cbuffer_sizes(data)
+                if nbytes != self._chunk_nbytes or cbytes != len(data):
+                    raise _Fallback
+                blosc.decompress(data, buf)
+            else:
+                from numcodecs import zstd
+
+                if _zstd_content_size(data) != self._chunk_nbytes:
+                    raise _Fallback
+                zstd.decompress(data, buf)
         except _Fallback:
             raise
-        except Exception as exc:  # noqa: BLE001 - whatever blosc raises: zarr raises it again, as before
+        except Exception as exc:  # noqa: BLE001 - whatever the codec raises: zarr raises it again, as before
             raise _Fallback from exc
         self.decoded += 1
         if len(data) <= _ZERO_TEST_BYTES and len(self._fill_encodings) < _MAX_ZERO_ENCODINGS and self._all_fill(buf):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, StoreIntegrityError
+from .chunkread import ChunkArray, chunk_reader
 
 __all__ = [
     "CURRENT_FILE",
@@ -376,12 +377,14 @@ def pinned_versions(store: Any) -> set[int]:
 
 def model_outputs(store: Any, version: int) -> dict[str, Any]:
     """The volume outputs a published version has, by name (``prediction``, ``confidence``,
-    ``probabilities``): zarr arrays, read lazily. Missing ones are left out. The one reader of the
+    ``probabilities``): zarr arrays, read lazily (basic selections through :mod:`.chunkread`). Missing ones are left out. The one reader of the
     ``data.zarr/models/vNNNN`` layout that :class:`VersionWriter` writes."""
     out = {}
     for name in ("prediction", "confidence", "probabilities"):
         try:
-            out[name] = store.root[f"models/{version_name(version)}/{name}"]
+            arr = store.root[f"models/{version_name(version)}/{name}"]
+            reader = chunk_reader(arr, cache_bytes=0)  # decodes into one buffer per read (zarr: a fresh one per chunk)
+            out[name] = arr if reader is None else ChunkArray(arr, reader)
         except KeyError:
             continue
         except Exception as exc:  # noqa: BLE001 - damaged zarr metadata
