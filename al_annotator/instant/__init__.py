@@ -2,7 +2,9 @@
 
 * :class:`FeatureBank`: Gaussian, LoG, gradient magnitude, DoG, structure-tensor and Hessian
   eigenvalues over ilastik's scales (0.3-10), in 3D with each axis's sigma scaled by the voxel
-  spacing; computed lazily per tile with a halo, cached in an LRU bounded by bytes, float32.
+  spacing; computed lazily per tile with a halo, cached in an LRU bounded by bytes, float32; with
+  ``section_norm="auto"`` (the ``mode="auto"`` set) every section of a serial-section stack is
+  standardised on its own brightness first.
 * :class:`InstantClassifier`: a stratified-subsampled ExtraTrees ensemble (or random forest /
   gradient boosting) over those features; class values ``1..C``; probabilities for every class.
 * :class:`InstantSegmenter`: the two together: ``update(labels)`` refits, ``predict_plane(axis, i)``
