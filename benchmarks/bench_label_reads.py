@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import write_section  # noqa: E402
 
 from al_annotator.store import create_project  # noqa: E402
+from al_annotator.store import models as _models  # noqa: E402
 from al_annotator.types import EditAtom, SliceRef  # noqa: E402
 
 
@@ -84,6 +85,17 @@ def _scribble(store, rng) -> None:
     store.paint(SliceRef("y", side // 2), (rr * side + cc).ravel(), 2)
 
 
+def _prediction(store) -> None:
+    """A model version's prediction as the trainer writes it (zarr's default codec), a smooth class map."""
+    group = store.root.require_group("models/v0001")
+    z, y, x = store.shape
+    pred = group.create_array("prediction", shape=store.shape, dtype=np.uint8, chunks=store.labels.chunks, fill_value=0)
+    yy, xx = np.mgrid[:y, :x]
+    for z0 in range(0, z, 16):
+        zz = np.arange(z0, min(z, z0 + 16))[:, None, None]
+        pred[z0 : z0 + len(zz)] = (1 + (np.sin(yy / 83.1 + zz / 40.0) + np.cos(xx / 57.9) > 0)).astype(np.uint8)
+
+
 def _measure(session, n: int, rng) -> dict[str, tuple[float, float]]:
     from al_annotator.jupyter._imaging import Region
     from al_annotator.jupyter._planes import PlaneServer
@@ -131,6 +143,13 @@ def _measure(session, n: int, rng) -> dict[str, tuple[float, float]]:
         return go
 
     out["widget: its labels' part (16-slice entry)"] = _pair(store, labels_part(lambda s: zarr_labels[s]), labels_part(lambda s: view[s]), n)
+    outputs = _models.model_outputs(store, 1)
+    if outputs:
+        pred = outputs["prediction"]
+        for name, ref in (("z", SliceRef("z", 20)), ("y", SliceRef("y", mid))):
+            sel = ref.selection()
+            out[f"model prediction, {name} slice (zstd, what `Session.prediction` reads)"] = _pair(
+                store, (lambda a, q: lambda: np.asarray(a[q]))(pred.array, sel), (lambda a, q: lambda: np.asarray(a[q]))(pred, sel), n)
     out["napari labels layer: one z plane (uncached)"] = _pair(
         store, lambda: np.asarray(StoreLabels(zarr_labels)[20]), lambda: np.asarray(StoreLabels(view)[20]), n)
     return out
@@ -153,6 +172,7 @@ def main() -> None:
         store = create_project(tmp / "p", image, classes="a,b,c", fsync=False)
         del image
         _scribble(store, rng)
+        _prediction(store)
         store.close()
         load0 = _loadavg()
         session = Session.open(tmp / "p")
@@ -182,7 +202,8 @@ def main() -> None:
         f"boundaries over the whole slice, a model's accepted prediction's look: every chunk of its 64-slice slab then holds labels, so every z slice of the slab decodes all its {(-(-args.side // 64)) ** 2} chunks). "
         f"Each read with zarr (the chunk reader off) and with the store's chunk reader, alternated in one process, "
         f"median of {args.reads}, warm page cache; every read a first read (the reader's cache of decoded parts emptied) but "
-        f"tier 1's, which follows a new 3 x 200 voxel stroke on its slice (what it does on every stroke). The widget's and napari's rows take their labels from "
+        f"tier 1's, which follows a new 3 x 200 voxel stroke on its slice (what it does on every stroke). The prediction rows read a model version's prediction (as the trainer writes it: zarr's default zstd, a "
+        f"smooth two-class map) through the zarr array before and `store.models.model_outputs`' view after. The widget's and napari's rows take their labels from "
         f"`Session.labels_array` (zarr) before and `ProjectStore.labels_view` after. Load average {load0} at the start, "
         f"{load1} at the end (a shared 2-core machine).",
         "",
