@@ -226,8 +226,10 @@ class Session:
     @property
     def labels_array(self) -> ReadOnlyArray:
         """The saved labels, read lazily; pair a cache with :attr:`labels_seq`. Edits go through
-        :meth:`apply_edit`."""
-        return ReadOnlyArray(self.store.labels)
+        :meth:`apply_edit`. Reads go through the store's chunk reader (``ProjectStore.labels_view``:
+        unlabelled chunks skipped by their bytes, the rest decoded into one buffer; a 2048^2 plane
+        ~0.3-0.6 s -> 16-80 ms, docs/BENCHMARKS.md "bench_label_reads")."""
+        return ReadOnlyArray(self.store.labels_view)
 
     @property
     def labels_seq(self) -> int:
