@@ -81,13 +81,15 @@ def measure(project: Path, refs: list, n_strokes: int, gap: float, timeout: floa
                 pump(s, gap)
             t0 = time.perf_counter()
             n0 = len(ranked)
+            seq0 = s.labels_seq  # the last stroke's: the ranking must come from a fit that includes it
             s.mark_annotated(ref)
             first = ranked[n0][1] if len(ranked) > n0 else []
             done = None
             while done is None and time.perf_counter() - t0 < timeout:
                 s.take_previews()
                 live = s._live  # private, for this benchmark: which fit ranked the queue
-                want = None if live is None or live.fitted_seq is None else f"instant:{live.fitted_seq}"
+                want = (None if live is None or live.fitted_seq is None or live.fitted_seq < seq0
+                        else f"instant:{live.fitted_seq}")
                 for t, versions in ranked[n0:]:
                     if want is not None and versions and all(v == want for v in versions) and s._ranked_fresh:
                         done = t

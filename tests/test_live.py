@@ -4,6 +4,7 @@ serves or yields to the deep tier by their held-out scores."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import numpy as np
@@ -439,3 +440,46 @@ def test_idle_before_any_label_computes_what_the_first_ranking_needs(tmp_path, p
         live.close()
         off.close()
         s.close()
+
+
+def test_a_commit_during_a_refit_is_not_ranked_as_fresh_by_the_fit_before_its_strokes(tmp_path, phantom):
+    """While tier 1's thread works on a fit it has taken up (here held inside it), the previous fit's
+    scores are not 'fresh': a commit made meanwhile is ranked without the fresh flag and ranked again,
+    by the fit that includes its slice's strokes, once that one has scored enough slices."""
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True, strategy="entropy")
+    ranked = []
+    s.suggestions_changed.connect(lambda q: ranked.append([i.suggestion.model_version for i in q]))
+    live = s._live
+    _scribble(s, phantom.labels, SliceRef("z", 12), 150, 0)
+    deadline = time.monotonic() + 120
+    while live.fresh_coverage() < 1.0 and time.monotonic() < deadline:
+        s.take_previews()
+        time.sleep(0.05)
+    assert live.fresh_coverage() == 1.0
+    old = live.fitted_seq
+    gate, inside = threading.Event(), threading.Event()
+    real = live._fit
+
+    def held(*a, **k):
+        inside.set()
+        gate.wait(60)
+        return real(*a, **k)
+
+    live._fit = held
+    try:
+        ref = SliceRef("y", 20)
+        s.goto(ref)
+        _scribble(s, phantom.labels, ref, 150, 1)
+        seq = s.labels_seq
+        assert inside.wait(60)  # the thread took the strokes up and is inside the fit
+        assert live.fitted_seq == old and live.fresh_coverage() == 0.0
+        s.mark_annotated(ref)
+        assert not s._ranked_fresh and s._rerank_when_scored
+    finally:
+        gate.set()
+    deadline = time.monotonic() + 120
+    while s._rerank_when_scored and time.monotonic() < deadline:
+        s.take_previews()
+        time.sleep(0.05)
+    assert live.fitted_seq >= seq and ranked[-1] == [f"instant:{live.fitted_seq}"] * len(ranked[-1]) and s._ranked_fresh
+    s.close()

@@ -131,6 +131,7 @@ class LivePreview:
         self._prefetch: SliceRef | None = None
         self._pending_heldout: tuple | None = None
         self._seq_wanted = -1
+        self._seq_taken = -1
         self._done: list[PlanePreview] = []
         #: Per-slice acquisition scores from tier 1 (filled when idle): ref -> (seq, scores, embedding, fg).
         self._scores: dict[SliceRef, tuple[int, dict[str, float], np.ndarray, float]] = {}
@@ -289,6 +290,7 @@ class LivePreview:
             with self._cv:
                 ref, self._wanted = self._wanted, None
                 dirty, self._dirty = self._dirty, set()
+                self._seq_taken = self._seq_wanted  # the labels this fit reads are at least this new
                 self._busy = True
             try:
                 preview = self._predict(ref, dirty, coarse=self._coarse_first(ref))
@@ -344,9 +346,12 @@ class LivePreview:
 
     # ------------------------------------------------------------------ acquisition scores from tier 1
     def fresh_coverage(self) -> float:
-        """Share of all slices scored by the current fit (0 while a refit is due)."""
+        """Share of all slices scored by the current fit (0 while a refit is due, or running: a fit
+        taken up but not finished yet is older than the labels; a commit made meanwhile was ranked as
+        fresh by the fit before its slice's strokes, and never again)."""
         with self._cv:
-            if self.classifier is None or self._dirty is None or self._dirty:
+            if (self.classifier is None or self._dirty is None or self._dirty or self.fitted_seq is None
+                    or self.fitted_seq < self._seq_wanted):
                 return 0.0
         seq = self.fitted_seq
         return sum(1 for v in list(self._scores.values()) if v[0] == seq) / max(1, len(self._score_order))
@@ -717,6 +722,7 @@ class LivePreview:
     def _fit(self, dirty: set[SliceRef] | None, quick: bool = False) -> None:
         t0 = time.perf_counter()
         coords, labels, held, axes, seq = self._collect(dirty)
+        seq = max(seq, self._seq_taken)  # also when the change emptied a slice (no plane of it is read)
         t1 = time.perf_counter()
         if np.unique(labels).size < 2:
             self.classifier, self.fitted_seq, self.heldout_dice = None, seq, None
