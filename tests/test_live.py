@@ -483,3 +483,38 @@ def test_a_commit_during_a_refit_is_not_ranked_as_fresh_by_the_fit_before_its_st
         time.sleep(0.05)
     assert live.fitted_seq >= seq and ranked[-1] == [f"instant:{live.fitted_seq}"] * len(ranked[-1]) and s._ranked_fresh
     s.close()
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_the_copy_is_scored_on_a_grid_of_half_the_score_size_where_a_full_resolution_pass_follows(tmp_path, phantom, fits):
+    """One prediction over a grid of the downsampled copy ranks every slice: score_px per side where
+    the copy's scores are final (the volume's features do not fit the cache), half that where every
+    slice is re-scored from its own features afterwards."""
+    from al_annotator.core.live import LivePreview
+    from al_annotator.instant import FeatureBank
+    from al_annotator.instant.segmenter import auto_features
+
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes)
+    kw = {"tile_shape": (8, 64, 64)}
+    if not fits:
+        probe = FeatureBank(s.image_array, (1.0, 1.0, 1.0), **dict(auto_features((1.0, 1.0, 1.0)), mode="3d"), **kw)
+        kw["cache_bytes"] = int(2.5 * probe.tile_bytes)
+    ref = SliceRef("z", 12)
+    live = LivePreview(s.image_array, (1.0, 1.0, 1.0), s.label_plane, lambda: [ref], 4, feature_kw=kw, score_px=24)
+    try:
+        assert live.scores_whole_volume == fits
+        _scribble(s, phantom.labels, ref, 150, 0)
+        live.labels_changed(None, s.labels_seq)
+        live.request(ref)
+        live.wait_idle(60)
+        deadline = time.monotonic() + 120
+        while live._coarse_probs is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seq, f, strides, probs = live._coarse_probs
+        assert f == 2 and live._coarse[1].shape == (12, 32, 32)
+        assert strides == ((1, 3, 3) if fits else (1, 2, 2))  # sides of at most 12 / 24
+        assert probs.shape == ((4, 12, 11, 11) if fits else (4, 12, 16, 16))
+        np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)
+    finally:
+        live.close()
+        s.close()
