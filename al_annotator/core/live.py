@@ -622,11 +622,11 @@ class LivePreview:
             bank.tile_features(t)
         return True
 
-    def _score_plane(self, ref: SliceRef, feats: np.ndarray | None = None, clf: Any = None) -> tuple[dict[str, float], np.ndarray, float]:
-        feats = self._plane_features(ref, keep=False) if feats is None else feats
-        clf = self.classifier if clf is None else clf
+    def _score_plane(self, ref: SliceRef) -> tuple[dict[str, float], np.ndarray, float]:
+        """Scores of ``ref`` from its own features and the current fit (see :meth:`_scores_from`)."""
+        feats = self._plane_features(ref, keep=False)
         step = max(1, -(-max(feats.shape[:2]) // self.score_px))
-        probs = np.moveaxis(clf.predict_proba(feats[::step, ::step]), -1, 0)[None]  # (1, C, h, w)
+        probs = np.moveaxis(self.classifier.predict_proba(feats[::step, ::step]), -1, 0)[None]  # (1, C, h, w)
         return self._scores_from(ref, probs, (step, step))
 
     def _scores_from(self, ref: SliceRef, probs: np.ndarray, step: tuple[int, int]) -> tuple[dict[str, float], np.ndarray, float]:
