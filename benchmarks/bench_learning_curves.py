@@ -303,6 +303,42 @@ def served_verdict(res: dict) -> tuple[str, dict]:
                                                  "full95": None if reach is None else (reach["slices"], reach["fraction"])}
 
 
+def run_seeds_parallel(a: list[str], seeds: int, out: Path) -> None:
+    """Run the seeds of one simulate command as separate processes at the same time (one torch thread each: on 2 cores
+    three single-threaded runs finish sooner than one after another), then merge them into ``out/results.json``.
+    The step rate must be given (``--step-rate-*``) so that every
+    seed trains the same steps whatever the load."""
+    import subprocess
+
+    if "--step-rate" not in a:
+        raise SystemExit("--parallel-seeds needs the step rate given (--step-rate-em / --step-rate-phantom): measured per "
+                         "process under each other's load, the seeds would train different numbers of steps")
+    i = a.index("--out")
+    base = [*a[:i], *a[i + 2:]]
+    base = [x for j, x in enumerate(base) if x != "--seeds" and (j == 0 or base[j - 1] != "--seeds")]
+    procs = []
+    for k in range(seeds):
+        cmd = [sys.executable, "-m", "al_annotator.cli", "simulate", *base, "--seeds", "1", "--seed-start", str(k),
+               "--out", str(out.parent / f"{out.name}_seed{k}")]
+        log = open(out.parent / f"{out.name}_seed{k}.log", "w")
+        print(f"   seed {k}: {' '.join(cmd[2:])} (log {log.name})", flush=True)
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+    rcs = [p.wait() for p, _ in procs]
+    for _, log in procs:
+        log.close()
+    if any(rcs):
+        raise SystemExit(f"a seed run failed (exit codes {rcs}); see {out.parent}/{out.name}_seed*.log")
+    parts = [json.loads((out.parent / f"{out.name}_seed{k}" / "results.json").read_text()) for k in range(seeds)]
+    from al_annotator.simulate.run import merge_seed_results
+
+    merged = merge_seed_results(parts)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(merged, indent=1))
+    from al_annotator.simulate.plot import plot_learning_curves
+
+    plot_learning_curves(merged, out / "learning_curves.png")
+
+
 def main_served(args: argparse.Namespace) -> None:
     from al_annotator.cli import main as cli_main
     from al_annotator.simulate.report import served_table
@@ -343,7 +379,9 @@ def main_served(args: argparse.Namespace) -> None:
         if not args.report_only:
             print(f"== served {part}: {cmd}", flush=True)
             t0 = time.perf_counter()
-            if cli_main(["simulate", *a]) != 0:
+            if args.parallel_seeds:
+                run_seeds_parallel(a, args.seeds, out)
+            elif cli_main(["simulate", *a]) != 0:
                 raise SystemExit(f"simulate failed for {part}")
             minutes = (time.perf_counter() - t0) / 60
         res = json.loads((out / "results.json").read_text())
@@ -376,6 +414,8 @@ def main() -> None:
     ap.add_argument("--step-rate-em", type=float, help="--served: fix the EM part's training steps per second (default: measured at its start)")
     ap.add_argument("--step-rate-phantom", type=float, help="--served: the same for the phantom part")
     ap.add_argument("--seconds-per-slice", type=float, default=10.0, help="--served: training seconds per slice revealed (default 10)")
+    ap.add_argument("--parallel-seeds", action="store_true",
+                    help="--served: run each seed as its own process at the same time and merge them (needs --step-rate-*)")
     args = ap.parse_args()
     if args.served:
         args.work.mkdir(parents=True, exist_ok=True)

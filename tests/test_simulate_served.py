@@ -239,3 +239,24 @@ def test_auto_defaults_are_resolved_from_the_volume_as_the_trainer_does(stripes)
     assert flat["config"]["input_norm"] == "window"
     with pytest.raises(Exception, match="--lr"):
         SimulationConfig(lr="fast").validate()
+
+
+def test_single_seed_runs_merge_into_the_multi_seed_result(stripes):
+    """The benchmark runs seeds as parallel processes (``--seeds 1 --seed-start k``) and merges them: the merge is the
+    two-seed run (same per-seed rounds, peers, full-supervision means and summary); other arguments refuse to merge."""
+    from al_annotator.errors import InputError
+    from al_annotator.simulate.run import merge_seed_results
+
+    cfg = dict(network=False, peer=True, full_supervision=True, oracle="scribble", scribble_fraction=0.05)
+    quiet = dict(plot=False, log=lambda m: None)
+    both = run_simulation(stripes, _cfg(seeds=2, **cfg), None, **quiet)
+    one = [run_simulation(stripes, _cfg(seeds=1, seed_start=k, **cfg), None, **quiet) for k in (1, 0)]
+    merged = merge_seed_results(one)
+    assert [r["seed"] for r in merged["runs"]] == [0, 1]
+    for key in ("runs", "peer", "full_supervision", "summary"):
+        assert _strip_timing(merged[key]) == _strip_timing(both[key]), key
+    assert merged["config"]["seeds"] == 2 and merged["config"]["seed_start"] == 0
+    assert len(merged["timing"]["per_process_seconds"]) == 2
+    other = run_simulation(stripes, _cfg(seeds=1, seed_start=1, **(cfg | {"scribble_fraction": 0.1})), None, **quiet)
+    with pytest.raises(InputError, match="scribble_fraction"):
+        merge_seed_results([one[1], other])

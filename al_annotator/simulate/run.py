@@ -59,7 +59,7 @@ from .metrics import confusion, evaluate_labels, scores_from_confusion
 from .oracle import make_oracle, reveal_counted
 from .progress import Progress, format_seconds
 
-__all__ = ["SimulationConfig", "run_simulation", "summarise", "measure_step_rate", "SECONDS_PER_SLICE_DEFAULT"]
+__all__ = ["SimulationConfig", "run_simulation", "summarise", "full_summary", "merge_seed_results", "measure_step_rate", "SECONDS_PER_SLICE_DEFAULT"]
 
 #: Annotation cost of one complete slice (slice oracle) when ``seconds_per_slice`` is not given.
 SECONDS_PER_SLICE_DEFAULT = 60.0
@@ -748,23 +748,63 @@ def run_simulation(gt: GroundTruth, cfg: SimulationConfig, out: str | Path | Non
     return results
 
 
+def full_summary(fulls: Sequence[dict], n_classes: int) -> dict[str, Any] | None:
+    """The full-supervision reference of ``results.json`` from the per-seed runs (means over the seeds)."""
+    if not fulls:
+        return None
+    return {
+        "steps": fulls[0]["steps"],
+        "reference": [f.get("reference", "network") for f in fulls],
+        "network_mean_dice": _mean([f.get("network_mean_dice") for f in fulls]),
+        "instant_mean_dice": _mean([f.get("instant_mean_dice") for f in fulls]),
+        "annotated_slices": fulls[0]["annotated_slices"],
+        "annotated_fraction": fulls[0]["annotated_fraction"],
+        "mean_dice": _mean([f["mean_dice"] for f in fulls]),
+        "miou": _mean([f["miou"] for f in fulls]),
+        "dice_per_class": [_mean([f["dice_per_class"][c] for f in fulls]) for c in range(n_classes)],
+        "seeds": fulls,
+    }
+
+
+def merge_seed_results(parts: list[dict]) -> dict:
+    """One results.json from single-seed runs of the same command (``--seeds 1 --seed-start k``): runs and peers
+    concatenated in seed order, the full-supervision reference's means over every seed's, the summary recomputed."""
+    parts = sorted(parts, key=lambda r: r["config"]["seed_start"])
+    if not parts:
+        raise InputError("no seed runs to merge")
+
+    def comparable(cfg: dict) -> dict:
+        out = {k: v for k, v in cfg.items() if k not in ("seed_start", "seeds")}
+        out["train_config"] = {k: v for k, v in (cfg.get("train_config") or {}).items() if k != "seed"}
+        return out
+
+    base = comparable(parts[0]["config"])
+    for r in parts[1:]:
+        other = comparable(r["config"])
+        if other != base:
+            diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+            raise InputError(f"the seed runs differ in their configuration ({', '.join(diff)}); they cannot be merged: run them with the same arguments")
+    merged = dict(parts[0])
+    merged["config"] = dict(parts[0]["config"], seeds=sum(r["config"]["seeds"] for r in parts))
+    merged["runs"] = [run for r in parts for run in r["runs"]]
+    merged["peer"] = [p for r in parts for p in (r.get("peer") or [])]
+    fulls = [f for r in parts for f in ((r.get("full_supervision") or {}).get("seeds") or [])]
+    merged["full_supervision"] = full_summary(fulls, len(parts[0]["dataset"]["classes"]))
+    merged["complete"] = all(r.get("complete", True) for r in parts)
+    timing = dict(parts[0].get("timing") or {})
+    for key in ("runs", "full_supervision", "peer"):
+        timing[key] = [t for r in parts for t in (r.get("timing") or {}).get(key, [])]
+    timing["total_seconds"] = max(r["timing"]["total_seconds"] for r in parts)  # they ran at the same time
+    timing["per_process_seconds"] = [r["timing"]["total_seconds"] for r in parts]
+    merged["timing"] = timing
+    merged["summary"] = summarise(merged)
+    return merged
+
+
 def _assemble(cfg: SimulationConfig, ctx: _Context, runs, fulls, peers, timing, t_start) -> dict[str, Any]:
     gt = ctx.gt
     test_lab = gt.labels[ctx.test_mask]
-    full = None
-    if fulls:
-        full = {
-            "steps": fulls[0]["steps"],
-            "reference": [f.get("reference", "network") for f in fulls],
-            "network_mean_dice": _mean([f.get("network_mean_dice") for f in fulls]),
-            "instant_mean_dice": _mean([f.get("instant_mean_dice") for f in fulls]),
-            "annotated_slices": fulls[0]["annotated_slices"],
-            "annotated_fraction": fulls[0]["annotated_fraction"],
-            "mean_dice": _mean([f["mean_dice"] for f in fulls]),
-            "miou": _mean([f["miou"] for f in fulls]),
-            "dice_per_class": [_mean([f["dice_per_class"][c] for f in fulls]) for c in range(gt.n_classes)],
-            "seeds": fulls,
-        }
+    full = full_summary(fulls, gt.n_classes)
     results = {
         "config": asdict(cfg) | {"axes": ctx.axes, "budget": ctx.budget, "rounds": ctx.n_rounds,
                                  "full_steps": cfg.full_steps or max(1, ctx.total_steps()),
