@@ -347,13 +347,23 @@ def test_a_partial_fit_grown_is_the_full_ensemble(kind):
 def test_filter_axis_equals_scipy(boundary, order, n, keep):
     """The direct weighted sums of a few kept planes (and the whole-axis path when more is kept)
     equal scipy's 1D filter followed by the crop, also where the kernel is longer than the axis
-    (several reflections) and at both edges."""
+    (several reflections) and at both edges, along every axis (each sums in its own memory order)."""
     from al_annotator.instant.features import TRUNCATE, _filter_axis
 
-    x = np.random.default_rng(n + order).normal(size=(5, n, 4)).astype(np.float32)
-    for sigma in (0.3, 1.6, 5.0):
-        ref = ndimage.gaussian_filter1d(x, sigma, axis=1, order=order, mode=boundary, truncate=TRUNCATE, output=np.float32)
-        np.testing.assert_allclose(_filter_axis(x, sigma, order, 1, keep, boundary), ref[:, keep], atol=2e-5, rtol=1e-5)
+    for axis in range(3):
+        shape = [5, 6, 4]
+        shape[axis] = n
+        x = np.random.default_rng(n + order).normal(size=shape).astype(np.float32)
+        crop = (slice(None),) * axis + (keep,)
+        for sigma in (0.3, 1.6, 5.0):
+            ref = ndimage.gaussian_filter1d(x, sigma, axis=axis, order=order, mode=boundary, truncate=TRUNCATE, output=np.float32)
+            np.testing.assert_allclose(_filter_axis(x, sigma, order, axis, keep, boundary), ref[crop], atol=2e-5, rtol=1e-5)
+        # 2D too (the in-plane features of a slice)
+        x2 = x[0] if axis == 2 else x[..., 0]
+        a2 = min(axis, 1)
+        ref = ndimage.gaussian_filter1d(x2, 1.6, axis=a2, order=order, mode=boundary, truncate=TRUNCATE, output=np.float32)
+        np.testing.assert_allclose(_filter_axis(x2, 1.6, order, a2, keep, boundary), ref[(slice(None),) * a2 + (keep,)],
+                                   atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("boundary", ["reflect", "nearest"])

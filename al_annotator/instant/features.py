@@ -248,13 +248,22 @@ def _filter_axis(x: np.ndarray, sigma: float, order: int, axis: int, keep: slice
         return y[(slice(None),) * axis + (keep,)]
     w = _kernel(sigma, order).astype(np.float32)
     r = (len(w) - 1) // 2
-    xm = np.moveaxis(x, axis, 0)
-    out = np.empty((k,) + xm.shape[1:], np.float32)
+    out = np.empty(x.shape[:axis] + (k,) + x.shape[axis + 1:], np.float32)
+    last = x.ndim - 1
     for i, p in enumerate(range(keep.start, keep.stop)):
         lo, hi = p - r, p + r + 1
-        src = xm[lo:hi] if lo >= 0 and hi <= n else xm[_boundary_index(np.arange(lo, hi), n, boundary)]
-        out[i] = np.tensordot(w, src, axes=(0, 0))
-    return np.moveaxis(out, 0, axis)
+        idx = slice(lo, hi) if lo >= 0 and hi <= n else _boundary_index(np.arange(lo, hi), n, boundary)
+        src = x[(slice(None),) * axis + (idx,)]
+        # the weighted sum in the array's own memory order: moved to the front, a plane across the
+        # last (contiguous) axis gathers one float per cache line (an x plane of a 512^3 volume took
+        # 64 s of features where a z plane took 14 s); as matrix products it reads whole rows
+        if axis == last:
+            out[..., i] = src @ w
+        elif axis == last - 1:
+            out[(slice(None),) * axis + (i,)] = np.matmul(w, src)
+        else:
+            out[(slice(None),) * axis + (i,)] = np.tensordot(w, np.moveaxis(src, axis, 0), axes=(0, 0))
+    return out
 
 
 class _Separable:
