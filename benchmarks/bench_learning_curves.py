@@ -354,8 +354,8 @@ def main_served(args: argparse.Namespace) -> None:
         "3D filter bank with sigmas scaled by the spacing at the octaves 1..16, edge values repeated, ExtraTrees 50 trees on at "
         "most 16k voxels, 1 thread: the live tier's set) is refitted on every revealed voxel (a second fit without the held-out voxels scores it); the **blend** is the mean of the two tiers' "
         "class probabilities; the **served** system is, per round, whichever of tier 1, tier 2 and the blend scores highest on tier 1's "
-        "held-out voxels (`core.values.choose_served`, the Session's rule: tier 2 only when it beats tier 1, the blend only when it "
-        "beats both; never the test set). All are evaluated on the test voxels. RF peer: scikit-image's random "
+        "held-out voxels (`core.values.choose_served`, the Session's rule: tier 2 alone only when it beats tier 1 and beats the blend "
+        "by more than 0.02, else the blend when it or tier 2 beats tier 1, else tier 1; never the test set). All are evaluated on the test voxels. RF peer: scikit-image's random "
         "forest on 2D multiscale features, on exactly the same revealed voxels. Dice = test-voxel mean Dice over classes, "
         f"**median over seeds 0..{args.seeds - 1}**. Annotation cost (the 'annotating' column, cumulative): scribbles 3 s per stroke, complete slices 60 s each.",
     ]

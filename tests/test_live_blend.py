@@ -54,7 +54,10 @@ def _publish(session, version, probs):
 
 def test_choose_served_blend_rule():
     assert choose_served(0.8, 0.7, 0.81) == ("blend", choose_served(0.1, 0.1, 0.2)[1])
-    assert choose_served(0.8, 0.7, 0.8)[0] == "instant" and choose_served(0.7, 0.8, 0.79)[0] == "deep"
+    assert choose_served(0.8, 0.7, 0.8)[0] == "instant" and choose_served(0.7, 0.8, 0.77)[0] == "deep"
+    # the deep tier not clear of the blend: the blend serves in its place (DEEP_ALONE_MARGIN)
+    assert choose_served(0.7, 0.8, 0.79)[0] == "blend" and choose_served(0.7, 0.8, 0.65)[0] == "deep"
+    assert choose_served(0.8, 0.81, 0.8)[0] == "blend" and choose_served(0.8, 0.8, 0.79)[0] == "instant"
     assert choose_served(None, 0.8, 0.9)[0] == "deep" and choose_served(0.8, None, 0.9)[0] == "instant"
     text = served_summary({"tier": "blend", "instant": 0.8, "deep": 0.7, "blend": 0.85}, model_version=4)
     assert "blended" in text and "0.85" in text and "v4" in text
