@@ -387,12 +387,22 @@ def main_served(args: argparse.Namespace) -> None:
         res = json.loads((out / "results.json").read_text())
         if args.report_only:
             minutes = res["timing"]["total_seconds"] / 60
+        rechosen = ""
+        if args.rechoose:
+            from al_annotator.simulate.run import rechoose_served
+
+            res = rechoose_served(res)
+            rc = res["config"]["served_rechosen"]
+            rechosen = (f"\n\n**Served column replayed**: the served tier of every round chosen again by the current rule "
+                        f"(`choose_served`) from the held-out scores this run recorded (`simulate.run.rechoose_served`; exact here: "
+                        f"the picks are `random` and no tier trains on the served one's output); {rc['changed']} of "
+                        f"{rc['rounds']} rounds changed tier.")
         fig = ROOT / "docs" / "figures" / f"served_{part}{tag}.png"
         if (out / "learning_curves.png").exists():
             fig.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(out / "learning_curves.png", fig)
         text, verdicts[part] = served_verdict(res)
-        body.append(f"### {part}\n\n{DESCRIPTION[part]}\n\n`{cmd}` ({minutes:.1f} min)\n\n{served_table(res)}\n\n{text}"
+        body.append(f"### {part}\n\n{DESCRIPTION[part]}\n\n`{cmd}` ({minutes:.1f} min){rechosen}\n\n{served_table(res)}\n\n{text}"
                     + (f"\n\n![served {part}](figures/{fig.name})" if fig.exists() else ""))
         print("\n\n".join(body[-1:]), flush=True)
         if args.write_md:
@@ -414,6 +424,8 @@ def main() -> None:
     ap.add_argument("--step-rate-em", type=float, help="--served: fix the EM part's training steps per second (default: measured at its start)")
     ap.add_argument("--step-rate-phantom", type=float, help="--served: the same for the phantom part")
     ap.add_argument("--seconds-per-slice", type=float, default=10.0, help="--served: training seconds per slice revealed (default 10)")
+    ap.add_argument("--rechoose", action="store_true",
+                    help="--served --report-only: replay the current served rule on the recorded held-out scores")
     ap.add_argument("--parallel-seeds", action="store_true",
                     help="--served: run each seed as its own process at the same time and merge them (needs --step-rate-*)")
     args = ap.parse_args()

@@ -98,6 +98,27 @@ def test_trained_rounds_score_the_blend_and_serve_by_the_three_way_rule(stripes)
     assert 0.0 <= last["blend"]["heldout_dice"] <= 1.0 and 0.0 <= last["blend"]["mean_dice"] <= 1.0
     off = run_simulation(stripes, _cfg(seconds_per_round=1.0, step_rate=20.0, blend=False), None, plot=False, log=lambda m: None)
     assert all("blend" not in r["tiers"] and r["tiers"]["served"]["tier"] != "blend" for r in off["runs"][0]["rounds"])
+    # the rule replayed on the recorded held-out scores: the same rule changes nothing; another rule
+    # serves its own choice with that tier's test scores, and the summary follows
+    from al_annotator.simulate import run as run_mod
+
+    again = run_mod.rechoose_served(res)
+    assert again["config"]["served_rechosen"] == {"rounds": len(run["rounds"]), "changed": 0}
+    assert again["runs"] == res["runs"] and again["summary"] == res["summary"]
+    import al_annotator.simulate.tiers as tiers_mod
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(tiers_mod, "choose_served", lambda i, d, b=None: ("blend", "test: always the blend"))
+    try:
+        forced = run_mod.rechoose_served(res)
+    finally:
+        monkey.undo()
+    rounds = forced["runs"][0]["rounds"]
+    assert all(r["tiers"]["served"]["tier"] == "blend" and r["tiers"]["served"]["mean_dice"] == r["tiers"]["blend"]["mean_dice"]
+               for r in rounds)
+    assert forced["config"]["served_rechosen"]["changed"] == sum(r["tiers"]["served"]["tier"] != "blend" for r in run["rounds"])
+    curve = forced["summary"]["served:random"]["curve"]
+    assert [c["mean_dice"] for c in curve] == pytest.approx([r["tiers"]["blend"]["mean_dice"] for r in rounds])
 
 
 def test_tier1_alone_serves_and_ranks_with_its_own_scores(stripes):

@@ -59,7 +59,7 @@ from .metrics import confusion, evaluate_labels, scores_from_confusion
 from .oracle import make_oracle, reveal_counted
 from .progress import Progress, format_seconds
 
-__all__ = ["SimulationConfig", "run_simulation", "summarise", "full_summary", "merge_seed_results", "measure_step_rate", "SECONDS_PER_SLICE_DEFAULT"]
+__all__ = ["SimulationConfig", "run_simulation", "summarise", "full_summary", "merge_seed_results", "rechoose_served", "measure_step_rate", "SECONDS_PER_SLICE_DEFAULT"]
 
 #: Annotation cost of one complete slice (slice oracle) when ``seconds_per_slice`` is not given.
 SECONDS_PER_SLICE_DEFAULT = 60.0
@@ -764,6 +764,33 @@ def full_summary(fulls: Sequence[dict], n_classes: int) -> dict[str, Any] | None
         "dice_per_class": [_mean([f["dice_per_class"][c] for f in fulls]) for c in range(n_classes)],
         "seeds": fulls,
     }
+
+
+def rechoose_served(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with every round's served tier chosen again by the current :func:`choose_served` from the
+    held-out scores the run recorded (tier 1's, tier 2's on the same voxels, the blend's), and the summary
+    recomputed. Exact for a run whose picks do not depend on the served model (``random``, and the peer's
+    picks): the choice changes nothing else in a round. Rounds whose choice changed are counted in
+    ``config["served_rechosen"]``."""
+    from .tiers import choose_served
+
+    out = json.loads(json.dumps(results))
+    changed = total = 0
+    for run in out.get("runs", []):
+        for row in run["rounds"]:
+            t = row.get("tiers")
+            if not t or t["instant"].get("mean_dice") is None or t["deep"].get("mean_dice") is None:
+                continue
+            total += 1
+            blend = t.get("blend", {}).get("heldout_dice")
+            tier, why = choose_served(t["instant"]["heldout_dice"], t["deep"]["score"], blend)
+            if tier != t["served"]["tier"]:
+                changed += 1
+            src = t[tier]
+            t["served"] = {"tier": tier, "reason": why, **{k: src.get(k) for k in ("dice_per_class", "mean_dice", "miou")}}
+    out["config"]["served_rechosen"] = {"rounds": total, "changed": changed}
+    out["summary"] = summarise(out)
+    return out
 
 
 def merge_seed_results(parts: list[dict]) -> dict:
