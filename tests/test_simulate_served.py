@@ -96,8 +96,15 @@ def test_trained_rounds_score_the_blend_and_serve_by_the_three_way_rule(stripes)
     _check_served(run["rounds"])
     last = run["rounds"][-1]["tiers"]
     assert 0.0 <= last["blend"]["heldout_dice"] <= 1.0 and 0.0 <= last["blend"]["mean_dice"] <= 1.0
-    off = run_simulation(stripes, _cfg(seconds_per_round=1.0, step_rate=20.0, blend=False), None, plot=False, log=lambda m: None)
+    # the network has trained: tier 1 also gets its features (instant.deep), the filter bank alone is kept for comparison
+    assert all(r["tiers"]["instant"]["deep_features"] and 0.0 <= r["tiers"]["instant_filters"]["mean_dice"] <= 1.0
+               for r in run["rounds"])
+    off = run_simulation(stripes, _cfg(seconds_per_round=1.0, step_rate=20.0, blend=False, deep_features=False), None, plot=False,
+                         log=lambda m: None)
     assert all("blend" not in r["tiers"] and r["tiers"]["served"]["tier"] != "blend" for r in off["runs"][0]["rounds"])
+    assert all(not r["tiers"]["instant"]["deep_features"] and "instant_filters" not in r["tiers"] for r in off["runs"][0]["rounds"])
+    # the filter-only fit is the same with and without the deep features (it ranks the slices)
+    assert [r["tiers"]["instant"]["mean_dice"] for r in off["runs"][0]["rounds"]] == [r["tiers"]["instant_filters"]["mean_dice"] for r in run["rounds"]]
     # the rule replayed on the recorded held-out scores: the same rule changes nothing; another rule
     # serves its own choice with that tier's test scores, and the summary follows
     from al_annotator.simulate import run as run_mod
@@ -284,3 +291,33 @@ def test_single_seed_runs_merge_into_the_multi_seed_result(stripes):
     other = run_simulation(stripes, _cfg(seeds=1, seed_start=1, **(cfg | {"scribble_fraction": 0.1})), None, **quiet)
     with pytest.raises(InputError, match="scribble_fraction"):
         merge_seed_results([one[1], other])
+
+
+def test_tier1_uses_the_deep_features_at_the_right_voxels():
+    """``InstantTier.run_round(deep=...)``: a volume of pure noise whose classes only the 'deep' feature
+    shows (the class map itself, as a network would see it): the filter bank alone is at chance, with the
+    deep features tier 1 is right, on the held-out voxels and on the test slices (features aligned to
+    the voxels of slices labelled on two axes, and of the test planes)."""
+    from al_annotator.simulate.tiers import InstantTier
+    from al_annotator.training.data import LabelledSlice
+
+    rng = np.random.default_rng(0)
+    shape = (12, 40, 40)
+    y = np.broadcast_to(np.arange(40)[None, :, None], shape)
+    lab = (1 + (y // 5) % 2).astype(np.uint8)
+    img = rng.normal(0, 1, shape).astype(np.float32)
+    test = [SliceRef("z", 6)]
+
+    def sample(ref):
+        t = np.full(ref.shape_in(shape), -1, np.int64)
+        t[::2, ::2] = np.asarray(lab[ref.selection()])[::2, ::2] - 1
+        return LabelledSlice(ref, np.zeros(t.shape, np.float32), t, "annotated")
+
+    train = [sample(SliceRef("z", 2)), sample(SliceRef("x", 30))]
+    held = [sample(SliceRef("z", 9))]
+    train.append(LabelledSlice(held[0].ref, held[0].image, np.full(held[0].target.shape, -1, np.int64), "annotated"))
+    tier = InstantTier(img, None, 2, test, features={"sigmas": (1.0,)})
+    plain = tier.run_round(train, held, lab, 0)
+    deep = tier.run_round(train, held, lab, 0, deep=lambda ref: np.asarray(lab[ref.selection()], np.float32)[None])
+    assert plain["test"]["mean_dice"] < 0.75 and plain["heldout_dice"] < 0.75
+    assert deep["test"]["mean_dice"] > 0.99 and deep["heldout_dice"] > 0.99

@@ -85,6 +85,8 @@ def register(sub: Any, command: Callable) -> None:
                    "(the tier with the higher Dice on the held-out labelled voxels)")
     g.add_argument("--no-network", dest="network", action="store_false",
                    help="--tiers: tier 1 alone serves and ranks the picks (no network is trained: fast; the product before a deep model)")
+    g.add_argument("--no-deep-features", dest="deep_features", action="store_false",
+                   help="--tiers: tier 1 on the filter bank alone (default: it also gets the trained network's features)")
     g.add_argument("--no-blend", dest="blend", action="store_false",
                    help="--tiers: do not offer the blend of the tiers (mean of their probabilities) as a third choice to serve")
     g.add_argument("--acquire-from", choices=("served", "network"), default="served",
@@ -123,7 +125,7 @@ def config_from_args(args: argparse.Namespace):
         peer_max_samples=args.peer_max_samples, device=args.device, threads=args.threads,
         tiers=args.tiers, holdout_fraction=args.holdout_fraction, val_every=args.val_every, seconds_per_round=args.seconds_per_round,
         seconds_per_slice=args.seconds_per_slice, step_rate=args.step_rate, seconds_per_stroke=args.seconds_per_stroke,
-        cost_per_slice=args.cost_per_slice, network=args.network, blend=args.blend, acquire_from=args.acquire_from,
+        cost_per_slice=args.cost_per_slice, network=args.network, blend=args.blend, deep_features=args.deep_features, acquire_from=args.acquire_from,
     )
 
 

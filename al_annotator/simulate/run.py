@@ -104,6 +104,9 @@ class SimulationConfig:
     network: bool = True
     #: Served mode: the blend of both tiers (mean of their class probabilities) is one more candidate to serve.
     blend: bool = True
+    #: Served mode: once the network has trained, tier 1 also gets its features (``instant.deep``: the fused
+    #: head features, PCA to 16 channels; a self-trained convpaint), as the live tier does.
+    deep_features: bool = True
     #: Served mode: which model's scores rank the next picks: "served" (the product's rule) or "network".
     acquire_from: str = "served"
     #: Options of tier 1's classifier (``InstantClassifier``) and feature bank (``FeatureBank``).
@@ -302,6 +305,7 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
     cand_pos = None
     rounds = []
     strokes_total, cost_total = 0, 0.0
+    net_steps = 0  # the network's steps so far this run (tier 1 gets its features once it has trained)
     slice_cost = cfg.cost_per_slice
     for r in range(ctx.n_rounds + 1):
         if not picks:
@@ -329,6 +333,7 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
         else:  # seconds mode with no time to train, or tier 1 alone: the weights stay as they are
             result = RoundResult(steps=0, seconds=0.0)
             model.eval()
+        net_steps += result.steps
         t0 = time.perf_counter()
         if network:
             pred = predict_volume(store, model, axes=ctx.axes, device=device, batch_size=cfg.predict_batch, tile=tcfg.tile,
@@ -339,6 +344,12 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
             # tier 1 as the live preview fits it: every revealed voxel outside the same holdout blocks
             t1_train, t1_held = split_voxels(samples, fraction=cfg.holdout_fraction, seed=HOLDOUT_SEED)
             inst = ctx.instant.run_round(t1_train, t1_held, gt.labels, seed)
+            inst_filters = None
+            if network and cfg.deep_features and net_steps > 0 and inst["test"] is not None:
+                t_deep = time.perf_counter()
+                deep_fn = _deep_features(ctx, model, samples, device, seed)
+                inst_filters, inst = inst, ctx.instant.run_round(t1_train, t1_held, gt.labels, seed, deep=deep_fn)
+                inst["deep_seconds"] = time.perf_counter() - t_deep
         if network:
             test, unrev = _evaluate(pred.probabilities, gt, ctx.test_mask, revealed)
         else:  # tier 1 alone: its test scores are the row's
@@ -398,6 +409,11 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
                 "served": {"tier": tier, "reason": why, "dice_per_class": served["dice_per_class"], "mean_dice": served["mean_dice"],
                            "miou": served["miou"]},
             }
+            row["tiers"]["instant"]["deep_features"] = inst_filters is not None
+            if inst_filters is not None:  # tier 1 on the filter bank alone, for comparison (it ranks the slices)
+                row["tiers"]["instant"]["deep_seconds"] = inst["deep_seconds"]
+                row["tiers"]["instant_filters"] = {"heldout_dice": inst_filters["heldout_dice"],
+                                                   **{k: inst_filters["test"][k] for k in ("dice_per_class", "mean_dice", "miou")}}
             if blend is not None:
                 row["tiers"]["blend"] = {"heldout_dice": blend["heldout_dice"], "deep_heldout_volume": blend["deep_heldout"],
                                          **{k: blend["test"][k] for k in ("dice_per_class", "mean_dice", "miou")}}
@@ -451,6 +467,26 @@ def _tiers_desc(cfg: SimulationConfig) -> str:
 def _NO_SCORES(n_classes: int) -> dict[str, Any]:
     """Test scores of a round with nothing fitted yet (tier 1 alone, one class revealed): Dice 0."""
     return {"dice_per_class": [0.0] * n_classes, "iou_per_class": [0.0] * n_classes, "mean_dice": 0.0, "miou": 0.0, "voxels": 0}
+
+
+def _deep_features(ctx: Any, model: Any, samples: Sequence[Any], device: Any, seed: int) -> Any:
+    """``ref -> (k, H, W)``: the trained network's features for tier 1 this round (``instant.deep``; the
+    PCA fitted on the labelled slices' maps), each plane computed once."""
+    from ..instant.deep import DeepFeatures
+    from ..training.data import normalise
+
+    gt, cfg = ctx.gt, ctx.cfg
+    model.eval()
+    deep = DeepFeatures(model, lambda im: normalise(im, ctx.window, cfg.input_norm), device=device, seed=seed)
+    deep.fit([np.asarray(gt.image[s.ref.selection()]) for s in samples])
+    cache: dict[SliceRef, np.ndarray] = {}
+
+    def plane(ref: SliceRef) -> np.ndarray:
+        if ref not in cache:
+            cache[ref] = deep.plane(np.asarray(gt.image[ref.selection()]))
+        return cache[ref]
+
+    return plane
 
 
 def _deep_on_instant_heldout(inst: dict[str, Any], probs: np.ndarray, gt: GroundTruth) -> float | None:

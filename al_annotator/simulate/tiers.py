@@ -25,18 +25,20 @@ from ..core.values import choose_served
 from ..types import SliceRef
 from .metrics import confusion, scores_from_confusion
 
-__all__ = ["InstantTier", "choose_served", "labelled_voxels", "blend_probabilities", "heldout_dice", "HOLDOUT_SEED"]
+__all__ = ["InstantTier", "choose_served", "labelled_voxels", "deep_at", "blend_probabilities", "heldout_dice", "HOLDOUT_SEED"]
 
 #: The holdout blocks' seed: 0, the default of the trainer (``TrainConfig.seed``) and of the live preview.
 HOLDOUT_SEED = 0
 
 
-def labelled_voxels(train: Sequence[Any], held: Sequence[Any], shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def labelled_voxels(train: Sequence[Any], held: Sequence[Any], shape: tuple[int, int, int],
+                    with_axes: bool = False) -> tuple[np.ndarray, ...]:
     """Coordinates ``(N, 3)``, class values ``(N,)`` (``1..C``) and held-out flags of the labelled voxels
-    of ``LabelledSlice`` lists (``target`` -1 = unlabelled). A voxel on two crossing slices counts
-    once (the first slice's flag, as the live preview does)."""
+    of ``LabelledSlice`` lists (``target`` -1 = unlabelled); with ``with_axes`` also the axis number of
+    the slice each was labelled on. A voxel on two crossing slices counts once (the first slice's
+    flag, as the live preview does)."""
     held_targets: dict[SliceRef, np.ndarray] = {h.ref: h.target for h in held}
-    coords, values, hflag = [], [], []
+    coords, values, hflag, axes = [], [], [], []
     for s in train:
         ht = held_targets.get(s.ref)
         held_mask = None if ht is None else ht >= 0
@@ -55,12 +57,30 @@ def labelled_voxels(train: Sequence[Any], held: Sequence[Any], shape: tuple[int,
         coords.append(c)
         values.append(full[rows, cols] + 1)
         hflag.append(np.zeros(rows.size, bool) if held_mask is None else held_mask[rows, cols])
+        axes.append(np.full(rows.size, a, np.int8))
     if not coords:
-        return np.zeros((0, 3), np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
-    c, v, h = np.concatenate(coords), np.concatenate(values), np.concatenate(hflag)
+        empty = (np.zeros((0, 3), np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
+        return empty + ((np.zeros(0, np.int8),) if with_axes else ())
+    c, v, h, ax = np.concatenate(coords), np.concatenate(values), np.concatenate(hflag), np.concatenate(axes)
     _, first = np.unique(np.ravel_multi_index(c.T, shape), return_index=True)
     first.sort()
-    return c[first], v[first].astype(np.int64), h[first]
+    out = (c[first], v[first].astype(np.int64), h[first])
+    return out + ((ax[first],) if with_axes else ())
+
+
+def deep_at(deep: Any, coords: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """``(N, k)``: the deep features (``deep(ref) -> (k, H, W)``) of labelled voxels, each from the
+    plane of the slice it was labelled on."""
+    out: np.ndarray | None = None
+    planes = np.unique(np.stack([axes.astype(np.int64), coords[np.arange(len(coords)), axes.astype(np.int64)]], 1), axis=0)
+    for a, i in planes:
+        m = (axes == a) & (coords[:, a] == i)
+        f = deep(SliceRef("zyx"[a], int(i)))
+        if out is None:
+            out = np.empty((len(coords), f.shape[0]), np.float32)
+        o = [b for b in range(3) if b != a]
+        out[m] = f[:, coords[m, o[0]], coords[m, o[1]]].T
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 class InstantTier:
@@ -104,7 +124,8 @@ class InstantTier:
             self.feature_seconds += time.perf_counter() - t0
         return self._test_feats
 
-    def run_round(self, train: Sequence[Any], held: Sequence[Any], gt_labels: np.ndarray, seed: int) -> dict[str, Any]:
+    def run_round(self, train: Sequence[Any], held: Sequence[Any], gt_labels: np.ndarray, seed: int,
+                  deep: Any = None) -> dict[str, Any]:
         """Fit on the revealed voxels not held out and score on the held-out ones; then, as the product
         serves it, refit on every revealed voxel and score on the test slices.
 
@@ -114,13 +135,21 @@ class InstantTier:
         held-out fit, ``test_probs`` ``{ref: (C, H, W)}`` from the served fit, for blends); ``test`` is
         ``None`` when fewer than two classes are revealed (nothing to fit). The served fit stays as
         :attr:`classifier` (it scores the candidate slices: :meth:`candidate_pool`).
+
+        ``deep``: ``ref -> (k, H, W)``, the deep tier's features of a slice (``instant.deep``): appended
+        to the filter bank's, each labelled voxel's from the slice it was labelled on (a self-trained
+        convpaint); that fit does not replace :attr:`classifier` (the filter-only fit ranks the candidate slices, as the
+        product's live tier scores every slice from the filter bank alone).
         """
         from ..instant import InstantClassifier
 
-        self.classifier = None
+        if deep is None:
+            self.classifier = None
         t0 = time.perf_counter()
-        coords, values, is_held = labelled_voxels(train, held, self.shape)
+        coords, values, is_held, axes = labelled_voxels(train, held, self.shape, with_axes=True)
         feats = self.bank.features_at(coords) if len(coords) else np.zeros((0, self.bank.n_features), np.float32)
+        if deep is not None and len(coords):
+            feats = np.concatenate([feats, deep_at(deep, coords, axes)], axis=1)
         t1 = time.perf_counter()
         self.feature_seconds += t1 - t0
         fit_on = ~is_held
@@ -144,12 +173,15 @@ class InstantTier:
             clf = InstantClassifier(self.n_classes, seed=seed, **self.classifier_kw)
             clf.fit(feats, values)
             out["fit_seconds"] = time.perf_counter() - t1
-        self.classifier = clf
+        if deep is None:
+            self.classifier = clf
         test_feats = self.test_features()
         t3 = time.perf_counter()
         cm = np.zeros((self.n_classes, self.n_classes), np.int64)
         probs = {}
         for ref, f in test_feats.items():
+            if deep is not None:
+                f = np.concatenate([f, np.moveaxis(deep(ref), 0, -1)], axis=-1)
             p = np.moveaxis(clf.predict_proba(f), -1, 0)
             probs[ref] = p
             cm += confusion(np.asarray(gt_labels[ref.selection()]), p.argmax(0) + 1, self.n_classes)
