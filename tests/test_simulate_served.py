@@ -53,8 +53,9 @@ def _check_served(rounds):
     for row in rounds:
         t = row["tiers"]
         inst, deep = t["instant"]["heldout_dice"], t["deep"]["score"]
-        blend = t.get("blend", {}).get("heldout_dice")
-        want = "deep" if deep is not None and (inst is None or deep > inst) else "instant"
+        # no blend offered while tier 1 has the network's features
+        blend = None if t["instant"].get("deep_features") else t.get("blend", {}).get("heldout_dice")
+        want = "deep" if deep is not None and (inst is None or deep > inst + DEEP_ALONE_MARGIN) else "instant"
         if blend is not None and inst is not None and deep is not None:
             want = ("deep" if deep > inst and deep > blend + DEEP_ALONE_MARGIN else
                     "blend" if blend > inst or deep > inst else "instant")
@@ -66,6 +67,7 @@ def _check_served(rounds):
 
 def test_choose_served_follows_the_session_rule():
     assert choose_served(0.8, 0.9)[0] == "deep"
+    assert choose_served(0.8, 0.81)[0] == "instant"  # not clear of tier 1 by DEEP_ALONE_MARGIN
     assert choose_served(0.9, 0.8)[0] == "instant"
     assert choose_served(0.8, 0.8)[0] == "instant"  # a tie serves the fresher instant classifier
     assert choose_served(None, 0.5)[0] == "deep"

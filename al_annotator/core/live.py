@@ -79,7 +79,7 @@ class LivePreview:
                  feature_kw: dict[str, Any] | None = None, holdout_fraction: float = 0.1, nice: int = 5,
                  deep_prediction: Callable[[SliceRef], np.ndarray | None] | None = None, score_px: int = 64,
                  deep_probabilities: Callable[[Any], tuple[np.ndarray, int] | None] | None = None,
-                 coarse_scoring: bool = True) -> None:
+                 coarse_scoring: bool = True, deep_model: Callable[[], tuple[Any, Callable, int] | None] | None = None) -> None:
         from ..instant.classifier import InstantClassifier
         from ..instant.features import FeatureBank
         from ..instant.segmenter import auto_features
@@ -117,6 +117,18 @@ class LivePreview:
         #: Blend previews with this deep version's probabilities (set by the Session while the blend serves).
         self.blend_version: int | None = None
         self._deep_probabilities = deep_probabilities
+        #: The deep tier's own features for the forest (``instant.deep``, a self-trained convpaint):
+        #: ``deep_model()`` gives the current version's ``(network, normalise, version)``; once fitted on
+        #: the labelled slices, every fit appends their 16 channels (planes cached per version, LRU).
+        self._deep_model = deep_model
+        self.deep_features = None  # instant.deep.DeepFeatures of the version in use, or None
+        self._deep_planes: OrderedDict[SliceRef, np.ndarray] = OrderedDict()
+        self._deep_vox: dict[SliceRef, tuple[np.ndarray, np.ndarray]] = {}  # per plane: labelled pixels, their features
+        self._fit_deep: int | None = None  # the deep version the current fit's features include (None: filters only)
+        self._fit_stale = False  # a refit is due although no labels changed (the deep features arrived)
+        self._last_ref: SliceRef | None = None
+        self._filters_fit: tuple[int, Any] | None = None  # (seq, filter-only classifier) for scoring slices
+        self._filter_feats: np.ndarray | None = None  # the last fit's labelled voxels' filter features
         self._held_eval: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # coords, labels, tier-1 probs
         self._deep_due = False
         self.fitted_seq: int | None = None
@@ -264,6 +276,7 @@ class LivePreview:
                     if pending is not None:
                         self._score_heldout(*pending)
                     elif deep_due:
+                        self._refresh_deep_features()
                         self._score_deep()
                     elif warm is not None and self._block_first(warm):
                         # a cold plane as one block, what its first stroke would compute (not interruptible):
@@ -289,6 +302,7 @@ class LivePreview:
                 continue
             with self._cv:
                 ref, self._wanted = self._wanted, None
+                self._last_ref = ref
                 dirty, self._dirty = self._dirty, set()
                 self._seq_taken = self._seq_wanted  # the labels this fit reads are at least this new
                 self._busy = True
@@ -626,8 +640,98 @@ class LivePreview:
         """Scores of ``ref`` from its own features and the current fit (see :meth:`_scores_from`)."""
         feats = self._plane_features(ref, keep=False)
         step = max(1, -(-max(feats.shape[:2]) // self.score_px))
-        probs = np.moveaxis(self.classifier.predict_proba(feats[::step, ::step]), -1, 0)[None]  # (1, C, h, w)
+        probs = np.moveaxis(self._scoring_classifier().predict_proba(feats[::step, ::step]), -1, 0)[None]  # (1, C, h, w)
         return self._scores_from(ref, probs, (step, step))
+
+    def _scoring_classifier(self) -> Any:
+        """The fit that scores slices from their filter features alone: the current fit, or, when that one
+        also has the deep features (each plane would need the network's forward pass), a second fit on the
+        same voxels' filter features, made once per fit."""
+        if self._fit_deep is None:
+            return self.classifier
+        seq = int(self.fitted_seq)
+        if self._filters_fit is None or self._filters_fit[0] != seq:
+            clf = self._make_classifier()
+            clf.fit(self._filter_feats, self._train[1])
+            self._filters_fit = (seq, clf)
+        return self._filters_fit[1]
+
+    #: The deep tier's features are used where every plane of the volume has at most this many pixels
+    #: (the network's forward pass of a plane, and its 16 channels, grow with it: at 2048^2 about 270 MB).
+    DEEP_MAX_PIXELS = 1024 * 1024
+    #: Planes of deep features kept (LRU), per deep version.
+    DEEP_PLANES = 8
+
+    def deep_features_possible(self) -> bool:
+        """Whether this volume's planes are small enough for the deep features (:attr:`DEEP_MAX_PIXELS`)."""
+        a, b = sorted(self.shape)[1:]
+        return a * b <= self.DEEP_MAX_PIXELS
+
+    def _deep_plane(self, ref: SliceRef) -> np.ndarray:
+        """``(k, H, W)``: the current deep version's features of ``ref``'s plane (computed once, kept LRU)."""
+        arr = self._deep_planes.get(ref)
+        if arr is not None:
+            self._deep_planes.move_to_end(ref)
+            return arr
+        arr = self.deep_features.plane(np.asarray(self.bank.image[ref.selection()]))
+        arr.flags.writeable = False
+        self._deep_planes[ref] = arr
+        while len(self._deep_planes) > self.DEEP_PLANES:
+            self._deep_planes.popitem(last=False)
+        return arr
+
+    def _deep_at(self, coords: np.ndarray, axes: np.ndarray) -> np.ndarray:
+        """``(N, k)`` deep features of labelled voxels, each from the plane of the slice it was labelled
+        on. Per plane the values at its labelled pixels are kept (``_deep_vox``), so a stroke runs the
+        network on the planes that gained pixels only (the one painted), not on every labelled slice."""
+        k = self.deep_features.components
+        out = np.empty((len(coords), k), np.float32)
+        ax = axes.astype(np.int64)
+        keys = np.unique(np.stack([ax, coords[np.arange(len(coords)), ax]], 1), axis=0) if len(coords) else []
+        for a, i in keys:
+            ref = SliceRef("zyx"[a], int(i))
+            m = (ax == a) & (coords[:, a] == i)
+            o = [b for b in range(3) if b != a]
+            w = self.shape[o[1]]
+            flat = coords[m, o[0]] * w + coords[m, o[1]]
+            got = self._deep_vox.get(ref)
+            if got is not None:
+                pos = np.searchsorted(got[0], flat)
+                hit = (pos < got[0].size) & (got[0][np.minimum(pos, got[0].size - 1)] == flat)
+                if hit.all():
+                    out[m] = got[1][pos]
+                    continue
+            plane = self._deep_plane(ref)
+            known = np.unique(flat) if got is None else np.union1d(got[0], flat)
+            self._deep_vox[ref] = (known, np.ascontiguousarray(plane.reshape(k, -1)[:, known].T))
+            out[m] = plane.reshape(k, -1)[:, flat].T
+        return out
+
+    def _refresh_deep_features(self) -> None:
+        """A new deep version: its network's features, fitted on the labelled slices, for the next fits
+        (tier 1 refits and the plane on screen is predicted again)."""
+        if self._deep_model is None or not self.deep_features_possible():
+            return
+        got = self._deep_model()
+        if got is None:
+            return
+        net, normalise, version = got
+        if self.deep_features is not None and self.deep_features.version == int(version):
+            return
+        from ..instant.deep import DeepFeatures
+
+        t0 = time.perf_counter()
+        refs = list(dict.fromkeys(self._labelled_slices()))
+        if not refs:
+            return
+        deep = DeepFeatures(net, normalise, version=int(version)).fit([np.asarray(self.bank.image[r.selection()]) for r in refs])
+        with self._cv:
+            self.deep_features, self._deep_planes, self._deep_vox = deep, OrderedDict(), {}
+            self._fit_stale = True
+            if self._wanted is None and self._last_ref is not None:
+                self._wanted = self._last_ref  # the plane on screen again, with the new features
+            self._cv.notify_all()
+        self.timings["deep_fit_s"] = time.perf_counter() - t0
 
     def _scores_from(self, ref: SliceRef, probs: np.ndarray, step: tuple[int, int]) -> tuple[dict[str, float], np.ndarray, float]:
         """Acquisition scores, embedding and foreground share of ``ref`` from its class probabilities
@@ -732,6 +836,12 @@ class LivePreview:
             self.classifier, self.fitted_seq, self.heldout_dice = None, seq, None
             return
         feats = self._labelled_features(coords, axes)
+        self._filter_feats = feats
+        deep = self.deep_features
+        if deep is not None:
+            feats = np.concatenate([feats, self._deep_at(coords, axes)], axis=1)
+        self._fit_deep = None if deep is None else deep.version
+        self._fit_stale = False
         t2 = time.perf_counter()
         train = ~held
         use_holdout = held.sum() >= 200 and np.unique(labels[held]).size >= 2 and np.unique(labels[train]).size >= 2
@@ -750,7 +860,11 @@ class LivePreview:
         self._score_pos = 0  # re-score every slice with the new fit (old scores serve meanwhile)
         self._refine, self._refine_pos = [], 0
         self.timings = {"collect_s": t1 - t0, "features_s": t2 - t1, "fit_s": t3 - t2, "score_s": time.perf_counter() - t3,
-                        "labelled": int(labels.size), "held_out": int(held.sum()) if use_holdout else 0}
+                        "labelled": int(labels.size), "held_out": int(held.sum()) if use_holdout else 0,
+                        "deep_features": self._fit_deep}
+        if self._deep_model is not None and self.deep_features is None and self.deep_features_possible():
+            with self._cv:
+                self._deep_due = True  # a deep version may exist already (a reopened project): look once idle
 
     def _score_heldout(self, feats: np.ndarray, labels: np.ndarray, held: np.ndarray, coords: np.ndarray | None = None) -> None:
         """Fit without the held-out strokes and score on them (the evidence for the served tier); then
@@ -786,7 +900,7 @@ class LivePreview:
         if self._block_first(ref):
             self._plane_features(ref, block=True)  # first: the strokes on this plane take their features from it
             block_s = time.perf_counter() - t0
-        if dirty is None or dirty or self.classifier is None:
+        if dirty is None or dirty or self.classifier is None or self._fit_stale:
             self._fit(dirty, quick=coarse)
         if not coarse and self.classifier is not None and not self.classifier.complete:
             while not self.classifier.complete:
@@ -797,17 +911,23 @@ class LivePreview:
             return None
         t1 = time.perf_counter()
         feats = self._plane_features(ref)
+        deep = None if self._fit_deep is None else np.moveaxis(self._deep_plane(ref), 0, -1)  # (H, W, k) view
         h, w = feats.shape[:2]
         k = self.coarse_stride(ref) if coarse else 1
+
+        def rows_of(r0: int, r1: int, step: int = 1) -> np.ndarray:
+            f = feats[r0:r1:step, ::step]
+            return f if deep is None else np.concatenate([f, deep[r0:r1:step, ::step]], axis=-1)
+
         if coarse:  # 1 / k^2 of the pixels: the tree ensemble's cost is per pixel
-            probs = self.classifier.predict_proba(feats[::k, ::k])
+            probs = self.classifier.predict_proba(rows_of(0, h, k))
         else:
             probs = np.empty((h, w, self.n_classes), np.float32)  # (H, W, C), in row blocks
             rows = max(1, self.FULL_BLOCK_PIXELS // max(1, w))
             for r0 in range(0, h, rows):
                 if r0 and self._superseded():
                     return None
-                probs[r0:r0 + rows] = self.classifier.predict_proba(feats[r0:r0 + rows])
+                probs[r0:r0 + rows] = self.classifier.predict_proba(rows_of(r0, r0 + rows))
         probs = np.moveaxis(probs.astype(np.float32, copy=False), -1, 0)
         blended = None
         if self.blend_version is not None and self._deep_probabilities is not None:

@@ -129,6 +129,7 @@ class Session:
         self.queue: list[QueueItem] = []
         self._skipped: set[SliceRef] = set()
         self._model = current_model(self.store)
+        self._deep_net: tuple[Any, Any, int] | None = None  # the current version's network for tier 1's deep features
         self._trainer = None
         self._trainer_status = TrainerStatus()
         self._prediction_cache: tuple[int, Any] | None = None
@@ -389,6 +390,10 @@ class Session:
             deep = float(deep) if isinstance(deep, (int, float)) else None
             if live is not None and live.heldout_deep is not None and live.heldout_deep_version == int(self._model["version"]):
                 deep, blend = live.heldout_deep, live.heldout_blend  # the same voxels as tier 1's score
+                if live._fit_deep is not None:
+                    # tier 1 already has the deep tier's features: the blend would count the network twice
+                    # (EM, docs/BENCHMARKS.md: below tier 1 with the deep features in every case measured)
+                    blend = None
         if fitted and self._model is not None:
             if instant is not None and deep is not None:
                 tier, why = choose_served(instant, deep, blend)
@@ -508,8 +513,38 @@ class Session:
                 st.image, tuple(st.config.spacing), self.label_plane,
                 lambda: [s.ref for s in st.slice_states() if s.state in ("in_progress", "annotated")],
                 st.config.n_classes, deep_prediction=self._deep_plane, deep_probabilities=self._deep_probabilities,
+                deep_model=self._deep_network,
             )
         return self._live
+
+    def _deep_network(self) -> tuple[Any, Any, int] | None:
+        """The current deep version's network on the CPU, its input normalisation and the version, for
+        tier 1's deep features (``LivePreview``; called on tier 1's thread); ``None`` without a version
+        whose checkpoint is on disk (older ones lose it) or when it does not load."""
+        model = self._model
+        if model is None:
+            return None
+        version = int(model["version"])
+        got = self._deep_net
+        if got is not None and got[2] == version:
+            return got
+        ckpt = _models.version_dir(self.store, version) / "checkpoint.pt"
+        if not ckpt.is_file():
+            return None
+        from ..models.checkpoint import load_checkpoint
+        from ..training.data import INPUT_NORMS, normalise
+
+        try:
+            net, meta = load_checkpoint(ckpt, map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - tier 1 goes on with its filters; the reason is kept
+            self._deep_net_error = f"model v{version}'s checkpoint did not load for tier 1's deep features: {exc}"
+            return None
+        net.eval()
+        norm = model.get("input_norm") if model.get("input_norm") in INPUT_NORMS else meta.get("input_norm", "window")
+        norm = norm if norm in INPUT_NORMS else "window"
+        window = self.store.display_window
+        self._deep_net = (net, lambda im: normalise(im, window, norm), version)
+        return self._deep_net
 
     def _deep_plane(self, ref: SliceRef) -> np.ndarray | None:
         """The current deep version's prediction of a plane (for the tiers' disagreement), or ``None``."""

@@ -230,17 +230,20 @@ def choose_served(instant: float | None, deep: float | None, blend: float | None
     """``(tier, reason)``: which model serves, from the held-out Dice of tier 1 (``instant``), the deep
     tier and their blend, all scored on the same held-out labelled voxels (``training.holdout``).
 
-    Without a blend score: the deep tier serves only when it scores strictly higher than tier 1 (a tie,
-    or no deep score, serves the fresher instant classifier). With all three: the deep tier alone serves
-    only when it also beats the blend (the mean of the two tiers' class probabilities) by more than
-    :data:`DEEP_ALONE_MARGIN`; otherwise the blend serves when it or the deep tier beats tier 1 (the
-    evidence for the network that is not clear of the blend goes to the hedge), else tier 1. The one
-    rule of ``Session.served_tier`` and of ``al-annotator simulate --tiers``.
+    With all three: the deep tier alone serves only when it beats tier 1 and also beats the blend (the
+    mean of the two tiers' class probabilities) by more than :data:`DEEP_ALONE_MARGIN`; otherwise the
+    blend serves when it or the deep tier beats tier 1 (the evidence for the network that is not clear of
+    the blend goes to the hedge), else tier 1. Without a blend score (no blend offered: tier 1 already
+    has the deep tier's features, ``instant.deep``): the deep tier serves only when it beats tier 1 by
+    more than the margin; a tie, or no deep score, serves the fresher instant classifier. The one rule of
+    ``Session.served_tier`` and of ``al-annotator simulate --tiers``.
 
     >>> choose_served(0.80, 0.82, 0.86)[0], choose_served(0.80, 0.82, 0.81)[0], choose_served(0.8, 0.8)[0]
     ('blend', 'blend', 'instant')
-    >>> choose_served(0.70, 0.90, 0.85)[0], choose_served(0.80, 0.79, 0.78)[0], choose_served(0.8, 0.82)[0]
+    >>> choose_served(0.70, 0.90, 0.85)[0], choose_served(0.80, 0.79, 0.78)[0], choose_served(0.8, 0.85)[0]
     ('deep', 'instant', 'deep')
+    >>> choose_served(0.8, 0.81)[0], choose_served(None, 0.5)[0]
+    ('instant', 'deep')
     """
     if blend is not None and instant is not None and deep is not None:
         if deep > instant and deep > blend + DEEP_ALONE_MARGIN:
@@ -251,10 +254,11 @@ def choose_served(instant: float | None, deep: float | None, blend: float | None
             return "blend", (f"the deep model scores higher than the instant classifier but within {DEEP_ALONE_MARGIN:g} of "
                              "the blend on the held-out voxels: the blend hedges")
         return "instant", "the instant classifier scores at least as high on the held-out voxels"
-    if deep is not None and (instant is None or deep > instant):
-        return "deep", "the deep model scores higher on the held-out voxels"
+    if deep is not None and (instant is None or deep > instant + DEEP_ALONE_MARGIN):
+        return "deep", "the deep model scores higher on the held-out voxels" + ("" if instant is None else f" (by > {DEEP_ALONE_MARGIN:g})")
     if instant is not None and deep is not None:
-        return "instant", "the instant classifier scores at least as high on the held-out voxels"
+        return "instant", ("the instant classifier scores at least as high on the held-out voxels" if deep <= instant else
+                           f"the deep model scores within {DEEP_ALONE_MARGIN:g} of the instant classifier on the held-out voxels")
     return "instant", "no held-out score for the deep model: the fresher instant classifier serves"
 
 

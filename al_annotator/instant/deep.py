@@ -21,7 +21,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_COMPONENTS", "DeepFeatures"]
+from ..types import SliceRef
+
+__all__ = ["DEFAULT_COMPONENTS", "DeepFeatures", "deep_at", "upsample_bilinear"]
 
 #: Channels tier 1 gets from the network (the PCA's components).
 DEFAULT_COMPONENTS = 16
@@ -118,3 +120,18 @@ def upsample_bilinear(low: np.ndarray, size: tuple[int, int], scale: tuple[float
         shp[1 + axis] = n
         out = a + (b - a) * t.reshape(shp)
     return np.ascontiguousarray(out, np.float32)
+
+
+def deep_at(deep: Any, coords: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """``(N, k)``: the deep features (``deep(ref) -> (k, H, W)``) of labelled voxels, each from the
+    plane of the slice it was labelled on."""
+    out: np.ndarray | None = None
+    planes = np.unique(np.stack([axes.astype(np.int64), coords[np.arange(len(coords)), axes.astype(np.int64)]], 1), axis=0)
+    for a, i in planes:
+        m = (axes == a) & (coords[:, a] == i)
+        f = deep(SliceRef("zyx"[a], int(i)))
+        if out is None:
+            out = np.empty((len(coords), f.shape[0]), np.float32)
+        o = [b for b in range(3) if b != a]
+        out[m] = f[:, coords[m, o[0]], coords[m, o[1]]].T
+    return out if out is not None else np.zeros((0, 0), np.float32)

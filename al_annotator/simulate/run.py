@@ -393,7 +393,9 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
             elif not network:
                 tier, why = "instant", "tier 1 alone (--no-network)"
             else:
-                tier, why = choose_served(inst["heldout_dice"], deep_score, None if blend is None else blend["heldout_dice"])
+                # no blend offered while tier 1 has the network's features (it would count the network twice)
+                offered = None if blend is None or inst_filters is not None else blend["heldout_dice"]
+                tier, why = choose_served(inst["heldout_dice"], deep_score, offered)
             served = {"instant": inst["test"], "deep": test, "blend": blend and blend["test"]}[tier]
             row["tiers"] = {
                 "deep": {"heldout_dice": held_d["mean"], "heldout_per_class": held_d["per_class"], "val_dice": val_d["mean"],
@@ -818,7 +820,7 @@ def rechoose_served(results: dict[str, Any]) -> dict[str, Any]:
             if not t or t["instant"].get("mean_dice") is None or t["deep"].get("mean_dice") is None:
                 continue
             total += 1
-            blend = t.get("blend", {}).get("heldout_dice")
+            blend = None if t["instant"].get("deep_features") else t.get("blend", {}).get("heldout_dice")
             tier, why = choose_served(t["instant"]["heldout_dice"], t["deep"]["score"], blend)
             if tier != t["served"]["tier"]:
                 changed += 1

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.values import choose_served
 from ..types import SliceRef
+from ..instant.deep import deep_at
 from .metrics import confusion, scores_from_confusion
 
 __all__ = ["InstantTier", "choose_served", "labelled_voxels", "deep_at", "blend_probabilities", "heldout_dice", "HOLDOUT_SEED"]
@@ -66,21 +67,6 @@ def labelled_voxels(train: Sequence[Any], held: Sequence[Any], shape: tuple[int,
     first.sort()
     out = (c[first], v[first].astype(np.int64), h[first])
     return out + ((ax[first],) if with_axes else ())
-
-
-def deep_at(deep: Any, coords: np.ndarray, axes: np.ndarray) -> np.ndarray:
-    """``(N, k)``: the deep features (``deep(ref) -> (k, H, W)``) of labelled voxels, each from the
-    plane of the slice it was labelled on."""
-    out: np.ndarray | None = None
-    planes = np.unique(np.stack([axes.astype(np.int64), coords[np.arange(len(coords)), axes.astype(np.int64)]], 1), axis=0)
-    for a, i in planes:
-        m = (axes == a) & (coords[:, a] == i)
-        f = deep(SliceRef("zyx"[a], int(i)))
-        if out is None:
-            out = np.empty((len(coords), f.shape[0]), np.float32)
-        o = [b for b in range(3) if b != a]
-        out[m] = f[:, coords[m, o[0]], coords[m, o[1]]].T
-    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 class InstantTier:

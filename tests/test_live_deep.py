@@ -1,0 +1,106 @@
+"""Tier 1 live with the deep tier's own features (``instant.deep`` in ``LivePreview``): once a deep
+version with a checkpoint is published, tier 1 refits with the network's 16 channels added, the plane
+on screen is predicted again, a stroke runs the network on the plane it painted only, and slices are
+still scored from the filter bank alone."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+torch = pytest.importorskip("torch")
+
+from al_annotator.core import Session  # noqa: E402
+from al_annotator.datasets import make_phantom  # noqa: E402
+from al_annotator.store.models import publish_version  # noqa: E402
+from al_annotator.types import SliceRef  # noqa: E402
+
+SHAPE = (16, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(SHAPE, seed=2)
+
+
+def _scribble(session, gt, ref, per_class, seed):
+    rng = np.random.default_rng(seed)
+    plane = gt[ref.selection()].reshape(-1)
+    for c in np.unique(plane):
+        idx = np.flatnonzero(plane == c)
+        session.paint(rng.choice(idx, min(per_class, idx.size), replace=False), int(c), ref=ref)
+
+
+def _publish_network(session, version):
+    from al_annotator.models import create_model
+    from al_annotator.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(version)
+    net = create_model("hrnet_w18_small", n_classes=len(session.store.config.classes))
+    d = session.store.path / "models" / f"v{version:04d}.partial"
+    d.mkdir(parents=True)
+    save_checkpoint(net, d / "checkpoint.pt", version=version, round=version)
+    from al_annotator.acquisition.pool import SliceCandidates
+
+    refs = [SliceRef("z", i) for i in range(4)]
+    cand = SliceCandidates(refs, {"entropy": np.linspace(0, 1, 4).astype(np.float32)},
+                           embeddings=np.eye(4, 8, dtype=np.float32), model_version=version)
+    np.savez(d / "scores.npz", **cand.to_arrays())
+    publish_version(session.store, version, {"created": time.time(), "trained_on_seq": 0, "input_norm": "window",
+                                             "metrics": {"heldout_dice": 0.1}})
+
+
+def _wait(live, cond, timeout=120.0):
+    end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < end:
+        live.wait_idle(timeout=5.0)
+    assert cond()
+
+
+def test_a_published_network_adds_its_features_to_tier_1(tmp_path, phantom):
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
+    ref = s.goto(SliceRef("z", 8))
+    for k, z in enumerate((3, 8, 12)):
+        _scribble(s, phantom.labels, SliceRef("z", z), 200, k)
+    s.wait_preview()
+    live = s._live
+    assert live._fit_deep is None and live.deep_features is None  # no deep version yet: the filters alone
+    n_filters = live.bank.n_features
+    _publish_network(s, 1)
+    s.poll()  # the new version: tier 1 loads its network, fits the reduction, refits, predicts the plane again
+    _wait(live, lambda: live._fit_deep == 1 and live.latest(ref) is not None and live.latest(ref).seq == s.labels_seq)
+    assert live.deep_features.version == 1 and live.deep_features.components == 16
+    assert live.classifier.n_features_ == n_filters + 16
+    gt = phantom.labels[ref.selection()]
+    assert (live.latest(ref).prediction == gt).mean() > 0.8
+    # a stroke on a plane not seen before runs the network on that plane only (the others' voxels are kept)
+    calls = []
+    plane = live.deep_features.plane
+    live.deep_features.plane = lambda im: calls.append(im.shape) or plane(im)
+    new = s.goto(SliceRef("z", 5))
+    _scribble(s, phantom.labels, new, 60, 7)
+    s.wait_preview()
+    _wait(live, lambda: live.fitted_seq == s.labels_seq)
+    assert calls == [(64, 64)]
+    # slices are scored from the filter bank alone (a second fit on the same voxels)
+    _wait(live, lambda: live.fresh_coverage() > 0.5)
+    assert live._filters_fit is not None and live._filters_fit[1].n_features_ == n_filters
+    s.close()
+
+
+def test_no_deep_features_where_planes_are_too_large(tmp_path, phantom, monkeypatch):
+    from al_annotator.core.live import LivePreview
+
+    monkeypatch.setattr(LivePreview, "DEEP_MAX_PIXELS", 32 * 32)
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
+    ref = s.goto(SliceRef("z", 8))
+    _scribble(s, phantom.labels, ref, 200, 0)
+    _publish_network(s, 1)
+    s.poll()
+    s.wait_preview()
+    s._live.wait_idle(timeout=60)
+    assert not s._live.deep_features_possible() and s._live.deep_features is None and s._live._fit_deep is None
+    s.close()
