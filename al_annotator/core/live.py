@@ -129,6 +129,7 @@ class LivePreview:
         self._last_ref: SliceRef | None = None
         self._filters_fit: tuple[int, Any] | None = None  # (seq, filter-only classifier) for scoring slices
         self._filter_feats: np.ndarray | None = None  # the last fit's labelled voxels' filter features
+        self._deep_pending: dict[str, Any] | None = None  # a new version's features in preparation (_deep_refresh_steps)
         self._held_eval: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # coords, labels, tier-1 probs
         self._deep_due = False
         self.fitted_seq: int | None = None
@@ -255,7 +256,7 @@ class LivePreview:
             with self._cv:
                 while not self._closed and self._wanted is None:
                     if (self._prefetch is not None or self._pending_heldout is not None or self._deep_due or self._scoring_due()
-                            or self._warmup_due()):
+                            or self._warmup_due() or self._deep_pending is not None):
                         break
                     self._cv.wait()
                 if self._closed:
@@ -276,13 +277,20 @@ class LivePreview:
                     if pending is not None:
                         self._score_heldout(*pending)
                     elif deep_due:
-                        self._refresh_deep_features()
+                        self._start_deep_refresh()
                         self._score_deep()
+                        self._deep_refresh_steps()
                     elif warm is not None and self._block_first(warm):
                         # a cold plane as one block, what its first stroke would compute (not interruptible):
                         # its tiles cost their whole depth (a tile of the 128^3 demo is the volume: 64 s of
                         # filtering at load 5, where the plane as a block took 9 s); they follow while idle
                         self._plane_features(warm, block=True)
+                        if self.deep_features is not None:
+                            self._deep_plane(warm)  # and the network's features of it: its first stroke's wait
+                    elif warm is not None and self.deep_features is not None and warm not in self._deep_planes:
+                        self._deep_plane(warm)
+                    elif self._deep_pending is not None:
+                        self._deep_refresh_steps()
                     elif warm is not None and self.inplane:  # tile by tile, a stroke's request waits at most one
                         for tile in self._plane_tiles(warm):
                             with self._cv:
@@ -295,6 +303,7 @@ class LivePreview:
                         self._warmup_step()
                 except Exception as exc:  # noqa: BLE001
                     self.last_error = f"scoring slices: {type(exc).__name__}: {exc}"
+                    self._deep_pending = None  # no retry loop either (the filters serve on)
                     self._score_pos, self._refine_pos = len(self._score_order), len(self._refine)  # no retry loop on a persistent error
                 with self._cv:
                     self._busy = False
@@ -707,31 +716,73 @@ class LivePreview:
             out[m] = plane.reshape(k, -1)[:, flat].T
         return out
 
-    def _refresh_deep_features(self) -> None:
-        """A new deep version: its network's features, fitted on the labelled slices, for the next fits
-        (tier 1 refits and the plane on screen is predicted again)."""
+    #: The PCA of the deep features is fitted on the head features of at most this many labelled slices.
+    DEEP_FIT_SLICES = 8
+
+    def _start_deep_refresh(self) -> None:
+        """A new deep version: prepare its features for the next fits, in steps a stroke interrupts
+        (:meth:`_deep_refresh_steps`: the head features of up to :attr:`DEEP_FIT_SLICES` labelled slices
+        for the PCA, then each labelled plane's voxels); the current features serve until it is done."""
         if self._deep_model is None or not self.deep_features_possible():
             return
         got = self._deep_model()
         if got is None:
             return
         net, normalise, version = got
-        if self.deep_features is not None and self.deep_features.version == int(version):
+        version = int(version)
+        if (self.deep_features is not None and self.deep_features.version == version) or (
+                self._deep_pending is not None and self._deep_pending["deep"].version == version):
             return
-        from ..instant.deep import DeepFeatures
-
-        t0 = time.perf_counter()
         refs = list(dict.fromkeys(self._labelled_slices()))
         if not refs:
             return
-        deep = DeepFeatures(net, normalise, version=int(version)).fit([np.asarray(self.bank.image[r.selection()]) for r in refs])
-        with self._cv:
-            self.deep_features, self._deep_planes, self._deep_vox = deep, OrderedDict(), {}
-            self._fit_stale = True
-            if self._wanted is None and self._last_ref is not None:
-                self._wanted = self._last_ref  # the plane on screen again, with the new features
-            self._cv.notify_all()
-        self.timings["deep_fit_s"] = time.perf_counter() - t0
+        from ..instant.deep import DeepFeatures
+
+        pick = np.unique(np.linspace(0, len(refs) - 1, min(len(refs), self.DEEP_FIT_SLICES)).round().astype(int))
+        self._deep_pending = {"deep": DeepFeatures(net, normalise, version=version), "fit": [refs[i] for i in pick], "maps": [],
+                              "refs": refs, "pos": 0, "planes": OrderedDict(), "vox": {}, "t": 0.0}
+
+    def _deep_refresh_steps(self) -> None:
+        """Steps of the pending refresh until it is done or a stroke or request waits; then the switch:
+        tier 1 refits with the new features and predicts the plane on screen again."""
+        job = self._deep_pending
+        if job is None:
+            return
+        deep = job["deep"]
+        while not self._superseded():
+            t0 = time.perf_counter()
+            if len(job["maps"]) < len(job["fit"]):
+                ref = job["fit"][len(job["maps"])]
+                job["maps"].append(deep.head_features(np.asarray(self.bank.image[ref.selection()]))[0])
+                if len(job["maps"]) == len(job["fit"]):
+                    deep.fit_maps(job["maps"])
+                    job["maps"] = [None] * len(job["fit"])  # done; the maps are not needed any more
+            elif job["pos"] < len(job["refs"]):
+                ref = job["refs"][job["pos"]]
+                job["pos"] += 1
+                got = self._voxels.get(ref)
+                if got is not None and got[1].shape[0]:
+                    plane = deep.plane(np.asarray(self.bank.image[ref.selection()]))
+                    a = ref.axis_number
+                    o = [b for b in range(3) if b != a]
+                    flat = np.unique(got[1][:, o[0]] * self.shape[o[1]] + got[1][:, o[1]])
+                    k = plane.shape[0]
+                    job["vox"][ref] = (flat, np.ascontiguousarray(plane.reshape(k, -1)[:, flat].T))
+                    plane.flags.writeable = False
+                    job["planes"][ref] = plane
+                    while len(job["planes"]) > self.DEEP_PLANES:
+                        job["planes"].popitem(last=False)
+            else:
+                with self._cv:
+                    self.deep_features, self._deep_planes, self._deep_vox = deep, job["planes"], job["vox"]
+                    self._deep_pending = None
+                    self._fit_stale = True
+                    if self._wanted is None and self._last_ref is not None:
+                        self._wanted = self._last_ref  # the plane on screen again, with the new features
+                    self._cv.notify_all()
+                self.timings["deep_refresh_s"] = job["t"] + time.perf_counter() - t0
+                return
+            job["t"] += time.perf_counter() - t0
 
     def _scores_from(self, ref: SliceRef, probs: np.ndarray, step: tuple[int, int]) -> tuple[dict[str, float], np.ndarray, float]:
         """Acquisition scores, embedding and foreground share of ``ref`` from its class probabilities

@@ -81,7 +81,13 @@ class DeepFeatures:
         :data:`PCA_MAX_PIXELS` of their pixels, seeded)."""
         if not len(images):
             raise ValueError("fitting the deep features needs at least one slice")
-        maps = [self.head_features(im)[0] for im in images]
+        return self.fit_maps([self.head_features(im)[0] for im in images])
+
+    def fit_maps(self, maps: Sequence[np.ndarray]) -> "DeepFeatures":
+        """:meth:`fit` from head features already computed (:meth:`head_features`), e.g. one slice at a
+        time by a caller that yields between them."""
+        if not len(maps):
+            raise ValueError("fitting the deep features needs at least one slice")
         X = np.concatenate([m.reshape(m.shape[0], -1).T for m in maps])  # (N, F)
         if X.shape[0] > PCA_MAX_PIXELS:
             X = X[np.random.default_rng(self.seed).choice(X.shape[0], PCA_MAX_PIXELS, replace=False)]
