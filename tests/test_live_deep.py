@@ -60,11 +60,15 @@ def _wait(live, cond, timeout=120.0):
     assert cond()
 
 
-def test_a_published_network_adds_its_features_to_tier_1(tmp_path, phantom):
+def test_a_published_network_adds_its_features_to_tier_1(tmp_path, phantom, monkeypatch):
+    import al_annotator.core.live as live_mod
+
+    # the held-out comparison decides (values.use_deep_features); here it always takes them (a random network)
+    monkeypatch.setattr(live_mod, "use_deep_features", lambda with_deep, filters: with_deep is not None)
     s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
     ref = s.goto(SliceRef("z", 8))
     for k, z in enumerate((3, 8, 12)):
-        _scribble(s, phantom.labels, SliceRef("z", z), 200, k)
+        _scribble(s, phantom.labels, SliceRef("z", z), 700, k)
     s.wait_preview()
     live = s._live
     assert live._fit_deep is None and live.deep_features is None  # no deep version yet: the filters alone
@@ -73,6 +77,9 @@ def test_a_published_network_adds_its_features_to_tier_1(tmp_path, phantom):
     s.poll()  # the new version: tier 1 loads its network, fits the reduction, refits, predicts the plane again
     _wait(live, lambda: live._fit_deep == 1 and live.latest(ref) is not None and live.latest(ref).seq == s.labels_seq)
     assert live.deep_features.version == 1 and live.deep_features.components == 16
+    assert live.heldout_filters is not None  # the filter-only held-out fit it was compared with
+    served = s.served_tier()
+    assert served["tier"] == "instant" and "v1's features" in served["reason"]  # tier 1 holds the network's evidence
     assert live.classifier.n_features_ == n_filters + 16
     gt = phantom.labels[ref.selection()]
     assert (live.latest(ref).prediction == gt).mean() > 0.8
@@ -103,4 +110,25 @@ def test_no_deep_features_where_planes_are_too_large(tmp_path, phantom, monkeypa
     s.wait_preview()
     s._live.wait_idle(timeout=60)
     assert not s._live.deep_features_possible() and s._live.deep_features is None and s._live._fit_deep is None
+    s.close()
+
+
+def test_deep_features_turned_down_by_the_held_out_fits_are_not_used(tmp_path, phantom, monkeypatch):
+    import al_annotator.core.live as live_mod
+
+    monkeypatch.setattr(live_mod, "use_deep_features", lambda with_deep, filters: False)
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
+    ref = s.goto(SliceRef("z", 8))
+    for k, z in enumerate((3, 8, 12)):
+        _scribble(s, phantom.labels, SliceRef("z", z), 700, k)
+    s.wait_preview()
+    live = s._live
+    _publish_network(s, 1)
+    s.poll()
+    _wait(live, lambda: live.deep_features is not None and live.heldout_filters is not None)
+    _scribble(s, phantom.labels, ref, 20, 9)
+    s.wait_preview()
+    _wait(live, lambda: live.fitted_seq == s.labels_seq)
+    assert live._fit_deep is None and live.classifier.n_features_ == live.bank.n_features
+    assert s.served_tier()["reason"] != "the instant classifier has model v1's features"
     s.close()

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..types import SliceRef
+from .values import use_deep_features
 
 __all__ = ["LivePreview", "PlanePreview"]
 
@@ -130,6 +131,10 @@ class LivePreview:
         self._filters_fit: tuple[int, Any] | None = None  # (seq, filter-only classifier) for scoring slices
         self._filter_feats: np.ndarray | None = None  # the last fit's labelled voxels' filter features
         self._deep_pending: dict[str, Any] | None = None  # a new version's features in preparation (_deep_refresh_steps)
+        #: Whether the fits use the deep features (decided by the held-out fits: ``values.use_deep_features``;
+        #: off until a held-out comparison favours them) and the filter-only fit's held-out Dice of that comparison.
+        self._use_deep = False
+        self.heldout_filters: float | None = None
         self._held_eval: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # coords, labels, tier-1 probs
         self._deep_due = False
         self.fitted_seq: int | None = None
@@ -889,9 +894,12 @@ class LivePreview:
         feats = self._labelled_features(coords, axes)
         self._filter_feats = feats
         deep = self.deep_features
+        every = feats  # with the deep columns when there are any: the held-out fit compares both sets
         if deep is not None:
-            feats = np.concatenate([feats, self._deep_at(coords, axes)], axis=1)
-        self._fit_deep = None if deep is None else deep.version
+            every = np.concatenate([feats, self._deep_at(coords, axes)], axis=1)
+            if self._use_deep:
+                feats = every
+        self._fit_deep = None if deep is None or not self._use_deep else deep.version
         self._fit_stale = False
         t2 = time.perf_counter()
         train = ~held
@@ -902,7 +910,7 @@ class LivePreview:
         clf = self._make_classifier()
         clf.fit(feats, labels, first_trees=self.QUICK_TREES if quick else None)
         t3 = time.perf_counter()
-        self._pending_heldout = (feats, labels, held, coords) if use_holdout else None
+        self._pending_heldout = (every, labels, held, coords) if use_holdout else None
         if not use_holdout:
             self.heldout_dice, self.heldout_per_class = None, []
             self._held_eval, self.heldout_deep, self.heldout_blend, self.heldout_deep_version = None, None, None, None
@@ -921,10 +929,28 @@ class LivePreview:
         """Fit without the held-out strokes and score on them (the evidence for the served tier); then
         the deep model and the blend of both tiers on the same voxels (:meth:`_score_deep`)."""
         t0 = time.perf_counter()
-        clf = self._make_classifier()
-        clf.fit(feats[~held], labels[~held])
-        probs = clf.predict_proba(feats[held]).astype(np.float32, copy=False)  # (N, C)
-        self.heldout_dice, self.heldout_per_class = _dice((probs.argmax(-1) + 1).astype(labels.dtype), labels[held], self.n_classes)
+        nf = self.bank.n_features
+
+        def score(x: np.ndarray) -> tuple[Any, np.ndarray]:
+            clf = self._make_classifier()
+            clf.fit(x[~held], labels[~held])
+            p = clf.predict_proba(x[held]).astype(np.float32, copy=False)  # (N, C)
+            return _dice((p.argmax(-1) + 1).astype(labels.dtype), labels[held], self.n_classes), p
+
+        (dice, per_class), probs = score(feats[:, :nf])
+        if feats.shape[1] > nf:  # the deep tier's features too: tier 1 uses them only where they score higher
+            (d_deep, pc_deep), p_deep = score(feats)
+            use = use_deep_features(d_deep, dice)
+            self.heldout_filters = dice
+            if use:
+                dice, per_class, probs = d_deep, pc_deep, p_deep
+            if use != self._use_deep:
+                with self._cv:
+                    self._use_deep, self._fit_stale = use, True
+                    if self._wanted is None and self._last_ref is not None:
+                        self._wanted = self._last_ref  # refit with the chosen set and predict the plane on screen again
+                    self._cv.notify_all()
+        self.heldout_dice, self.heldout_per_class = dice, per_class
         self._held_eval = None if coords is None else (coords[held], labels[held], probs)
         self.timings["heldout_fit_s"] = time.perf_counter() - t0
         self._score_deep()

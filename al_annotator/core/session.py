@@ -390,12 +390,14 @@ class Session:
             deep = float(deep) if isinstance(deep, (int, float)) else None
             if live is not None and live.heldout_deep is not None and live.heldout_deep_version == int(self._model["version"]):
                 deep, blend = live.heldout_deep, live.heldout_blend  # the same voxels as tier 1's score
-                if live._fit_deep is not None:
-                    # tier 1 already has the deep tier's features: the blend would count the network twice
-                    # (EM, docs/BENCHMARKS.md: below tier 1 with the deep features in every case measured)
-                    blend = None
         if fitted and self._model is not None:
-            if instant is not None and deep is not None:
+            if instant is not None and live._fit_deep is not None:
+                # tier 1 has the deep tier's features (it holds the network's evidence): it serves; no blend (it
+                # would count the network twice). On EM the network alone and the blend were below tier 1 with the
+                # features on the test slices in every round measured, while held-out scribbles over-rated the
+                # network (docs/BENCHMARKS.md, "The served system")
+                tier, why = "instant", f"the instant classifier has model v{live._fit_deep}'s features"
+            elif instant is not None and deep is not None:
                 tier, why = choose_served(instant, deep, blend)
             elif deep is not None and instant is None:
                 tier, why = "deep", "the deep model scores higher on the held-out voxels"
