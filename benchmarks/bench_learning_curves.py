@@ -267,6 +267,17 @@ def served_verdict(res: dict) -> tuple[str, dict]:
         f"Tier 2 (the network) served in {deep} and the blend of the tiers in {blend} of {total} (round, seed) cases; tier 1 in the rest.",
     ]
     cases = [r["tiers"] for run in res["runs"] for r in run["rounds"]]
+    by_budget: dict[int, list[dict]] = {}
+    for run in res["runs"]:
+        for r in run["rounds"]:
+            if "instant_deep" in r["tiers"]:
+                by_budget.setdefault(r["annotated_slices"], []).append(r["tiers"])
+    if by_budget:
+        parts = [f"{b} sl. {np.median([t['instant_filters']['mean_dice'] for t in ts]):.3f} / "
+                 f"{np.median([t['instant_deep']['mean_dice'] for t in ts]):.3f} / used in {sum(t['instant']['deep_features'] for t in ts)} of {len(ts)}"
+                 for b, ts in sorted(by_budget.items())]
+        lines.append("Tier 1 on the filters alone / with the network's features (test Dice, medians over seeds) / how often the "
+                     "held-out fits chose the features: " + "; ".join(parts) + ".")
     def best(t):
         return max(t[k]["mean_dice"] for k in ("instant", "deep", "blend") if k in t and t[k]["mean_dice"] is not None)
 
@@ -352,10 +363,14 @@ def main_served(args: argparse.Namespace) -> None:
         f"**{args.seconds_per_slice:g} s per slice revealed**, converted to steps with a step rate (measured at the start on this machine, or given with --step-rate-*, then the same steps on any load) "
         "(1 torch thread, batch 8, crop 128; lr 3e-3, per-slice normalisation); **tier 1** (the instant classifier: "
         "3D filter bank with sigmas scaled by the spacing at the octaves 1..16, edge values repeated, ExtraTrees 50 trees on at "
-        "most 16k voxels, 1 thread: the live tier's set) is refitted on every revealed voxel (a second fit without the held-out voxels scores it); the **blend** is the mean of the two tiers' "
-        "class probabilities; the **served** system is, per round, whichever of tier 1, tier 2 and the blend scores highest on tier 1's "
-        "held-out voxels (`core.values.choose_served`, the Session's rule: tier 2 alone only when it beats tier 1 and beats the blend "
-        "by more than 0.02, else the blend when it or tier 2 beats tier 1, else tier 1; never the test set). All are evaluated on the test voxels. RF peer: scikit-image's random "
+        "most 16k voxels, 1 thread: the live tier's set) is refitted on every revealed voxel (a second fit without the held-out voxels scores it); "
+        "once the network has trained, tier 1 is also fitted with the network's own features (`instant.deep`: the HRNet's fused head "
+        "features, PCA to 16 channels, upsampled; a self-trained convpaint) and uses them when that fit scores higher on the held-out "
+        "voxels than the filters alone (`core.values.use_deep_features`; both fits are in the results); the **blend** is the mean of "
+        "the two tiers' class probabilities; the **served** system is, per round (`simulate.run.serve_rule`, the Session's rule): tier 1 "
+        "while it has the network's features, else `core.values.choose_served` on tier 1's held-out voxels (tier 2 alone only when it "
+        "beats tier 1 and the blend by more than 0.02, else the blend when it or tier 2 beats tier 1, else tier 1); never the test set. "
+        "All are evaluated on the test voxels. RF peer: scikit-image's random "
         "forest on 2D multiscale features, on exactly the same revealed voxels. Dice = test-voxel mean Dice over classes, "
         f"**median over seeds 0..{args.seeds - 1}**. Annotation cost (the 'annotating' column, cumulative): scribbles 3 s per stroke, complete slices 60 s each.",
     ]

@@ -409,7 +409,8 @@ class Session:
             tier, why = "deep", "the instant classifier is not fitted yet (it needs labels of two classes)"
         else:
             tier, why = None, "paint two classes and the instant classifier predicts"
-        return {"tier": tier, "instant": instant, "deep": deep, "blend": blend, "reason": why}
+        return {"tier": tier, "instant": instant, "deep": deep, "blend": blend, "reason": why,
+                "deep_features": None if live is None else live._fit_deep}
 
     @property
     def live_preview(self) -> bool:

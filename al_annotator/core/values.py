@@ -293,6 +293,8 @@ def served_summary(served: dict[str, Any] | None, *, model_version: int | None =
     'serving: nothing yet · paint two classes and the instant classifier predicts'
     >>> served_summary({"tier": "blend", "instant": 0.80, "deep": 0.82, "blend": 0.86, "reason": "..."}, model_version=3)
     'serving: instant classifier + model v3 blended · held-out Dice 0.86 (instant 0.80, model 0.82)'
+    >>> served_summary({"tier": "instant", "instant": 0.86, "deep": 0.8, "deep_features": 4, "reason": "..."}, model_version=4)
+    "serving: instant classifier with model v4's features · held-out Dice 0.86 (model v4 0.80)"
     >>> served_summary(None, live=False)
     'serving: nothing · live preview off'
     """
@@ -306,7 +308,8 @@ def served_summary(served: dict[str, Any] | None, *, model_version: int | None =
         text = (f"serving: instant classifier + model v{model_version} blended · {dice(served.get('blend'))}"
                 f" (instant {_two(served.get('instant'))}, model {_two(served.get('deep'))})")
     elif tier == "instant" and live:
-        text = f"serving: instant classifier · {dice(served.get('instant'))}"
+        with_deep = f" with model v{served['deep_features']}'s features" if served.get("deep_features") is not None else ""
+        text = f"serving: instant classifier{with_deep} · {dice(served.get('instant'))}"
         if served.get("deep") is not None:
             text += f" (model v{model_version} {served['deep']:.2f})"
     elif tier == "deep" or (tier in ("instant", "blend") and model_version is not None):
