@@ -534,9 +534,11 @@ class Session:
         ckpt = _models.version_dir(self.store, version) / "checkpoint.pt"
         if not ckpt.is_file():
             return None
-        from ..models.checkpoint import load_checkpoint
-        from ..training.data import INPUT_NORMS, normalise
-
+        try:  # a kernel without torch (the light install) keeps tier 1 on its filters
+            from ..models.checkpoint import load_checkpoint
+            from ..training.data import INPUT_NORMS, normalise
+        except ImportError:
+            return None
         try:
             net, meta = load_checkpoint(ckpt, map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - tier 1 goes on with its filters; the reason is kept
