@@ -31,6 +31,8 @@ TITLE = "A cold plane's features on each axis of a 512^3 volume (`benchmarks/ben
 
 CHILD = r"""
 import json, time, numpy as np
+import al_annotator, os
+print("TREE " + os.path.dirname(os.path.dirname(al_annotator.__file__)))
 from al_annotator.instant.features import FeatureBank
 from al_annotator.instant.segmenter import auto_features
 img = (np.random.default_rng(0).random((512, 512, 512)) * 255).astype(np.uint8)
@@ -50,7 +52,13 @@ def run_side(pythonpath: str | None) -> dict:
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True).stdout
+    # run from the side's own tree: with ``-c`` the working directory comes first on sys.path, before PYTHONPATH
+    out = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=pythonpath or str(ROOT), capture_output=True, text=True,
+                         check=True).stdout
+    tree = next(line for line in out.splitlines() if line.startswith("TREE "))[5:]
+    want = os.path.realpath(pythonpath or str(ROOT))
+    if os.path.realpath(tree) != want:
+        raise SystemExit(f"the side ran the code of {tree}, not {want}")
     return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
 
 
