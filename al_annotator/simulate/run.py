@@ -290,7 +290,7 @@ def _run_strategy(ctx: _Context, strategy: str, seed: int, model: Any, init_stat
     from ..training.fit import RoundResult, evaluate_dice, train_round
     from ..training.holdout import split_voxels
     from ..training.predict import predict_volume
-    from .tiers import HOLDOUT_SEED, choose_served
+    from .tiers import HOLDOUT_SEED
 
     cfg, gt = ctx.cfg, ctx.gt
     t_run = time.perf_counter()
