@@ -53,6 +53,17 @@ def _publish_network(session, version):
                                              "metrics": {"heldout_dice": 0.1}})
 
 
+def _painted_session(tmp_path, phantom):
+    """A live session with strokes of every class on three z slices (enough for a held-out set), the
+    plane on screen predicted: ``(session, plane on screen, LivePreview)``."""
+    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
+    ref = s.goto(SliceRef("z", 8))
+    for k, z in enumerate((3, 8, 12)):
+        _scribble(s, phantom.labels, SliceRef("z", z), 700, k)
+    s.wait_preview()
+    return s, ref, s._live
+
+
 def _wait(live, cond, timeout=120.0):
     end = time.monotonic() + timeout
     while not cond() and time.monotonic() < end:
@@ -65,12 +76,7 @@ def test_a_published_network_adds_its_features_to_tier_1(tmp_path, phantom, monk
 
     # the held-out comparison decides (values.use_deep_features); here it always takes them (a random network)
     monkeypatch.setattr(live_mod, "use_deep_features", lambda with_deep, filters: with_deep is not None)
-    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
-    ref = s.goto(SliceRef("z", 8))
-    for k, z in enumerate((3, 8, 12)):
-        _scribble(s, phantom.labels, SliceRef("z", z), 700, k)
-    s.wait_preview()
-    live = s._live
+    s, ref, live = _painted_session(tmp_path, phantom)
     assert live._fit_deep is None and live.deep_features is None  # no deep version yet: the filters alone
     n_filters = live.bank.n_features
     _publish_network(s, 1)
@@ -117,12 +123,7 @@ def test_deep_features_turned_down_by_the_held_out_fits_are_not_used(tmp_path, p
     import al_annotator.core.live as live_mod
 
     monkeypatch.setattr(live_mod, "use_deep_features", lambda with_deep, filters: False)
-    s = Session.create(tmp_path / "p", phantom.image, classes=phantom.classes, live_preview=True)
-    ref = s.goto(SliceRef("z", 8))
-    for k, z in enumerate((3, 8, 12)):
-        _scribble(s, phantom.labels, SliceRef("z", z), 700, k)
-    s.wait_preview()
-    live = s._live
+    s, ref, live = _painted_session(tmp_path, phantom)
     _publish_network(s, 1)
     s.poll()
     _wait(live, lambda: live.deep_features is not None and live.heldout_filters is not None)

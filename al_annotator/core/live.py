@@ -135,6 +135,7 @@ class LivePreview:
         #: off until a held-out comparison favours them) and the filter-only fit's held-out Dice of that comparison.
         self._use_deep = False
         self.heldout_filters: float | None = None
+        self._deep_looked = False  # the first fit looked for a deep version published before this preview started
         self._held_eval: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # coords, labels, tier-1 probs
         self._deep_due = False
         self.fitted_seq: int | None = None
@@ -716,8 +717,7 @@ class LivePreview:
                     out[m] = got[1][pos]
                     continue
             plane = self._deep_plane(ref)
-            known = np.unique(flat) if got is None else np.union1d(got[0], flat)
-            self._deep_vox[ref] = (known, np.ascontiguousarray(plane.reshape(k, -1)[:, known].T))
+            self._deep_vox[ref] = _pixels_of(plane, np.unique(flat) if got is None else np.union1d(got[0], flat))
             out[m] = plane.reshape(k, -1)[:, flat].T
         return out
 
@@ -770,9 +770,7 @@ class LivePreview:
                     plane = deep.plane(np.asarray(self.bank.image[ref.selection()]))
                     a = ref.axis_number
                     o = [b for b in range(3) if b != a]
-                    flat = np.unique(got[1][:, o[0]] * self.shape[o[1]] + got[1][:, o[1]])
-                    k = plane.shape[0]
-                    job["vox"][ref] = (flat, np.ascontiguousarray(plane.reshape(k, -1)[:, flat].T))
+                    job["vox"][ref] = _pixels_of(plane, np.unique(got[1][:, o[0]] * self.shape[o[1]] + got[1][:, o[1]]))
                     plane.flags.writeable = False
                     job["planes"][ref] = plane
                     while len(job["planes"]) > self.DEEP_PLANES:
@@ -921,7 +919,8 @@ class LivePreview:
         self.timings = {"collect_s": t1 - t0, "features_s": t2 - t1, "fit_s": t3 - t2, "score_s": time.perf_counter() - t3,
                         "labelled": int(labels.size), "held_out": int(held.sum()) if use_holdout else 0,
                         "deep_features": self._fit_deep}
-        if self._deep_model is not None and self.deep_features is None and self.deep_features_possible():
+        if self._deep_model is not None and not self._deep_looked and self.deep_features_possible():
+            self._deep_looked = True  # later versions come through deep_changed
             with self._cv:
                 self._deep_due = True  # a deep version may exist already (a reopened project): look once idle
 
@@ -1017,6 +1016,12 @@ class LivePreview:
             pred, conf = (np.repeat(np.repeat(a, k, 0), k, 1)[:h, :w] for a in (pred, conf))
         self.timings["coarse_plane_s" if coarse else "plane_s"] = time.perf_counter() - t1
         return PlanePreview(ref, int(self.fitted_seq), pred, conf, probs, time.perf_counter() - t0, coarse, blended)
+
+
+def _pixels_of(plane: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(flat, (N, k) values)``: a ``(k, H, W)`` plane's values at the sorted flat pixel indices ``flat``
+    (what ``LivePreview._deep_vox`` keeps of a labelled plane)."""
+    return flat, np.ascontiguousarray(plane.reshape(plane.shape[0], -1)[:, flat].T)
 
 
 def blend(instant: np.ndarray, deep: np.ndarray) -> np.ndarray:
