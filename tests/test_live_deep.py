@@ -14,24 +14,9 @@ pytest.importorskip("sklearn")
 torch = pytest.importorskip("torch")
 
 from al_annotator.core import Session  # noqa: E402
-from al_annotator.datasets import make_phantom  # noqa: E402
 from al_annotator.store.models import publish_version  # noqa: E402
 from al_annotator.types import SliceRef  # noqa: E402
-
-SHAPE = (16, 64, 64)
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    return make_phantom(SHAPE, seed=2)
-
-
-def _scribble(session, gt, ref, per_class, seed):
-    rng = np.random.default_rng(seed)
-    plane = gt[ref.selection()].reshape(-1)
-    for c in np.unique(plane):
-        idx = np.flatnonzero(plane == c)
-        session.paint(rng.choice(idx, min(per_class, idx.size), replace=False), int(c), ref=ref)
+from test_live import _scribble, phantom  # noqa: E402,F401 - the same 16 x 64 x 64 phantom (a module fixture) and strokes
 
 
 def _publish_network(session, version):
