@@ -54,6 +54,8 @@ def test_plane_equals_projecting_the_upsampled_full_features(model, shape):
         full = F.interpolate(feats, size=xp.shape[-2:], mode="bilinear", align_corners=False)[0, :, : shape[0], : shape[1]].numpy()
     ref = np.einsum("kf,fhw->khw", deep._proj, full - deep._mean[:, None, None])
     np.testing.assert_allclose(got, ref, atol=1e-3, rtol=1e-3)
+    # from head features computed once (LivePreview's refresh: the PCA's maps): the same plane
+    np.testing.assert_array_equal(deep.project(*deep.head_features(imgs[0]), shape), got)
 
 
 def test_components_are_the_largest_variance_directions(model):

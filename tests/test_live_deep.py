@@ -64,9 +64,15 @@ def test_a_published_network_adds_its_features_to_tier_1(tmp_path, phantom, monk
     s, ref, live = _painted_session(tmp_path, phantom)
     assert live._fit_deep is None and live.deep_features is None  # no deep version yet: the filters alone
     n_filters = live.bank.n_features
+    import al_annotator.instant.deep as deep_mod
+
+    forward = []
+    head = deep_mod.DeepFeatures.head_features
+    monkeypatch.setattr(deep_mod.DeepFeatures, "head_features", lambda self, im: forward.append(im.shape) or head(self, im))
     _publish_network(s, 1)
     s.poll()  # the new version: tier 1 loads its network, fits the reduction, refits, predicts the plane again
     _wait(live, lambda: live._fit_deep == 1 and live.latest(ref) is not None and live.latest(ref).seq == s.labels_seq)
+    assert forward == [(64, 64)] * 3  # the network ran once per labelled slice: the PCA's maps gave their planes too
     assert live.deep_features.version == 1 and live.deep_features.components == 16
     assert live.heldout_filters is not None  # the filter-only held-out fit it was compared with
     served = s.served_tier()

@@ -723,6 +723,8 @@ class LivePreview:
 
     #: The PCA of the deep features is fitted on the head features of at most this many labelled slices.
     DEEP_FIT_SLICES = 8
+    #: Those slices' head features are kept for their planes' values up to this many bytes in all.
+    DEEP_KEEP_MAPS_BYTES = 256 * 2**20
 
     def _start_deep_refresh(self) -> None:
         """A new deep version: prepare its features for the next fits, in steps a stroke interrupts
@@ -758,16 +760,22 @@ class LivePreview:
             t0 = time.perf_counter()
             if len(job["maps"]) < len(job["fit"]):
                 ref = job["fit"][len(job["maps"])]
-                job["maps"].append(deep.head_features(np.asarray(self.bank.image[ref.selection()]))[0])
+                job["maps"].append(deep.head_features(np.asarray(self.bank.image[ref.selection()])))
                 if len(job["maps"]) == len(job["fit"]):
-                    deep.fit_maps(job["maps"])
-                    job["maps"] = [None] * len(job["fit"])  # done; the maps are not needed any more
+                    deep.fit_maps([m for m, _ in job["maps"]])
+                    # the fit slices' maps project below instead of running the network on them again,
+                    # where they are small enough to keep (a 512^2 slice's: 16 MB; 8 of 1024^2: 500 MB)
+                    keep = sum(m.nbytes for m, _ in job["maps"]) <= self.DEEP_KEEP_MAPS_BYTES
+                    job["kept"] = dict(zip(job["fit"], job["maps"])) if keep else {}
+                    job["maps"] = [None] * len(job["fit"])
             elif job["pos"] < len(job["refs"]):
                 ref = job["refs"][job["pos"]]
                 job["pos"] += 1
                 got = self._voxels.get(ref)
                 if got is not None and got[1].shape[0]:
-                    plane = deep.plane(np.asarray(self.bank.image[ref.selection()]))
+                    kept = job.get("kept", {}).pop(ref, None)
+                    size = tuple(n for a, n in enumerate(self.shape) if a != ref.axis_number)
+                    plane = deep.project(*kept, size) if kept is not None else deep.plane(np.asarray(self.bank.image[ref.selection()]))
                     a = ref.axis_number
                     o = [b for b in range(3) if b != a]
                     job["vox"][ref] = _pixels_of(plane, np.unique(got[1][:, o[0]] * self.shape[o[1]] + got[1][:, o[1]]))

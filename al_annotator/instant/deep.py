@@ -105,9 +105,16 @@ class DeepFeatures:
         if self._proj is None or self._mean is None:
             raise RuntimeError("DeepFeatures.fit first")
         f, stride = self.head_features(image)
-        F_, h, w = f.shape
-        low = (self._proj @ (f.reshape(F_, -1) - self._mean[:, None])).reshape(-1, h, w)
-        return upsample_bilinear(low, np.asarray(image).shape[-2:], stride)
+        return self.project(f, stride, np.asarray(image).shape[-2:])
+
+    def project(self, head: np.ndarray, stride: tuple[float, float], size: tuple[int, int]) -> np.ndarray:
+        """:meth:`plane` from a slice's head features already computed (:meth:`head_features`: ``head``
+        and ``stride``; ``size`` the slice's ``(H, W)``), e.g. those the PCA was fitted on."""
+        if self._proj is None or self._mean is None:
+            raise RuntimeError("DeepFeatures.fit first")
+        F_, h, w = head.shape
+        low = (self._proj @ (head.reshape(F_, -1) - self._mean[:, None])).reshape(-1, h, w)
+        return upsample_bilinear(low, tuple(size), stride)
 
 
 def upsample_bilinear(low: np.ndarray, size: tuple[int, int], scale: tuple[float, float]) -> np.ndarray:
